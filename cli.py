@@ -1,0 +1,186 @@
+"""Command line of the face-video engine. Thin: it parses arguments and calls the engine."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(
+    help="GPU-streaming face-video analytics engine: challenge videos to clean, labelled face data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(
+    help="Model weights: list what the manifest needs, pull what is missing.", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+ChallengeOpt = Annotated[str, typer.Option("--challenge", "-c", help="Challenge TOML path or bundled name (demo).")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLAlchemy URL [env ENGINE_DB_URL; default sqlite:///runs/<challenge>/engine.db]."),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Object store: a folder or s3://bucket/prefix [env ENGINE_STORE_URL; default runs/<challenge>/objects].",
+    ),
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto|cpu|cuda [env ENGINE_DEVICE; default auto].")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--s3-endpoint", help="S3-compatible endpoint URL [env ENGINE_S3_ENDPOINT_URL or AWS_ENDPOINT_URL]."),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _progress(label: str):  # noqa: ANN202 - returns a wrapper for the pipeline's item loop
+    def wrap(items: list) -> Iterator:
+        with Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("", total=len(items))
+            for item in items:
+                bar.update(task, description=getattr(item, "name", ""))
+                yield item
+                bar.advance(task)
+
+    return wrap
+
+
+@app.command()
+def run(
+    challenge: ChallengeOpt,
+    videos: Annotated[
+        str | None,
+        typer.Option("--videos", help="Folder, file of URLs, or s3:// prefix [default: the challenge's `videos` key]."),
+    ] = None,
+    runtype: Annotated[
+        str | None,
+        typer.Option("--runtype", help="test (first 4 videos) or prod (all) [env ENGINE_RUNTYPE; default test]."),
+    ] = None,
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    device: DeviceOpt = None,
+    s3_endpoint: EndpointOpt = None,
+    save_frames: Annotated[bool, typer.Option("--save-frames", help="Also store every sampled frame as JPEG.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Reprocess videos already stored.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects."""
+    from engine.config import ConfigError, Settings, load_challenge
+    from engine.pipeline import run_challenge
+    from engine.sources import SourceError
+    from engine.store import StoreUnreachable
+
+    try:
+        ch = load_challenge(challenge)
+        settings = Settings.load(
+            ch.name,
+            db_url=db,
+            store_url=store,
+            runtype=runtype,
+            device=device,
+            s3_endpoint_url=s3_endpoint,
+            save_frames=save_frames,
+            force=force,
+        )
+        source = videos or ch.raw.get("videos")
+        if not source:
+            _fail("no videos given: pass --videos FOLDER|URLFILE|s3://... (or set `videos` in the challenge TOML)")
+        if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
+            source = str((ch.path.parent / source).resolve())
+        summary = run_challenge(
+            settings,
+            ch,
+            source,
+            log=lambda m: err.print(m, markup=False),
+            progress=None if quiet else _progress("videos"),
+        )
+    except (ConfigError, SourceError, StoreUnreachable) as exc:
+        _fail(str(exc))
+    for line in summary.lines():
+        out.print(line, markup=False)
+    if summary.exit_code:
+        err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def doctor(
+    challenge: Annotated[
+        str, typer.Option("--challenge", "-c", help="Challenge whose default DB/store to check.")
+    ] = "demo",
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    s3_endpoint: EndpointOpt = None,
+) -> None:
+    """Check FFmpeg, torch/torchcodec, CUDA, weights, database and object store, and say what to fix."""
+    from engine.doctor import run_checks
+
+    checks = run_checks(challenge=challenge, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = "ok" if c.ok else ("--" if c.optional else "MISSING")
+        out.print(f"{mark:<8} {c.name:<{width}}  {c.found}", markup=False, soft_wrap=True)
+        if not c.ok:
+            out.print(f"{'':<8} {'':<{width}}  -> {c.fix}", markup=False, soft_wrap=True)
+    bad = [c for c in checks if not c.ok and not c.optional]
+    if bad:
+        out.print(f"{len(bad)} required check(s) failed: fix them in the order listed.", markup=False)
+        raise typer.Exit(1)
+    out.print("all required checks passed", markup=False)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show each weight file of the manifest, where it would be loaded from, and whether its sha256 matches."""
+    from engine import weights
+
+    for spec in weights.load_manifest().values():
+        st = weights.check(spec)
+        out.print(f"{spec.name}: {spec.file} ({spec.license})", markup=False, soft_wrap=True)
+        out.print(f"  status: {st.origin}  {st.path or st.detail}", markup=False, soft_wrap=True)
+        out.print(f"  sha256: {spec.sha256}", markup=False)
+        out.print(f"  source: {spec.url or 'package ' + str(spec.package)}", markup=False, soft_wrap=True)
+
+
+@weights_app.command("pull")
+def weights_pull() -> None:
+    """Fetch every missing weight file (mirror folder, package, or upstream URL), verifying its sha256."""
+    from engine import weights
+
+    missing = 0
+    for st in weights.pull():
+        if st.path is not None and st.origin not in ("missing", "corrupted"):
+            out.print(f"ok       {st.spec.file}  ({st.origin}: {st.path})", markup=False)
+        else:
+            missing += 1
+            out.print(f"MISSING  {st.spec.file}: {st.detail}", markup=False)
+    raise typer.Exit(1 if missing else 0)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    app()

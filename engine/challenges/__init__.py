@@ -1,0 +1,1 @@
+"""Challenge TOMLs bundled with the engine (``--challenge demo``)."""
