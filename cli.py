@@ -121,7 +121,7 @@ def run(
     except (ConfigError, SourceError, StoreUnreachable) as exc:
         _fail(str(exc))
     for line in summary.lines():
-        out.print(line, markup=False)
+        out.print(line, markup=False, soft_wrap=True)
     if summary.exit_code:
         err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
     raise typer.Exit(summary.exit_code)

@@ -16,6 +16,11 @@ from engine.store import Database, open_object_store
 from engine.store.schema import Frame, Video, VideoError
 
 
+def run_demo(videos: object, db: str, store: str, *extra: str, **kw: object):  # noqa: ANN201
+    """`cli.py run -c demo --videos V --db D --store S ...`"""
+    return run_cli("run", "-c", "demo", "--videos", str(videos), "--db", db, "--store", store, *extra, **kw)
+
+
 def _expected_frames(path: Path) -> int:
     info = decode.probe(path).video
     return math.floor((info.end_s - info.start_s) / 0.5) + 1
@@ -76,11 +81,11 @@ def test_postgres_and_s3(pg_url: str, bucket: str, shared_videos: Path) -> None:
     """The acceptance command: real PostgreSQL, moto S3 server; credentials/endpoint through boto3's chain."""
     store_url = f"s3://{bucket}/demo-run"
     cli_url = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    res = run_cli("run", "--challenge", "demo", "--videos", str(shared_videos), "--db", cli_url, "--store", store_url)
+    res = run_demo(str(shared_videos), cli_url, store_url)
     assert res.returncode == 0, res.stderr
     _check_shared_run(pg_url, store_url, shared_videos)
     before = Database(pg_url).counts()
-    again = run_cli("run", "--challenge", "demo", "--videos", str(shared_videos), "--db", cli_url, "--store", store_url)
+    again = run_demo(str(shared_videos), cli_url, store_url)
     assert again.returncode == 0, again.stderr
     assert {k: v for k, v in Database(pg_url).counts().items() if k != "runs"} == {
         k: v for k, v in before.items() if k != "runs"
@@ -88,19 +93,7 @@ def test_postgres_and_s3(pg_url: str, bucket: str, shared_videos: Path) -> None:
 
 
 def test_save_frames_stores_jpegs(tmp_path: Path, hamilton: Path) -> None:
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(hamilton),
-        "--db",
-        f"sqlite:///{tmp_path}/e.db",
-        "--store",
-        str(tmp_path / "obj"),
-        "--save-frames",
-        "-q",
-    )
+    res = run_demo(str(hamilton), f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj"), "--save-frames", "-q")
     assert res.returncode == 0, res.stderr
     db = Database(f"sqlite:///{tmp_path}/e.db")
     with db.session() as s:
@@ -122,19 +115,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(
             shutil.copy(p, dest)
     shutil.copy(hamilton, folder / "good.mp4")
     db_url = f"sqlite:///{tmp_path}/e.db"
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(folder),
-        "--runtype",
-        "prod",
-        "--db",
-        db_url,
-        "--store",
-        str(tmp_path / "obj"),
-    )
+    res = run_demo(folder, db_url, str(tmp_path / "obj"), "--runtype", "prod")
     assert res.returncode == 0, res.stderr
     assert "7 found, 2 processed" in res.stdout and "5 failed" in res.stdout
     errors = {Path(e.source_uri).name: (e.kind, e.fatal) for e in _errors(Database(db_url))}
@@ -153,19 +134,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(
     # Only bad files: nothing could be processed, so the exit code says so.
     (folder / "good.mp4").unlink()
     (folder / "no_audio.mp4").unlink()
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(folder),
-        "--runtype",
-        "prod",
-        "--db",
-        f"sqlite:///{tmp_path}/e2.db",
-        "--store",
-        str(tmp_path / "obj2"),
-    )
+    res = run_demo(folder, f"sqlite:///{tmp_path}/e2.db", str(tmp_path / "obj2"), "--runtype", "prod")
     assert res.returncode == 1
     assert "nothing could be processed" in res.stderr
 
@@ -196,41 +165,11 @@ def test_runtype_test_takes_first_four(tmp_path: Path) -> None:
 
 
 def test_unreachable_stores_fail_fast(tmp_path: Path, hamilton: Path, s3_env: str) -> None:
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(hamilton),
-        "--db",
-        "postgresql://nobody:pw@127.0.0.1:1/none",
-        "--store",
-        str(tmp_path),
-    )
+    res = run_demo(str(hamilton), "postgresql://nobody:pw@127.0.0.1:1/none", str(tmp_path))
     assert res.returncode == 2 and "cannot reach database" in res.stderr and "pw@" not in res.stderr
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(hamilton),
-        "--db",
-        f"sqlite:///{tmp_path}/e.db",
-        "--store",
-        "s3://bucket-that-is-not-there/x",
-    )
+    res = run_demo(str(hamilton), f"sqlite:///{tmp_path}/e.db", "s3://bucket-that-is-not-there/x")
     assert res.returncode == 2 and "does not exist" in res.stderr
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
-        str(tmp_path / "nope"),
-        "--db",
-        f"sqlite:///{tmp_path}/e.db",
-        "--store",
-        str(tmp_path / "o"),
-    )
+    res = run_demo(str(tmp_path / "nope"), f"sqlite:///{tmp_path}/e.db", str(tmp_path / "o"))
     assert res.returncode == 2 and "not found" in res.stderr
 
 
@@ -239,15 +178,9 @@ def test_url_list_source_through_the_cli(tmp_path: Path, hamilton: Path, http_se
     shutil.copy(hamilton, root / "clip.mp4")
     urls = tmp_path / "urls.txt"
     urls.write_text(f"{base}/clip.mp4\n{base}/missing.mp4\n")
-    res = run_cli(
-        "run",
-        "-c",
-        "demo",
-        "--videos",
+    res = run_demo(
         str(urls),
-        "--db",
         f"sqlite:///{tmp_path}/e.db",
-        "--store",
         str(tmp_path / "obj"),
         "-q",
         env={"ENGINE_RUNS_DIR": str(tmp_path / "runs")},
