@@ -1,0 +1,259 @@
+"""Face detection around the RetinaFace network: preprocessing, priors, decoding, NMS, rotate-and-retry.
+
+Everything here is batched and device-agnostic: a batch of frames (uint8 RGB ``[N, 3, H, W]`` on any device)
+becomes a ``Detections`` of flat tensors on the same device, with an ``image`` index per face. No per-frame Python
+loop touches pixels; the only host sync is reading how many faces survived.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.ops import batched_nms
+
+from .models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
+
+#: Thresholds of the reference evaluation: candidates above CONF_CANDIDATE go to NMS; results keep SCORE_MIN.
+CONF_CANDIDATE = 0.02
+NMS_IOU = 0.4
+PRE_NMS_TOP_K = 5000
+POST_NMS_TOP_K = 750
+
+
+@dataclass
+class Detections:
+    """Faces of a batch of images, flat: face i belongs to image ``image[i]``; pixels of the original images."""
+
+    image: torch.Tensor  # int64 [F]
+    boxes: torch.Tensor  # float32 [F, 4] x1, y1, x2, y2
+    scores: torch.Tensor  # float32 [F]
+    landmarks: torch.Tensor  # float32 [F, 10] x, y of: left eye, right eye, nose, left mouth, right mouth
+    rotation: torch.Tensor  # int64 [F]: 0, or the retry rotation (90 / 270, counter-clockwise) that found it
+
+    def __len__(self) -> int:
+        return int(self.image.numel())
+
+    def for_image(self, i: int) -> Detections:
+        keep = self.image == i
+        return Detections(
+            self.image[keep], self.boxes[keep], self.scores[keep], self.landmarks[keep], self.rotation[keep]
+        )
+
+    def to(self, device: str | torch.device) -> Detections:
+        return Detections(*(t.to(device) for t in (self.image, self.boxes, self.scores, self.landmarks, self.rotation)))
+
+    @staticmethod
+    def empty(device: str | torch.device = "cpu") -> Detections:
+        z = torch.zeros
+        return Detections(
+            z(0, dtype=torch.int64, device=device),
+            z(0, 4, device=device),
+            z(0, device=device),
+            z(0, 10, device=device),
+            z(0, dtype=torch.int64, device=device),
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[Detections]) -> Detections:
+        return Detections(
+            *(torch.cat([getattr(p, f) for p in parts]) for f in ("image", "boxes", "scores", "landmarks", "rotation"))
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _priors_cpu(height: int, width: int) -> torch.Tensor:
+    rows = []
+    for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
+        fh, fw = math.ceil(height / step), math.ceil(width / step)
+        cy, cx = torch.meshgrid(
+            (torch.arange(fh) + 0.5) * step / height, (torch.arange(fw) + 0.5) * step / width, indexing="ij"
+        )
+        per_size = [
+            torch.stack([cx, cy, torch.full_like(cx, s / width), torch.full_like(cy, s / height)], -1) for s in sizes
+        ]
+        rows.append(torch.stack(per_size, dim=2).reshape(-1, 4))  # locations row-major, anchors innermost
+    return torch.cat(rows).to(torch.float32)
+
+
+def priors(height: int, width: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Anchor boxes ``[P, 4]`` (cx, cy, w, h, relative to the input size) for an input of ``height×width``."""
+    return _priors_cpu(height, width).to(device)
+
+
+def decode_boxes(loc: torch.Tensor, pri: torch.Tensor) -> torch.Tensor:
+    """Offsets ``[..., P, 4]`` → relative x1, y1, x2, y2 (SSD-style encoding with the trained variances)."""
+    centers = pri[..., :2] + loc[..., :2] * VARIANCE[0] * pri[..., 2:]
+    sizes = pri[..., 2:] * torch.exp(loc[..., 2:] * VARIANCE[1])
+    return torch.cat([centers - sizes / 2, centers + sizes / 2], dim=-1)
+
+
+def decode_landmarks(pre: torch.Tensor, pri: torch.Tensor) -> torch.Tensor:
+    """Offsets ``[..., P, 10]`` → relative landmark coordinates."""
+    pts = pre.unflatten(-1, (5, 2))
+    return (pri[..., None, :2] + pts * VARIANCE[0] * pri[..., None, 2:]).flatten(-2)
+
+
+def resize_like_cv2(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bilinear resize by ``scale`` with OpenCV's INTER_LINEAR geometry (output ``round(size*scale)``,
+    sampling at ``(dst + 0.5) / scale - 0.5``, no antialiasing), on float ``[N, C, H, W]``."""
+    h, w = x.shape[-2:]
+    out = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.ops.aten.upsample_bilinear2d(x, out, False, scale, scale)
+
+
+def preprocess(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 RGB ``[N, 3, H, W]`` → the network's input: resized, BGR, minus the training mean."""
+    x = frames.to(torch.float32)
+    if scale != 1.0:
+        x = resize_like_cv2(x, scale)
+    mean = torch.tensor(BGR_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x.flip(1) - mean).to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def postprocess(
+    loc: torch.Tensor,
+    conf: torch.Tensor,
+    landms: torch.Tensor,
+    height: int,
+    width: int,
+    scale: float | torch.Tensor = 1.0,
+    threshold: float = 0.5,
+) -> Detections:
+    """Raw outputs of a batch → detections in original pixels (divided by ``scale``), NMS per image."""
+    device = loc.device
+    n, num_priors = conf.shape[:2]
+    pri = priors(height, width, device)
+    scores = torch.softmax(conf.float(), dim=-1)[..., 1]  # [N, P]
+    k = min(PRE_NMS_TOP_K, num_priors)
+    top_scores, top_idx = scores.topk(k, dim=1)  # sorted, per image
+    keep = top_scores > max(CONF_CANDIDATE, 0.0)
+    img_idx = torch.arange(n, device=device)[:, None].expand(n, k)[keep]
+    prior_idx = top_idx[keep]
+    cand_scores = top_scores[keep]
+    size = torch.tensor([width, height], device=device, dtype=torch.float32)
+    boxes = decode_boxes(loc[img_idx, prior_idx].float(), pri[prior_idx]) * size.repeat(2)
+    lms = decode_landmarks(landms[img_idx, prior_idx].float(), pri[prior_idx]) * size.repeat(5)
+    kept = batched_nms(boxes, cand_scores, img_idx, NMS_IOU)  # sorted by decreasing score
+    # At most POST_NMS_TOP_K per image, then the caller's score threshold.
+    img_k = img_idx[kept]
+    order = torch.argsort(img_k, stable=True)
+    kept, img_k = kept[order], img_k[order]
+    first = torch.searchsorted(img_k, img_k, right=False)
+    rank = torch.arange(len(img_k), device=device) - first
+    kept = kept[(rank < POST_NMS_TOP_K) & (cand_scores[kept] >= threshold)]
+    div = scale if isinstance(scale, torch.Tensor) else torch.full((n,), float(scale), device=device)
+    d = div.to(device=device, dtype=torch.float32)[img_idx[kept]][:, None]
+    return Detections(
+        img_idx[kept],
+        boxes[kept] / d,
+        cand_scores[kept],
+        lms[kept] / d,
+        torch.zeros(len(kept), dtype=torch.int64, device=device),
+    )
+
+
+class FaceDetector:
+    """RetinaFace MobileNet-0.25 on a device, batched over frames of one size (or padded mixed sizes)."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", half: bool = False) -> None:
+        if weights is None:
+            from .weights import resolve
+
+            weights = resolve("retinaface_mnet025")
+        self.device = torch.device(device)
+        self.half = half and self.device.type == "cuda"
+        self.dtype = torch.float16 if self.half else torch.float32
+        self.model = load_retinaface(weights, self.device).to(self.dtype).to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs for a preprocessed input batch."""
+        return self.model(x.to(self.device, self.dtype))
+
+    @torch.inference_mode()
+    def detect(self, frames: torch.Tensor, scale: float = 1.0, threshold: float = 0.5) -> Detections:
+        """Faces in a batch of same-size uint8 RGB frames ``[N, 3, H, W]``, resized by ``scale`` first."""
+        if frames.shape[0] == 0:
+            return Detections.empty(self.device)
+        x = preprocess(frames.to(self.device), scale, self.dtype)
+        loc, conf, landms = self.model(x)
+        return postprocess(loc, conf, landms, x.shape[-2], x.shape[-1], scale, threshold)
+
+    def detect_images(
+        self, images: Sequence[torch.Tensor], long_side: int | None = None, threshold: float = 0.5
+    ) -> list[Detections]:
+        """Images of any sizes, one by one at their own scale (exact reference geometry, no padding)."""
+        out = []
+        for img in images:
+            scale = 1.0 if long_side is None else long_side / max(img.shape[-2:])
+            out.append(self.detect(img[None], scale, threshold))
+        return out
+
+    def detect_with_rotation(self, frames: torch.Tensor, scale: float = 1.0, threshold: float = 0.5) -> Detections:
+        """Detect; frames with no face are retried rotated by 90° and 270° (landscape recordings), keeping the
+        rotation whose best face scores highest, with boxes mapped back to the unrotated frame."""
+        found = self.detect(frames, scale, threshold)
+        has_face = torch.zeros(frames.shape[0], dtype=torch.bool, device=self.device)
+        has_face[found.image] = True
+        missing = (~has_face).nonzero().flatten()
+        if missing.numel() == 0:
+            return found
+        subset = frames.to(self.device)[missing]
+        h, w = frames.shape[-2:]
+        tries = []
+        for k, degrees in ((1, 90), (-1, 270)):
+            det = self.detect(torch.rot90(subset, k=k, dims=(2, 3)), scale, threshold)
+            det.boxes, det.landmarks = unrotate(det.boxes, det.landmarks, k, h, w)
+            det.rotation = torch.full_like(det.image, degrees)
+            det.image = missing[det.image]
+            tries.append(det)
+        both = Detections.cat(tries)
+        if len(both):
+            # Per frame, keep only the rotation whose best face scores highest.
+            n = frames.shape[0]
+            best = {
+                deg: torch.full((n,), -1.0, device=self.device).scatter_reduce(
+                    0, both.image[both.rotation == deg], both.scores[both.rotation == deg], "amax"
+                )
+                for deg in (90, 270)
+            }
+            winner = torch.where(best[270] > best[90], 270, 90)
+            both = _select(both, (both.rotation == winner[both.image]).nonzero().flatten())
+        merged = Detections.cat([found, both])
+        order = torch.argsort(merged.image, stable=True)
+        return _select(merged, order)
+
+
+def _select(d: Detections, idx: torch.Tensor) -> Detections:
+    return Detections(d.image[idx], d.boxes[idx], d.scores[idx], d.landmarks[idx], d.rotation[idx])
+
+
+def unrotate(boxes: torch.Tensor, landmarks: torch.Tensor, k: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map boxes/landmarks found in ``torch.rot90(frame, k)`` (frame ``h×w``) back to the frame's pixels."""
+
+    def back(xy: torch.Tensor) -> torch.Tensor:
+        x, y = xy[..., 0], xy[..., 1]
+        # rot90 k=1 (counter-clockwise): (x, y) → (y, w - x); k=-1 (clockwise): (x, y) → (h - y, x).
+        return torch.stack([w - y, x], -1) if k == 1 else torch.stack([y, h - x], -1)
+
+    corners = back(boxes.view(-1, 2, 2))
+    new_boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=-1)
+    return new_boxes, back(landmarks.view(-1, 5, 2)).reshape(-1, 10)
+
+
+def detections_to_json(det: Detections) -> list[dict]:
+    """One image's detections as plain JSON-able dicts (rounded to what the reference file holds)."""
+    rows = []
+    for box, score, lm, rot in zip(
+        det.boxes.tolist(), det.scores.tolist(), det.landmarks.tolist(), det.rotation.tolist(), strict=True
+    ):
+        row = {"box": [round(v, 3) for v in box], "score": round(score, 5), "landmarks": [round(v, 3) for v in lm]}
+        if rot:
+            row["rotation"] = rot
+        rows.append(row)
+    return rows

@@ -1,0 +1,1 @@
+"""Network definitions and weight loading only: models know nothing of videos."""
