@@ -22,8 +22,8 @@ weights_app = typer.Typer(
 )
 app.add_typer(weights_app, name="weights")
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 ChallengeOpt = Annotated[str, typer.Option("--challenge", "-c", help="Challenge TOML path or bundled name (demo).")]
 DbOpt = Annotated[
@@ -151,6 +151,69 @@ def doctor(
         out.print(f"{len(bad)} required check(s) failed: fix them in the order listed.", markup=False)
         raise typer.Exit(1)
     out.print("all required checks passed", markup=False)
+
+
+@app.command()
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF).")],
+    long_side: Annotated[int | None, typer.Option("--long-side", help="Resize so the long side is N first.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Minimum face score.")] = 0.5,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Retry images with no face rotated 90/270 deg.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: path -> faces.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Detect faces with RetinaFace MobileNet-0.25: boxes, scores and 5 landmarks in original pixels."""
+    import json
+
+    from engine.config import ConfigError, resolve_device
+    from engine.faces import FaceDetector
+    from engine.photos import detect_files
+    from engine.weights import WeightError
+
+    try:
+        detector = FaceDetector(device=resolve_device(device or "auto"))
+        results = detect_files([str(p) for p in images], detector, long_side, threshold, rotate)
+    except (ConfigError, WeightError, ValueError) as exc:
+        _fail(str(exc))
+    _print_results(results, as_json, json)
+
+
+def _print_results(results: dict, as_json: bool, json_module) -> None:  # noqa: ANN001
+    """Per-file errors go to stderr in both modes; exit 1 only when no file could be read."""
+    for path, faces in results.items():
+        if isinstance(faces, dict):
+            err.print(f"error  {path}: {faces['error']}", markup=False)
+    if as_json:
+        out.print(json_module.dumps(results), markup=False, soft_wrap=True, highlight=False)
+    else:
+        for path, faces in results.items():
+            if isinstance(faces, list):
+                out.print(f"{path}: {len(faces)} face(s)", markup=False)
+                for f in faces:
+                    out.print(f"  score {f['score']:.4f}  box {f['box']}", markup=False, soft_wrap=True)
+    if all(isinstance(v, dict) for v in results.values()):
+        raise typer.Exit(1)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the .onnx file.")],
+    opset: Annotated[int, typer.Option("--opset")] = 17,
+) -> None:
+    """Export the detector network to ONNX (dynamic batch, height, width) for onnxruntime / TensorRT."""
+    from engine.models.retinaface import load_retinaface
+    from engine.onnx_export import export_retinaface
+    from engine.weights import WeightError, resolve
+
+    try:
+        path = export_retinaface(load_retinaface(resolve("retinaface_mnet025")), out_path, opset)
+    except WeightError as exc:
+        _fail(str(exc))
+    out.print(
+        f"wrote {path} (input: BGR minus mean (104,117,123), float32 NCHW; outputs: loc, conf, landms)",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @weights_app.command("list")
