@@ -21,13 +21,16 @@ endif
 setup: $(VENV)/.installed
 
 # uv resolves and downloads in parallel and keeps a cache (about 1 min instead of 10+ with pip for the
-# CUDA-enabled torch stack); plain pip is the fallback when uv cannot be installed.
+# CUDA-enabled torch stack); plain pip is the fallback when uv cannot be installed. face_recognition (the
+# parity oracle and benchmark peer) goes in without its deps: its `dlib` requirement would compile dlib, and
+# dlib-bin (dev extra) already provides the module.
 $(VENV)/.installed: pyproject.toml | ffmpeg
 	$(PYTHON) -m venv $(VENV)
 	@if $(PY) -m pip install -qq uv 2>/dev/null; then \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'; \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]' && \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps face_recognition; \
 	else \
-	  $(PY) -m pip install -qq -e '.[dev]'; \
+	  $(PY) -m pip install -qq -e '.[dev]' && $(PY) -m pip install -qq --no-deps face_recognition; \
 	fi
 	touch $@
 

@@ -1,0 +1,73 @@
+"""Detector throughput at long side 640 for batch sizes 1, 8, 32, next to face_recognition (HOG + encodings) on
+the same frames, measured in one run (`make bench`; not part of `make test`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import decode
+from engine.faces import FaceDetector
+
+SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+N_FRAMES = 32
+
+
+def _frames() -> torch.Tensor:
+    """32 real frames of the Hamilton clip (640×360: long side already 640), cycled if needed."""
+    frames = torch.cat([b.frames for b in decode.sample_frames(SHARED / "videos" / "short_hamilton_clip.mp4")])
+    return frames[torch.arange(N_FRAMES) % len(frames)]
+
+
+def _timed(fn, repeat: int = 2) -> float:  # noqa: ANN001
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.slow
+def test_detector_vs_face_recognition() -> None:
+    frames = _frames()
+    det = FaceDetector(device="cpu")
+    print(
+        f"\n[faces] {platform.node()} · {os.cpu_count()} cores · torch threads {torch.get_num_threads()} · "
+        f"{N_FRAMES} frames 640x360"
+    )
+    ours = {}
+    for bs in (1, 8, 32):
+
+        def run(bs: int = bs) -> None:
+            for i in range(0, N_FRAMES, bs):
+                det.detect(frames[i : i + bs])
+
+        ours[bs] = N_FRAMES / _timed(run)
+        print(f"  engine RetinaFace mnet0.25 fp32, batch {bs:2d}: {ours[bs]:7.1f} frames/s")
+
+    import face_recognition
+
+    rgb = [f.permute(1, 2, 0).contiguous().numpy() for f in frames]
+
+    def peer_detect() -> None:
+        for img in rgb:
+            face_recognition.face_locations(img, model="hog")
+
+    def peer_full() -> None:
+        for img in rgb:
+            face_recognition.face_encodings(img, face_recognition.face_locations(img, model="hog"))
+
+    peer_det = N_FRAMES / _timed(peer_detect, repeat=1)
+    peer_all = N_FRAMES / _timed(peer_full, repeat=1)
+    print(f"  face_recognition HOG detection:            {peer_det:7.1f} frames/s")
+    print(f"  face_recognition HOG + encodings:          {peer_all:7.1f} frames/s")
+    print(f"  ratio engine detector (batch 32) / HOG detection: {ours[32] / peer_det:.2f}x")
+    print("  embedder faces/s: not measured yet (the dlib ResNet port is still to come)")
+    assert all(v > 0 for v in ours.values())
