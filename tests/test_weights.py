@@ -82,3 +82,11 @@ def test_download_is_verified(mirror: Path, empty_weights: Path, http_server: tu
     (empty_weights / RETINA).unlink()
     with pytest.raises(weights.WeightError, match="ENGINE_WEIGHTS_MIRROR"):
         weights.resolve("retinaface_mnet025")
+
+
+def test_embedding_model_comes_from_its_package(empty_weights: Path) -> None:
+    import face_recognition_models
+
+    path = weights.resolve("dlib_resnet_v1", download=False)
+    assert path == Path(face_recognition_models.face_recognition_model_location())
+    assert weights.sha256_file(path) == weights.load_manifest()["dlib_resnet_v1"].sha256
