@@ -131,7 +131,7 @@ def postprocess(
     scores = torch.softmax(conf.float(), dim=-1)[..., 1]  # [N, P]
     k = min(PRE_NMS_TOP_K, num_priors)
     top_scores, top_idx = scores.topk(k, dim=1)  # sorted, per image
-    keep = top_scores > max(CONF_CANDIDATE, 0.0)
+    keep = top_scores > CONF_CANDIDATE
     img_idx = torch.arange(n, device=device)[:, None].expand(n, k)[keep]
     prior_idx = top_idx[keep]
     cand_scores = top_scores[keep]

@@ -161,31 +161,33 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
 
     frame_rows: list[dict] = []
     jpegs: list[tuple[str, bytes]] = []
-    with ctx.timer("decode"):
-        try:
-            for batch in decode.sample_frames(path, s.sample_interval, s.device):
-                h, w = int(batch.frames.shape[-2]), int(batch.frames.shape[-1])
-                if s.save_frames:
-                    with ctx.timer("jpeg"):
-                        encoded = decode.encode_jpegs(batch.frames)
-                keys = [frame_key(sha, int(k)) for k in batch.index.tolist()] if s.save_frames else None
-                for j, (k, target, pts) in enumerate(
-                    zip(batch.index.tolist(), batch.target_s.tolist(), batch.pts_s.tolist(), strict=True)
-                ):
-                    frame_rows.append(
-                        dict(
-                            frame_index=k,
-                            target_s=target,
-                            pts_s=pts,
-                            width=w,
-                            height=h,
-                            object_key=keys[j] if keys else None,
-                        )
+    batches = decode.sample_frames(path, s.sample_interval, s.device)
+    try:
+        while True:
+            with ctx.timer("decode"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            h, w = int(batch.frames.shape[-2]), int(batch.frames.shape[-1])
+            keys = [frame_key(sha, k) for k in batch.index.tolist()] if s.save_frames else None
+            if keys:
+                with ctx.timer("jpeg"):
+                    jpegs.extend(zip(keys, decode.encode_jpegs(batch.frames), strict=True))
+            for j, (k, target, pts) in enumerate(
+                zip(batch.index.tolist(), batch.target_s.tolist(), batch.pts_s.tolist(), strict=True)
+            ):
+                frame_rows.append(
+                    dict(
+                        frame_index=k,
+                        target_s=target,
+                        pts_s=pts,
+                        width=w,
+                        height=h,
+                        object_key=keys[j] if keys else None,
                     )
-                if keys:
-                    jpegs.extend(zip(keys, encoded, strict=True))
-        except decode.DecodeError as exc:
-            return _fail(ctx, item, "decode", exc.kind, str(exc), sha)
+                )
+    except decode.DecodeError as exc:
+        return _fail(ctx, item, "decode", exc.kind, str(exc), sha)
 
     suffix = path.suffix.lower() if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi") else ".mp4"
     vkey = video_key(sha, suffix)
