@@ -93,6 +93,8 @@ class _Reader:
             raise DlibFormatError(f"tensor version {version} at offset {self.pos}, expected 2")
         dims = [self.int() for _ in range(4)]
         count = int(np.prod(dims))
+        if min(dims) < 0 or self.pos + 4 * count > len(self.data):
+            raise DlibFormatError(f"tensor of shape {dims} at offset {self.pos} runs past the end of the file")
         out = np.frombuffer(self.data, "<f4", count, self.pos).reshape(dims).copy()
         self.pos += 4 * count
         return out
