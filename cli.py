@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,8 +164,6 @@ def detect(
     device: DeviceOpt = None,
 ) -> None:
     """Detect faces with RetinaFace MobileNet-0.25: boxes, scores and 5 landmarks in original pixels."""
-    import json
-
     from engine.config import ConfigError, resolve_device
     from engine.faces import FaceDetector
     from engine.photos import detect_files
@@ -175,16 +174,16 @@ def detect(
         results = detect_files([str(p) for p in images], detector, long_side, threshold, rotate)
     except (ConfigError, WeightError, ValueError) as exc:
         _fail(str(exc))
-    _print_results(results, as_json, json)
+    _print_results(results, as_json)
 
 
-def _print_results(results: dict, as_json: bool, json_module) -> None:  # noqa: ANN001
+def _print_results(results: dict, as_json: bool) -> None:
     """Per-file errors go to stderr in both modes; exit 1 only when no file could be read."""
     for path, faces in results.items():
         if isinstance(faces, dict):
             err.print(f"error  {path}: {faces['error']}", markup=False)
     if as_json:
-        out.print(json_module.dumps(results), markup=False, soft_wrap=True, highlight=False)
+        out.print(json.dumps(results), markup=False, soft_wrap=True, highlight=False)
     else:
         for path, faces in results.items():
             if isinstance(faces, list):

@@ -129,7 +129,7 @@ def _open_video(path: str | Path, device: str = "cpu") -> VideoDecoder:
         # exact mode scans the file once: true frame count and pts, even for variable frame rate.
         return VideoDecoder(path, device=device, seek_mode="exact", num_ffmpeg_threads=0)
     except ValueError as exc:  # torchcodec: the container opened, but has no video stream
-        if _has_audio(path):
+        if _audio_info(path) is not None:
             raise DecodeError("no_video_stream", f"{path.name} has no video stream (audio only)") from exc
         raise DecodeError("no_video_stream", f"{path.name} has no video stream: {_clean(exc)}") from exc
     except RuntimeError as exc:
@@ -141,14 +141,6 @@ def _open_video(path: str | Path, device: str = "cpu") -> VideoDecoder:
         if "Permission denied" in msg or "No such file" in msg:
             raise DecodeError("unreadable_path", f"cannot read {path}: {msg}") from exc
         raise DecodeError("decode_failed", f"cannot open {path.name}: {msg}") from exc
-
-
-def _has_audio(path: str | Path) -> bool:
-    try:
-        AudioDecoder(path)
-        return True
-    except (ValueError, RuntimeError):
-        return False
 
 
 def _audio_info(path: str | Path) -> AudioInfo | None:

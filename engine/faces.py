@@ -38,11 +38,12 @@ class Detections:
     def __len__(self) -> int:
         return int(self.image.numel())
 
+    def select(self, idx: torch.Tensor) -> Detections:
+        """The faces picked by an index or boolean mask, fields kept in step."""
+        return Detections(self.image[idx], self.boxes[idx], self.scores[idx], self.landmarks[idx], self.rotation[idx])
+
     def for_image(self, i: int) -> Detections:
-        keep = self.image == i
-        return Detections(
-            self.image[keep], self.boxes[keep], self.scores[keep], self.landmarks[keep], self.rotation[keep]
-        )
+        return self.select(self.image == i)
 
     def to(self, device: str | torch.device) -> Detections:
         return Detections(*(t.to(device) for t in (self.image, self.boxes, self.scores, self.landmarks, self.rotation)))
@@ -121,7 +122,7 @@ def postprocess(
     landms: torch.Tensor,
     height: int,
     width: int,
-    scale: float | torch.Tensor = 1.0,
+    scale: float = 1.0,
     threshold: float = 0.5,
 ) -> Detections:
     """Raw outputs of a batch → detections in original pixels (divided by ``scale``), NMS per image."""
@@ -146,13 +147,11 @@ def postprocess(
     first = torch.searchsorted(img_k, img_k, right=False)
     rank = torch.arange(len(img_k), device=device) - first
     kept = kept[(rank < POST_NMS_TOP_K) & (cand_scores[kept] >= threshold)]
-    div = scale if isinstance(scale, torch.Tensor) else torch.full((n,), float(scale), device=device)
-    d = div.to(device=device, dtype=torch.float32)[img_idx[kept]][:, None]
     return Detections(
         img_idx[kept],
-        boxes[kept] / d,
+        boxes[kept] / scale,
         cand_scores[kept],
-        lms[kept] / d,
+        lms[kept] / scale,
         torch.zeros(len(kept), dtype=torch.int64, device=device),
     )
 
@@ -223,14 +222,10 @@ class FaceDetector:
                 for deg in (90, 270)
             }
             winner = torch.where(best[270] > best[90], 270, 90)
-            both = _select(both, (both.rotation == winner[both.image]).nonzero().flatten())
+            both = both.select(both.rotation == winner[both.image])
         merged = Detections.cat([found, both])
         order = torch.argsort(merged.image, stable=True)
-        return _select(merged, order)
-
-
-def _select(d: Detections, idx: torch.Tensor) -> Detections:
-    return Detections(d.image[idx], d.boxes[idx], d.scores[idx], d.landmarks[idx], d.rotation[idx])
+        return merged.select(order)
 
 
 def unrotate(boxes: torch.Tensor, landmarks: torch.Tensor, k: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

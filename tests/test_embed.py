@@ -84,11 +84,7 @@ def test_chain_separates_obama_from_other_people(shared_data: Path) -> None:
     for name in obama + others:
         img = decode.load_image(shared_data / "faces" / name)[None]
         det = detector.detect(img)
-        best = det.scores.argmax().reshape(1)
-        det.image, det.boxes, det.scores, det.landmarks, det.rotation = (
-            t[best] for t in (det.image, det.boxes, det.scores, det.landmarks, det.rotation)
-        )
-        vec[name] = embedder.embed(img, det)[0]
+        vec[name] = embedder.embed(img, det.select(det.scores.argmax().reshape(1)))[0]
     same = [float((vec[a] - vec[b]).norm()) for a, b in itertools.combinations(obama, 2)]
     different = [float((vec[a] - vec[b]).norm()) for a in obama for b in others]
     assert max(same) < 0.6 < min(different), (max(same), min(different))
