@@ -71,3 +71,41 @@ def test_detector_vs_face_recognition() -> None:
     print(f"  ratio engine detector (batch 32) / HOG detection: {ours[32] / peer_det:.2f}x")
     print("  embedder faces/s: not measured yet (the dlib ResNet port is still to come)")
     assert all(v > 0 for v in ours.values())
+
+
+@pytest.mark.slow
+def test_golden_and_onnx_margins(tmp_path: Path) -> None:
+    """Worst errors against the upstream golden file, and torch vs onnxruntime on the raw outputs."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from engine.onnx_export import export_retinaface
+
+    det = FaceDetector(device="cpu")
+    golden = json.loads((SHARED / "reference" / "retinaface_mnet025_golden.json").read_text())["images"]
+    worst = {"box": 0.0, "landmarks": 0.0, "score": 0.0}
+    for key, ref in golden.items():
+        name, _, mode = key.partition("@")
+        found = det.detect_images([decode.load_image(SHARED / "faces" / name)], 640 if mode else None)[0]
+        for r in ref["detections"]:
+            i = int((found.boxes - torch.tensor(r["box"])).abs().amax(1).argmin())
+            worst["box"] = max(worst["box"], (found.boxes[i] - torch.tensor(r["box"])).abs().max().item())
+            worst["landmarks"] = max(
+                worst["landmarks"], (found.landmarks[i] - torch.tensor(r["landmarks"])).abs().max().item()
+            )
+            worst["score"] = max(worst["score"], abs(found.scores[i].item() - r["score"]))
+    print(
+        f"\n[golden] worst over {len(golden)} entries: box {worst['box']:.4f} px, landmarks "
+        f"{worst['landmarks']:.4f} px, score {worst['score']:.1e}"
+    )
+    path = export_retinaface(det.model, tmp_path / "rf.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    gap = 0.0
+    for shape in ((1, 3, 640, 640), (2, 3, 360, 640), (1, 3, 97, 131)):
+        x = torch.randn(shape, generator=gen) * 60
+        for o, r in zip(sess.run(None, {"input": x.numpy()}), det.raw(x), strict=True):
+            gap = max(gap, float(np.abs(o - r.numpy()).max()))
+    print(f"[onnx] max |onnxruntime - torch| on raw outputs: {gap:.1e}")
