@@ -136,7 +136,7 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
     from engine.align import align_chips, chip_transforms
     from engine.faces import FaceDetector
 
-    big = decode.load_image(shared_data / "faces" / "obama.jpg")
+    big = decode.load_image(shared_data / "faces" / "biden.jpg")
     small = F.interpolate(big[None].float(), scale_factor=0.35, mode="area").round().to(torch.uint8)[0]
     canvas = torch.zeros_like(big)
     canvas[:, : small.shape[1], : small.shape[2]] = small
