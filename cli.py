@@ -177,6 +177,32 @@ def detect(
     _print_results(results, as_json)
 
 
+@app.command()
+def embed(
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF).")],
+    long_side: Annotated[int | None, typer.Option("--long-side", help="Detect after resizing the long side to N.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Minimum face score.")] = 0.5,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Retry images with no face rotated 90/270 deg.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: path -> faces with embeddings.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Detect, align and embed faces: each face's box, score, landmarks and 128-d dlib-compatible embedding
+    (two faces of one person are under 0.6 apart)."""
+    from engine.align import FaceEmbedder
+    from engine.config import ConfigError, resolve_device
+    from engine.faces import FaceDetector
+    from engine.photos import embed_files
+    from engine.weights import WeightError
+
+    try:
+        dev = resolve_device(device or "auto")
+        results = embed_files([str(p) for p in images], FaceDetector(device=dev), FaceEmbedder(device=dev),
+                              long_side, threshold, rotate)
+    except (ConfigError, WeightError, ValueError) as exc:
+        _fail(str(exc))
+    _print_results(results, as_json)
+
+
 def _print_results(results: dict, as_json: bool) -> None:
     """Per-file errors go to stderr in both modes; exit 1 only when no file could be read."""
     for path, faces in results.items():

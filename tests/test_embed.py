@@ -95,16 +95,19 @@ def test_extractor_reproduces_dlib_chips(model_path: Path, shared_data: Path) ->
     assert len(distances) >= 12 and np.median(distances) < 0.005 and distances.max() < 0.05, distances
 
 
-def test_chain_separates_people(shared_data: Path) -> None:
-    """Our detector + alignment + embedder on the shared photos: the four Obama photos within 0.6 of each other,
-    every pair of different people beyond 0.6 (face_recognition's threshold)."""
+def test_cli_embed_separates_people(shared_data: Path) -> None:
+    """``cli.py embed ../shared/data/faces/* --json`` (our detector + alignment + embedder): the four Obama photos
+    within 0.6 of each other, every pair of different people beyond 0.6 (face_recognition's threshold)."""
     import itertools
+    import json
 
-    from engine import decode
-    from engine.align import FaceEmbedder
-    from engine.faces import FaceDetector
+    from conftest import run_cli
 
-    detector, embedder = FaceDetector(), FaceEmbedder()
+    photos = sorted((shared_data / "faces").iterdir())
+    res = run_cli("embed", *map(str, photos), "--json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    faces = {Path(k).name: v for k, v in json.loads(res.stdout).items()}
+    assert all(len(f["embedding"]) == 128 for v in faces.values() for f in v)
     obama = ["obama.jpg", "obama2.jpg", "obama3.jpg", "obama_small.jpg"]
     others = [
         "biden.jpg",
@@ -113,17 +116,18 @@ def test_chain_separates_people(shared_data: Path) -> None:
         "hugh-jackman-reference.jpg",
         "ryan-reynolds-reference.jpg",
     ]
-    vec = {}
-    for name in obama + others:
-        img = decode.load_image(shared_data / "faces" / name)[None]
-        det = detector.detect(img)
-        vec[name] = embedder.embed(img, det.select(det.scores.argmax().reshape(1)))[0]
-    distance = {(a, b): float((vec[a] - vec[b]).norm()) for a, b in itertools.combinations(obama + others, 2)}
+    assert all(len(faces[n]) == 1 for n in obama + others)
+    vec = {n: np.array(faces[n][0]["embedding"]) for n in obama + others}
+    distance = {(a, b): float(np.linalg.norm(vec[a] - vec[b])) for a, b in itertools.combinations(obama + others, 2)}
     same = {pair: d for pair, d in distance.items() if pair[0] in obama and pair[1] in obama}
     different = {pair: d for pair, d in distance.items() if pair not in same}
     assert len(same) == 6 and len(different) == 30
-    assert max(same.values()) < 0.6 < min(different.values()), (max(same.items(), key=lambda kv: kv[1]),
-                                                                 min(different.items(), key=lambda kv: kv[1]))
+    worst_same, worst_different = max(same.items(), key=lambda kv: kv[1]), min(different.items(), key=lambda kv: kv[1])
+    assert worst_same[1] < 0.6 < worst_different[1], (worst_same, worst_different)
+    # The group photo holds Obama and Biden: each is matched by exactly one of its faces.
+    group = [np.array(f["embedding"]) for f in faces["obama_and_biden.jpg"]]
+    for person in ("obama.jpg", "biden.jpg"):
+        assert sum(np.linalg.norm(g - vec[person]) < 0.6 for g in group) == 1
 
 
 def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:

@@ -119,7 +119,8 @@ def test_onnx_export_matches_torch(detector: FaceDetector, tmp_path: Path) -> No
             assert np.abs(o - r.numpy()).max() <= 1e-4
 
 
-def test_awkward_images_give_errors_or_results(tmp_path: Path, shared_data: Path) -> None:
+@pytest.mark.parametrize("verb", ["detect", "embed"])
+def test_awkward_images_give_errors_or_results(verb: str, tmp_path: Path, shared_data: Path) -> None:
     from conftest import ffmpeg
     from PIL import Image
 
@@ -129,7 +130,7 @@ def test_awkward_images_give_errors_or_results(tmp_path: Path, shared_data: Path
     (tmp_path / "text.jpg").write_text("not an image")
     (tmp_path / "zero.png").write_bytes(b"")
     names = ["one.png", "deep16.png", "gray.jpg", "text.jpg", "zero.png"]
-    res = run_cli("detect", *(str(tmp_path / n) for n in names), "--json", "--device", "cpu")
+    res = run_cli(verb, *(str(tmp_path / n) for n in names), "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     got = {Path(k).name: v for k, v in json.loads(res.stdout).items()}
     assert got["one.png"] == []
@@ -137,5 +138,8 @@ def test_awkward_images_give_errors_or_results(tmp_path: Path, shared_data: Path
     assert len(got["gray.jpg"]) == 1 and got["gray.jpg"][0]["score"] > 0.99
     assert "not a readable image" in got["text.jpg"]["error"] and "empty" in got["zero.png"]["error"]
     assert "text.jpg" in res.stderr
-    only_bad = run_cli("detect", str(tmp_path / "text.jpg"), "--json")
+    if verb == "embed":  # a 16-bit or grayscale copy of one photo embeds as that person
+        deep, gray = (np.array(got[n][0]["embedding"]) for n in ("deep16.png", "gray.jpg"))
+        assert len(deep) == 128 and np.linalg.norm(deep - gray) < 0.6
+    only_bad = run_cli(verb, str(tmp_path / "text.jpg"), "--json")
     assert only_bad.returncode == 1
