@@ -1,5 +1,5 @@
-"""Detector throughput at long side 640 for batch sizes 1, 8, 32, next to face_recognition (HOG + encodings) on
-the same frames, measured in one run (`make bench`; not part of `make test`)."""
+"""Detector frames/s at long side 640 and embedder faces/s, for batch sizes 1, 8, 32, next to face_recognition
+(HOG + encodings) on the same frames and faces, measured in one run (`make bench`; not part of `make test`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from engine.faces import FaceDetector
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 N_FRAMES = 32
+N_FACES = 64
 
 
 def _frames() -> torch.Tensor:
@@ -35,7 +36,7 @@ def _timed(fn, repeat: int = 2) -> float:  # noqa: ANN001
 
 
 @pytest.mark.slow
-def test_detector_vs_face_recognition() -> None:
+def test_face_models_vs_face_recognition() -> None:
     frames = _frames()
     det = FaceDetector(device="cpu")
     print(
@@ -69,8 +70,33 @@ def test_detector_vs_face_recognition() -> None:
     print(f"  face_recognition HOG detection:            {peer_det:7.1f} frames/s")
     print(f"  face_recognition HOG + encodings:          {peer_all:7.1f} frames/s")
     print(f"  ratio engine detector (batch 32) / HOG detection: {ours[32] / peer_det:.2f}x")
-    print("  embedder faces/s: not measured yet (the dlib ResNet port is still to come)")
     assert all(v > 0 for v in ours.values())
+
+    # Embedder: the faces our detector found in these frames (cycled to N_FACES), aligned + embedded per batch.
+    from engine.align import FaceEmbedder
+
+    emb = FaceEmbedder(device="cpu")
+    found = det.detect(frames)
+    faces = found.select(torch.arange(N_FACES) % len(found))
+    embedded = {}
+    for bs in (1, 8, 32):
+
+        def run_embed(bs: int = bs) -> None:
+            for i in range(0, N_FACES, bs):
+                emb.embed(frames, faces.select(torch.arange(i, min(i + bs, N_FACES))))
+
+        embedded[bs] = N_FACES / _timed(run_embed)
+        print(f"  engine align + dlib ResNet port fp32, batch {bs:2d}: {embedded[bs]:7.1f} faces/s")
+    boxes = faces.boxes.round().int().tolist()
+
+    def peer_encode() -> None:  # same faces, locations given: dlib 5-point landmarks + dlib ResNet per face
+        for (x1, y1, x2, y2), i in zip(boxes, faces.image.tolist(), strict=True):
+            face_recognition.face_encodings(rgb[i], known_face_locations=[(y1, x2, y2, x1)])
+
+    peer_emb = N_FACES / _timed(peer_encode, repeat=1)
+    print(f"  face_recognition encodings (dlib, per face):   {peer_emb:7.1f} faces/s")
+    print(f"  ratio engine embedder (batch 32) / face_recognition encodings: {embedded[32] / peer_emb:.2f}x")
+    assert all(v > 0 for v in embedded.values())
 
 
 @pytest.mark.slow
