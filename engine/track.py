@@ -1,0 +1,98 @@
+"""Tracks inside one video: which faces of successive sampled frames belong to the same person.
+
+The seed's rule first: when no sampled frame of the video holds more than one face, every face is one track (a
+selfie video). Otherwise faces are linked frame to frame by a Hungarian assignment on a cost mixing IoU and centre
+distance, with a gate: a face too far from every open track starts a new one. A track stays open for ``max_gap``
+sampled frames without a face (a blink of the detector, a head turned away) before it is closed.
+
+Tracking runs on the host: per video it handles a few hundred boxes, and it is inherently sequential over frames,
+so moving the tiny box tensor once is cheaper than any device-side assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import box_iou
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """``max_centre_distance`` is in units of the larger box's diagonal; ``max_gap`` in sampled frames."""
+
+    max_centre_distance: float = 0.75
+    min_iou: float = 0.0
+    max_gap: int = 2
+
+
+def _cost(prev: torch.Tensor, cur: torch.Tensor, settings: TrackerSettings) -> np.ndarray:
+    """``[P, C]`` assignment costs (1 - IoU + normalised centre distance); ``inf`` where the gate forbids."""
+    iou = box_iou(prev, cur)
+    centre = lambda b: (b[:, :2] + b[:, 2:]) / 2  # noqa: E731
+    diag = lambda b: (b[:, 2:] - b[:, :2]).norm(dim=1)  # noqa: E731
+    dist = torch.cdist(centre(prev), centre(cur)) / torch.maximum(diag(prev)[:, None], diag(cur)[None, :]).clamp(
+        min=1e-6
+    )
+    cost = (1 - iou) + dist
+    allowed = (dist <= settings.max_centre_distance) & (iou >= settings.min_iou)
+    return torch.where(allowed, cost, torch.full_like(cost, float("inf"))).numpy()
+
+
+def track_faces(
+    frame_index: torch.Tensor, boxes: torch.Tensor, settings: TrackerSettings | None = None
+) -> torch.Tensor:
+    """Track ids ``[F]`` (0, 1, ... in order of first appearance) for faces of one video.
+
+    ``frame_index`` ``[F]`` is each face's sampled-frame number (k in start + k·interval), ``boxes`` ``[F, 4]``
+    pixels. Inputs may live on any device; the result is on the CPU.
+    """
+    settings = settings or TrackerSettings()
+    frame_index, boxes = frame_index.cpu(), boxes.cpu().to(torch.float32)
+    n = len(frame_index)
+    tracks = torch.full((n,), -1, dtype=torch.long)
+    if n == 0:
+        return tracks
+    frames, per_frame = torch.unique(frame_index, return_counts=True)
+    if int(per_frame.max()) <= 1:
+        return torch.zeros(n, dtype=torch.long)
+    # Open tracks: id → (last box, last frame index).
+    open_tracks: dict[int, tuple[torch.Tensor, int]] = {}
+    next_id = 0
+    for k in frames.tolist():
+        faces = (frame_index == k).nonzero().flatten()
+        # Sort faces of a frame left to right so new track ids are deterministic.
+        faces = faces[torch.argsort(boxes[faces, 0])]
+        open_tracks = {t: v for t, v in open_tracks.items() if k - v[1] <= settings.max_gap}
+        assigned: dict[int, int] = {}
+        if open_tracks:
+            ids = list(open_tracks)
+            prev = torch.stack([open_tracks[t][0] for t in ids])
+            cost = _cost(prev, boxes[faces], settings)
+            finite = np.where(np.isfinite(cost), cost, 1e6)
+            rows, cols = linear_sum_assignment(finite)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if np.isfinite(cost[r, c]):
+                    assigned[c] = ids[r]
+        for c, face in enumerate(faces.tolist()):
+            if c not in assigned:
+                assigned[c] = next_id
+                next_id += 1
+            tracks[face] = assigned[c]
+            open_tracks[assigned[c]] = (boxes[face], k)
+    # Renumber in order of first appearance.
+    order = {}
+    for t in tracks.tolist():
+        order.setdefault(t, len(order))
+    return torch.tensor([order[t] for t in tracks.tolist()], dtype=torch.long)
+
+
+def split_track(tracks: torch.Tensor, times_s: torch.Tensor, track: int, at_s: float) -> torch.Tensor:
+    """A manual break: faces of ``track`` at or after ``at_s`` move to a new track (the next free id)."""
+    out = tracks.clone()
+    move = (tracks == track) & (times_s >= at_s)
+    if bool(move.any()):
+        out[move] = int(tracks.max()) + 1
+    return out
