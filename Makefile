@@ -45,8 +45,16 @@ ffmpeg:
 	    exit 1; \
 	  fi; }
 
+# The demo challenge: a corpus built once from the shared clips (benchmarks/make_corpus.py), then the whole
+# pipeline on it. `make run VIDEOS=/my/videos CHALLENGE=my.toml` runs another challenge instead.
+DEMO := runs/demo-corpus
 run: setup
-	$(PY) cli.py run --challenge $(CHALLENGE) --videos $(VIDEOS)
+ifeq ($(origin VIDEOS),command line)
+	$(PY) cli.py run --challenge $(CHALLENGE) --videos $(VIDEOS) --runtype prod
+else
+	@test -f $(DEMO)/challenge.toml || $(PY) benchmarks/make_corpus.py $(DEMO) --name demo --logo-auto
+	$(PY) cli.py run --challenge $(DEMO)/challenge.toml --runtype prod
+endif
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

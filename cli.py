@@ -94,6 +94,7 @@ def run(
     from engine.pipeline import run_challenge
     from engine.sources import SourceError
     from engine.store import StoreUnreachable
+    from engine.weights import WeightError
 
     try:
         ch = load_challenge(challenge)
@@ -119,13 +120,72 @@ def run(
             log=lambda m: err.print(m, markup=False),
             progress=None if quiet else _progress("videos"),
         )
-    except (ConfigError, SourceError, StoreUnreachable) as exc:
+    except (ConfigError, SourceError, StoreUnreachable, WeightError) as exc:
         _fail(str(exc))
     for line in summary.lines():
         out.print(line, markup=False, soft_wrap=True)
     if summary.exit_code:
         err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
     raise typer.Exit(summary.exit_code)
+
+
+def _open_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None):  # noqa: ANN202
+    """The challenge's name, database and object store, as a run with the same options would use them."""
+    from engine.config import Settings, load_challenge
+    from engine.pipeline import open_stores
+
+    ch = load_challenge(challenge)
+    settings = Settings.load(ch.name, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint, resolve=False)
+    return ch.name, *open_stores(settings)
+
+
+@app.command()
+def export(
+    challenge: ChallengeOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="imagefolder (DIR/<prompt>/*.jpg + labels.csv) or parquet.")] = (
+        "imagefolder"
+    ),
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    s3_endpoint: EndpointOpt = None,
+) -> None:
+    """Write every unique face crop labelled with its prompt, individual, video and time."""
+    from engine.config import ConfigError
+    from engine.export import export_dataset
+    from engine.store import StoreUnreachable
+
+    try:
+        name, database, objects = _open_results(challenge, db, store, s3_endpoint)
+        summary = export_dataset(database, objects, name, out_dir, fmt, log=lambda m: err.print(m, markup=False))
+    except (ConfigError, StoreUnreachable, ValueError) as exc:
+        _fail(str(exc))
+    prompts = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_prompt.items()))
+    out.print(f"{summary.faces} faces written to {summary.out} ({fmt}); per prompt: {prompts or 'none'}", markup=False)
+    if summary.faces == 0:
+        err.print("no unique faces stored for this challenge: run `cli.py run` first")
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    challenge: ChallengeOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("report.html"),
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    s3_endpoint: EndpointOpt = None,
+) -> None:
+    """Self-contained HTML: a contact sheet per individual, counts per prompt, a timeline per video, stage timings."""
+    from engine.config import ConfigError
+    from engine.report import write_report
+    from engine.store import StoreUnreachable
+
+    try:
+        name, database, objects = _open_results(challenge, db, store, s3_endpoint)
+        path = write_report(database, objects, name, out_file, log=lambda m: err.print(m, markup=False))
+    except (ConfigError, StoreUnreachable) as exc:
+        _fail(str(exc))
+    out.print(f"report written to {path}", markup=False)
 
 
 @app.command()
@@ -155,6 +215,64 @@ def doctor(
 
 
 @app.command()
+def align(
+    videos: Annotated[list[Path], typer.Argument(help="Video files whose audio may carry the challenge's prompts.")],
+    challenge: ChallengeOpt,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="Minimum NCC for a prompt to count as present [default: align.threshold of the challenge, else 0.3].",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of the prompts found.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Find where each prompt of the challenge's baseline sound plays in each video (normalised cross-correlation).
+
+    Absent prompts (with their best score) and unreadable files go to stderr. A bundled challenge's baseline is
+    looked up beside the first video."""
+    from engine.audio import align_files
+    from engine.config import ConfigError, load_challenge, resolve_device
+
+    try:
+        ch = load_challenge(challenge)
+        results = align_files(
+            ch,
+            videos,
+            videos_dir=videos[0].parent,
+            device=resolve_device(device or "auto"),
+            threshold=threshold,
+            log=lambda m: err.print(m, markup=False, soft_wrap=True),
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    for r in results:
+        if r.error:
+            err.print(f"error  {r.video}: {r.error}", markup=False, soft_wrap=True)
+    rows = [
+        {"video": r.video, "prompt": m.prompt, "start_s": round(m.start_s, 6), "end_s": round(m.end_s, 6),
+         "score": round(m.score, 4)}
+        for r in results
+        for m in r.matches
+    ]  # fmt: skip
+    if as_json:
+        out.print(json.dumps(rows), markup=False, soft_wrap=True, highlight=False)
+    else:
+        width = max([len("video")] + [len(row["video"]) for row in rows])
+        out.print(f"{'video':<{width}}  {'prompt':<16} {'start_s':>10} {'end_s':>10} {'score':>6}", markup=False)
+        for row in rows:
+            out.print(
+                f"{row['video']:<{width}}  {row['prompt']:<16} {row['start_s']:>10.3f} {row['end_s']:>10.3f} "
+                f"{row['score']:>6.3f}",
+                markup=False,
+                soft_wrap=True,
+            )
+    if all(r.error for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def detect(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF).")],
     long_side: Annotated[int | None, typer.Option("--long-side", help="Resize so the long side is N first.")] = None,
@@ -180,10 +298,10 @@ def detect(
 @app.command()
 def embed(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF).")],
-    long_side: Annotated[int | None, typer.Option("--long-side", help="Detect after resizing the long side to N.")] = None,
+    long_side: Annotated[int | None, typer.Option("--long-side", help="Detect at long side N.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Minimum face score.")] = 0.5,
     rotate: Annotated[bool, typer.Option("--rotate", help="Retry images with no face rotated 90/270 deg.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: path -> faces with embeddings.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: path -> faces.")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Detect, align and embed faces: each face's box, score, landmarks and 128-d dlib-compatible embedding
@@ -196,8 +314,9 @@ def embed(
 
     try:
         dev = resolve_device(device or "auto")
-        results = embed_files([str(p) for p in images], FaceDetector(device=dev), FaceEmbedder(device=dev),
-                              long_side, threshold, rotate)
+        results = embed_files(
+            [str(p) for p in images], FaceDetector(device=dev), FaceEmbedder(device=dev), long_side, threshold, rotate
+        )
     except (ConfigError, WeightError, ValueError) as exc:
         _fail(str(exc))
     _print_results(results, as_json)

@@ -128,3 +128,58 @@ def group_tracks(
             link[other][rx] = entry
     ids: dict[int, int] = {}
     return torch.tensor([ids.setdefault(root(t), len(ids)) for t in range(n_tracks)], dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class ManualBreak:
+    """Split ``track`` of ``video`` (a file name or a sha256 prefix) at ``at_s`` seconds before grouping."""
+
+    video: str
+    track: int
+    at_s: float
+
+    def matches(self, file_name: str, sha256: str) -> bool:
+        return self.video == file_name or (len(self.video) >= 6 and sha256.startswith(self.video.lower()))
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The challenge's ``[clustering]`` table."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    floor: float = DEFAULT_FLOOR
+    manual_breaks: tuple[ManualBreak, ...] = ()
+
+    def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
+        return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
+
+
+def cluster_settings(raw: dict) -> ClusterSettings:
+    """Read and validate ``[clustering]`` (threshold, floor, manual_breaks); errors name the key at fault."""
+    from .config import ConfigError
+
+    table = raw.get("clustering", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[clustering] must be a table")
+    unknown = sorted(set(table) - {"threshold", "floor", "manual_breaks"})
+    if unknown:
+        raise ConfigError(
+            f"[clustering] has unknown key(s) {', '.join(unknown)}; allowed: threshold, floor, manual_breaks"
+        )
+    threshold = table.get("threshold", DEFAULT_THRESHOLD)
+    floor = table.get("floor", min(DEFAULT_FLOOR, threshold))
+    for key, value in (("threshold", threshold), ("floor", floor)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+            raise ConfigError(f"[clustering] {key} must be a cosine between -1 and 1 (got {value!r})")
+    if floor > threshold:
+        raise ConfigError(f"[clustering] floor ({floor}) must not exceed threshold ({threshold})")
+    breaks = []
+    for i, entry in enumerate(table.get("manual_breaks", [])):
+        try:
+            breaks.append(ManualBreak(str(entry["video"]), int(entry["track"]), float(entry["at_s"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f'[clustering] manual_breaks[{i}] must be {{ video = "<file name or sha256 prefix>", track = N, '
+                f"at_s = seconds }} ({exc})"
+            ) from exc
+    return ClusterSettings(float(threshold), float(floor), tuple(breaks))

@@ -1,9 +1,11 @@
 """The run: stages wired together, with progress, per-video transactions and error rows.
 
-Per video: fetch → hash (the video's identity) → probe → sample frames every ``interval`` seconds → put the video
-(and optionally frame JPEGs) in the object store → commit the ``videos`` and ``frames`` rows in one transaction.
+Per video: fetch → hash (the video's identity) → probe → sample frames every ``interval`` seconds → faces (detect
+with rotate-and-retry, align, embed, crop, PHash) → cover the logo → find the prompts in the audio → tracks → put the
+(covered) video and the crops in the object store → commit every per-video row in one transaction.
+Then, over all the challenge's videos: track similarities → individuals → unique faces, in one transaction.
 A video that fails at any stage gets a ``video_errors`` row and a one-line message; the run goes on. A video whose
-stages are already committed is skipped, so a re-run is cheap and changes no row.
+stages are already committed is skipped, so a re-run is cheap and changes no row count.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from . import decode
+from .analyze import ROTATIONS_TRIED, FaceModels, analyze_batches, assign_tracks, face_settings
+from .audio import PromptTemplates, align_config, find_prompts, prompt_templates
+from .cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
 from .config import Challenge, Settings
+from .dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
 from .hashing import sha256_file
+from .logo import LogoSettings, cover_logo, find_logo, logo_settings, resolve_box
 from .sources import FetchError, SourceItem, fetch, list_sources
-from .store import Database, ObjectStore, frame_key, open_object_store, redact, video_key
+from .store import Database, ObjectStore, face_key, frame_key, open_object_store, redact, video_key
 
 Log = Callable[[str], None]
 
@@ -30,6 +40,9 @@ class VideoOutcome:
     status: str  # "ok" | "skipped" | "failed"
     sha256: str | None = None
     frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    prompts: int = 0
     message: str = ""
 
 
@@ -47,6 +60,12 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    prompts: int = 0
+    individuals: int = 0
+    unique_faces: int = 0
+    similarities: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     outcomes: list[VideoOutcome] = field(default_factory=list)
@@ -66,7 +85,10 @@ class RunSummary:
             f"run {self.run_id} · challenge {self.challenge} · device {self.device}",
             f"videos: {self.videos_found} found, {self.ok} processed, {self.skipped} already stored, "
             f"{self.failed} failed",
-            f"frames sampled: {self.frames}",
+            f"frames sampled: {self.frames} · prompts found: {self.prompts} · faces: {self.faces} · "
+            f"tracks: {self.tracks}",
+            f"individuals: {self.individuals} (from {self.similarities} similar track pairs) · unique faces: "
+            f"{self.unique_faces}",
             f"time: {self.seconds:.2f}s ({stages})" if stages else f"time: {self.seconds:.2f}s",
             f"database: {redact(self.db_url)}",
             f"objects: {self.store_url}",
@@ -97,6 +119,12 @@ class RunContext:
     run_id: int
     timer: StageTimer
     log: Log
+    models: FaceModels
+    logo: LogoSettings | None
+    clustering: ClusterSettings
+    templates: PromptTemplates | None
+    align_threshold: float
+    audio_rate: int
 
 
 def _fail(
@@ -124,7 +152,8 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
     if size == 0:
         return _fail(ctx, item, "probe", "empty_file", f"{item.name} is an empty (zero-byte) file", sha)
 
-    needed = {"ingest", "frames"} | ({"frame_jpegs"} if s.save_frames else set())
+    needed = {"ingest", "frames", "faces", "tracks", "audio"}
+    needed |= ({"frame_jpegs"} if s.save_frames else set()) | ({"logo"} if ctx.logo else set())
     done = ctx.db.video_stages(sha)
     if done is not None and needed <= set(done) and not s.force:
         return VideoOutcome(item.name, "skipped", sha)
@@ -159,46 +188,102 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         )
         ctx.log(f"note   {item.name}: truncated, keeping the first {video.duration_s:.2f}s")
 
-    frame_rows: list[dict] = []
-    jpegs: list[tuple[str, bytes]] = []
     batches = decode.sample_frames(path, s.sample_interval, s.device)
+    keep = ctx.logo is not None and ctx.logo.box is None
     try:
-        while True:
-            with ctx.timer("decode"):
-                batch = next(batches, None)
-            if batch is None:
-                break
-            h, w = int(batch.frames.shape[-2]), int(batch.frames.shape[-1])
-            keys = [frame_key(sha, k) for k in batch.index.tolist()] if s.save_frames else None
-            if keys:
-                with ctx.timer("jpeg"):
-                    jpegs.extend(zip(keys, decode.encode_jpegs(batch.frames), strict=True))
-            for j, (k, target, pts) in enumerate(
-                zip(batch.index.tolist(), batch.target_s.tolist(), batch.pts_s.tolist(), strict=True)
-            ):
-                frame_rows.append(
-                    dict(
-                        frame_index=k,
-                        target_s=target,
-                        pts_s=pts,
-                        width=w,
-                        height=h,
-                        object_key=keys[j] if keys else None,
-                    )
-                )
+        found = analyze_batches(batches, ctx.models, timer=ctx.timer, keep_frames=keep, frame_jpegs=s.save_frames)
     except decode.DecodeError as exc:
         return _fail(ctx, item, "decode", exc.kind, str(exc), sha)
 
+    stored_path, logo_box = path, None
+    if ctx.logo is not None:
+        with ctx.timer("logo"):
+            if ctx.logo.box is not None:
+                box = resolve_box(ctx.logo, video.width, video.height)
+            else:
+                box = find_logo(found.sampled) if found.sampled is not None else None
+            found.sampled = None
+            if box is None:
+                ctx.log(f"note   {item.name}: no static logo found; stored as it is")
+            else:
+                try:
+                    covered = s.work_dir / "covered" / f"{sha}.mp4"
+                    covered.parent.mkdir(parents=True, exist_ok=True)
+                    stored_path = cover_logo(path, covered, box, ctx.logo.method)
+                    logo_box = list(box.as_tuple())
+                except (decode.DecodeError, ValueError) as exc:
+                    return _fail(
+                        ctx, item, "logo", "cover_failed", f"covering the logo of {item.name} failed: {exc}", sha
+                    )
+
+    subvideos: list[dict] = []
+    if ctx.templates is not None and info.has_audio:
+        with ctx.timer("audio"):
+            try:
+                track = decode.decode_audio(path, ctx.audio_rate)
+                alignment = find_prompts(ctx.templates, [track], ctx.align_threshold)[0]
+            except decode.DecodeError as exc:
+                ctx.db.record_error(ctx.run_id, item.uri, "audio", exc.kind, str(exc), sha256=sha, fatal=False)
+                alignment = None
+        if alignment is not None:
+            subvideos = [
+                dict(prompt=m.prompt, start_s=m.start_s, end_s=m.end_s, score=m.score) for m in alignment.matches
+            ]
+            for name, score in alignment.absent.items():
+                ctx.log(f"note   {item.name}: prompt {name!r} not found (best NCC {score:.3f} < {ctx.align_threshold})")
+
+    with ctx.timer("track"):
+        assign_tracks(found, ctx.clustering.breaks_for(item.name, sha))
+
     suffix = path.suffix.lower() if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi") else ".mp4"
-    vkey = video_key(sha, suffix)
+    vkey = video_key(sha, ".mp4" if logo_box else suffix)
+    f = found.faces
+    crop_keys = [face_key(sha, k, i) for k, i in zip(f["frame_index"].tolist(), f["face_index"].tolist(), strict=True)]
     with ctx.timer("store"):
         try:
-            if not ctx.store.exists(vkey):
-                ctx.store.put_file(vkey, path)
-            for key, data in jpegs:
+            if not ctx.store.exists(vkey) or s.force:
+                ctx.store.put_file(vkey, stored_path)
+            for key, data in zip(crop_keys, found.crops, strict=True):
                 ctx.store.put_bytes(key, data, "image/jpeg")
+            for k, data in found.frame_jpegs.items():
+                ctx.store.put_bytes(frame_key(sha, k), data, "image/jpeg")
         except Exception as exc:  # noqa: BLE001 - a failed upload is this video's error, not the run's
             return _fail(ctx, item, "store", "upload_failed", f"uploading {item.name} failed: {exc}", sha)
+    frame_rows = [
+        {**row, "object_key": frame_key(sha, row["frame_index"]) if s.save_frames else None} for row in found.frames
+    ]
+    face_rows = [
+        dict(
+            frame_index=k,
+            face_index=i,
+            pts_s=t,
+            x1=box[0],
+            y1=box[1],
+            x2=box[2],
+            y2=box[3],
+            score=score,
+            landmarks=[round(v, 3) for v in marks],
+            rotation=rot,
+            crop_key=key,
+            phash=hash_to_hex(h),
+            embedding=emb,
+            track=tr,
+        )
+        for k, i, t, box, score, marks, rot, key, h, emb, tr in zip(
+            f["frame_index"].tolist(),
+            f["face_index"].tolist(),
+            f["pts_s"].tolist(),
+            f["boxes"].tolist(),
+            f["scores"].tolist(),
+            f["landmarks"].tolist(),
+            f["rotation"].tolist(),
+            crop_keys,
+            f["phash"].tolist(),
+            f["embedding"].numpy(),
+            f["track"].tolist(),
+            strict=True,
+        )
+    ]
 
     audio = info.audio
     row = dict(
@@ -223,6 +308,7 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         audio_channels=audio.channels if audio else None,
         audio_start_s=audio.start_s if audio else None,
         sample_interval_s=s.sample_interval,
+        logo_box=logo_box,
         stages_done=sorted(needed),
         run_id=ctx.run_id,
         **{
@@ -232,8 +318,92 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         },
     )
     with ctx.timer("sql"):
-        ctx.db.write_video(row, frame_rows)
-    return VideoOutcome(item.name, "ok", sha, frames=len(frame_rows))
+        ctx.db.write_video(
+            row,
+            frame_rows,
+            subvideos,
+            face_rows,
+            found.noface_frames,
+            ROTATIONS_TRIED if ctx.models.settings.rotate else [0],
+        )
+    return VideoOutcome(
+        item.name,
+        "ok",
+        sha,
+        frames=len(frame_rows),
+        faces=len(face_rows),
+        tracks=found.n_tracks,
+        prompts=len(subvideos),
+    )
+
+
+def individuals_stage(
+    db: Database, challenge: str, clustering: ClusterSettings, device: str = "cpu"
+) -> tuple[int, int, int]:
+    """Similarities, individuals and unique faces over every stored video of the challenge (one transaction).
+
+    Returns (similar track pairs, individuals, unique faces). Two tracks of one video that share a frame are two
+    people and never grouped; duplicates are looked for within each individual (imagededup's PHash rule, in time
+    order), so two different people can never remove each other's crops.
+    """
+    rows = [r for r in db.challenge_faces(challenge) if r["embedding"] is not None]
+    if not rows:
+        db.write_individuals(challenge, [], [], [])
+        return 0, 0, 0
+    videos = sorted({r["video_sha256"] for r in rows})
+    video_id = {v: i for i, v in enumerate(videos)}
+    track_key: dict[tuple[str, int], int] = {}
+    face_track = torch.tensor([track_key.setdefault((r["video_sha256"], r["track"]), len(track_key)) for r in rows])
+    keys = list(track_key)
+    embeddings = torch.from_numpy(np.stack([r["embedding"] for r in rows])).to(device)
+    means = track_means(face_track.to(device), embeddings, len(keys))
+    track_video = torch.tensor([video_id[v] for v, _ in keys], device=device)
+    pairs = similar_pairs(means, track_video, clustering.floor)
+    # Tracks of one video seen in the same frame are different people.
+    in_frame: dict[tuple[str, int], set[int]] = {}
+    for r, t in zip(rows, face_track.tolist(), strict=True):
+        in_frame.setdefault((r["video_sha256"], r["frame_index"]), set()).add(t)
+    conflicts = {(x, y) for group in in_frame.values() if len(group) > 1 for x in group for y in group if x < y}
+    individual = group_tracks(len(keys), pairs, clustering.threshold, clustering.floor, conflicts)
+    face_individual = individual[face_track]
+    hashes = hex_to_hashes([r["phash"] or "0" * 16 for r in rows])
+    drop = duplicates_to_remove(hashes, groups=face_individual).cpu()
+    similarities = [
+        dict(video_a=keys[a][0], track_a=keys[a][1], video_b=keys[b][0], track_b=keys[b][1], cosine=c)
+        for a, b, c in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.cosine.tolist(), strict=True)
+    ]
+    final = [
+        dict(face_id=r["id"], video_sha256=r["video_sha256"], track=r["track"], individual=i)
+        for r, i in zip(rows, face_individual.tolist(), strict=True)
+    ]
+    unique = [
+        dict(face_id=r["id"], video_sha256=r["video_sha256"], individual=i, phash=r["phash"])
+        for r, i, d in zip(rows, face_individual.tolist(), drop.tolist(), strict=True)
+        if not d and r["phash"]
+    ]
+    db.write_individuals(challenge, similarities, final, unique)
+    return len(similarities), int(individual.max()) + 1, len(unique)
+
+
+def prompt_setup(
+    challenge: Challenge, videos: str | Path, device: str, log: Log
+) -> tuple[PromptTemplates | None, float, int]:
+    """The baseline's prompt templates (once per run), the NCC threshold and the audio rate.
+
+    A challenge without prompts has nothing to align; a baseline that cannot be read is reported once and the run
+    goes on without the prompt stage (every other stage still runs).
+    """
+    cfg = align_config(challenge)
+    if not challenge.prompts:
+        return None, cfg.threshold, cfg.rate
+    folder = Path(videos) if "://" not in str(videos) and Path(videos).is_dir() else None
+    uri = challenge.baseline_uri(folder)
+    try:
+        baseline = decode.decode_audio(uri, cfg.rate)
+    except (decode.DecodeError, OSError, RuntimeError, ValueError) as exc:
+        log(f"error  baseline {uri}: {exc}; prompts will not be aligned in this run")
+        return None, cfg.threshold, cfg.rate
+    return prompt_templates(baseline, challenge.prompts).to(device), cfg.threshold, cfg.rate
 
 
 def open_stores(settings: Settings) -> tuple[Database, ObjectStore]:
@@ -262,9 +432,16 @@ def run_challenge(
             "(use --runtype prod for all)"
         )
         items = items[: settings.max_videos]
+    logo = logo_settings(challenge.raw)
+    clustering = cluster_settings(challenge.raw)
+    faces_cfg = face_settings(challenge)
+    templates, threshold, rate = prompt_setup(challenge, videos, settings.device, log)
+    models = FaceModels.load(settings.device, faces_cfg)
     run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), settings.public_dict())
     timer = StageTimer()
-    ctx = RunContext(settings, challenge, db, store, run_id, timer, log)
+    ctx = RunContext(
+        settings, challenge, db, store, run_id, timer, log, models, logo, clustering, templates, threshold, rate
+    )
     summary = RunSummary(
         run_id, challenge.name, settings.db_url, settings.store_url, settings.device, videos_found=len(items)
     )
@@ -274,7 +451,14 @@ def run_challenge(
             outcome = process_video(item, ctx)
             summary.outcomes.append(outcome)
             summary.frames += outcome.frames
+            summary.faces += outcome.faces
+            summary.tracks += outcome.tracks
+            summary.prompts += outcome.prompts
             setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
+        with timer("individuals"):
+            summary.similarities, summary.individuals, summary.unique_faces = individuals_stage(
+                db, challenge.name, clustering, settings.device
+            )
         status = "ok" if summary.processed else "failed"
     finally:
         summary.seconds = time.perf_counter() - t0

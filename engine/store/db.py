@@ -17,7 +17,22 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .schema import ALL_MODELS, PER_VIDEO_TABLES, Base, Frame, Run, Video, VideoError
+from .schema import (
+    ALL_MODELS,
+    PER_VIDEO_TABLES,
+    Base,
+    Face,
+    FaceFinalInd,
+    FaceIntraInd,
+    Frame,
+    NoFace,
+    Run,
+    Similarity,
+    Subvideo,
+    UniqueFace,
+    Video,
+    VideoError,
+)
 
 
 class StoreUnreachable(RuntimeError):
@@ -103,17 +118,160 @@ class Database:
             video = s.get(Video, sha256)
             return None if video is None else list(video.stages_done or [])
 
-    def write_video(self, video: Mapping[str, Any], frames: Iterable[Mapping[str, Any]]) -> None:
-        """Replace one video's row and all its per-video rows in a single transaction."""
+    def write_video(
+        self,
+        video: Mapping[str, Any],
+        frames: Iterable[Mapping[str, Any]],
+        subvideos: Iterable[Mapping[str, Any]] = (),
+        faces: Iterable[Mapping[str, Any]] = (),
+        noface_frames: Iterable[int] = (),
+        rotations_tried: list[int] | None = None,
+    ) -> None:
+        """Replace one video's row and all its per-video rows in a single transaction.
+
+        ``faces`` rows carry ``frame_index`` (to find their frame) and ``track`` (their ``faces_with_intra_ind``
+        row); ``noface_frames`` are frame indices where no face was found with ``rotations_tried``. The video's
+        cross-video rows (similarities, individuals, unique faces) go too: the challenge stage rebuilds them.
+        """
         sha = video["sha256"]
         with self.session() as s:
+            s.execute(delete(Similarity).where((Similarity.video_a == sha) | (Similarity.video_b == sha)))
             for model in PER_VIDEO_TABLES:
                 s.execute(delete(model).where(model.video_sha256 == sha))
             # A video that now succeeds no longer needs its old fatal error rows.
             s.execute(delete(VideoError).where(VideoError.source_uri == video["source_uri"], VideoError.fatal))
             s.merge(Video(**video))
             s.flush()
-            s.add_all(Frame(video_sha256=sha, **frame) for frame in frames)
+            frame_rows = [Frame(video_sha256=sha, **frame) for frame in frames]
+            s.add_all(frame_rows)
+            s.add_all(Subvideo(video_sha256=sha, **row) for row in subvideos)
+            s.flush()
+            frame_id = {f.frame_index: f.id for f in frame_rows}
+            s.add_all(
+                NoFace(frame_id=frame_id[k], video_sha256=sha, rotations_tried=rotations_tried or [0])
+                for k in noface_frames
+            )
+            face_rows, tracks = [], []
+            for row in faces:
+                row = dict(row)
+                tracks.append(row.pop("track"))
+                face_rows.append(Face(video_sha256=sha, frame_id=frame_id[row.pop("frame_index")], **row))
+            s.add_all(face_rows)
+            s.flush()
+            s.add_all(
+                FaceIntraInd(face_id=f.id, video_sha256=sha, track=t) for f, t in zip(face_rows, tracks, strict=True)
+            )
+
+    # --- the challenge-wide stage ---------------------------------------------------------------------------
+    def challenge_faces(self, challenge: str) -> list[dict[str, Any]]:
+        """Every face of the challenge's videos with its track, frame, time, descriptor and PHash (video order by
+        file name, then time), for the cross-video stages."""
+        stmt = (
+            select(
+                Face.id,
+                Face.video_sha256,
+                FaceIntraInd.track,
+                Frame.frame_index,
+                Face.pts_s,
+                Face.embedding,
+                Face.phash,
+                Video.file_name,
+            )
+            .join(FaceIntraInd, FaceIntraInd.face_id == Face.id)
+            .join(Frame, Frame.id == Face.frame_id)
+            .join(Video, Video.sha256 == Face.video_sha256)
+            .where(Video.challenge == challenge)
+            .order_by(Video.file_name, Video.sha256, Face.pts_s, Face.face_index)
+        )
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
+    def write_individuals(
+        self,
+        challenge: str,
+        similarities: Iterable[Mapping[str, Any]],
+        final: Iterable[Mapping[str, Any]],
+        unique: Iterable[Mapping[str, Any]],
+    ) -> None:
+        """Replace the challenge's similarities, individuals and unique faces in one transaction."""
+        videos = select(Video.sha256).where(Video.challenge == challenge)
+        with self.session() as s:
+            s.execute(delete(Similarity).where(Similarity.video_a.in_(videos) | Similarity.video_b.in_(videos)))
+            s.execute(delete(FaceFinalInd).where(FaceFinalInd.video_sha256.in_(videos)))
+            s.execute(delete(UniqueFace).where(UniqueFace.video_sha256.in_(videos)))
+            s.flush()
+            s.add_all(Similarity(**row) for row in similarities)
+            s.add_all(FaceFinalInd(**row) for row in final)
+            s.add_all(UniqueFace(**row) for row in unique)
+
+    # --- reading results (export, report) ------------------------------------------------------------------
+    def unique_faces(self, challenge: str) -> list[dict[str, Any]]:
+        """Every unique face of the challenge with its individual, track, video, time, box and crop key."""
+        stmt = (
+            select(
+                Face.id.label("face_id"),
+                Face.video_sha256,
+                Video.file_name,
+                Face.pts_s,
+                Face.x1,
+                Face.y1,
+                Face.x2,
+                Face.y2,
+                Face.score,
+                Face.crop_key,
+                UniqueFace.individual,
+                UniqueFace.phash,
+                FaceIntraInd.track,
+            )
+            .join(UniqueFace, UniqueFace.face_id == Face.id)
+            .join(FaceIntraInd, FaceIntraInd.face_id == Face.id)
+            .join(Video, Video.sha256 == Face.video_sha256)
+            .where(Video.challenge == challenge)
+            .order_by(UniqueFace.individual, Video.file_name, Face.pts_s, Face.face_index)
+        )
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
+    def face_timeline(self, challenge: str) -> list[dict[str, Any]]:
+        """Every face's video, time and individual (for timelines)."""
+        stmt = (
+            select(Face.video_sha256, Face.pts_s, FaceFinalInd.individual)
+            .join(FaceFinalInd, FaceFinalInd.face_id == Face.id)
+            .join(Video, Video.sha256 == Face.video_sha256)
+            .where(Video.challenge == challenge)
+            .order_by(Face.video_sha256, Face.pts_s)
+        )
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
+    def videos(self, challenge: str) -> list[dict[str, Any]]:
+        """The challenge's stored videos (a few columns), by file name."""
+        stmt = (
+            select(Video.sha256, Video.file_name, Video.duration_s, Video.width, Video.height, Video.logo_box)
+            .where(Video.challenge == challenge)
+            .order_by(Video.file_name)
+        )
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
+    def subvideos(self, challenge: str) -> list[dict[str, Any]]:
+        """Every prompt found in the challenge's videos."""
+        stmt = (
+            select(Subvideo.video_sha256, Subvideo.prompt, Subvideo.start_s, Subvideo.end_s, Subvideo.score)
+            .join(Video, Video.sha256 == Subvideo.video_sha256)
+            .where(Video.challenge == challenge)
+            .order_by(Subvideo.video_sha256, Subvideo.start_s)
+        )
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
+    def last_run(self, challenge: str) -> dict[str, Any] | None:
+        """The newest run of the challenge (its status, counts and stage timings)."""
+        with self.session() as s:
+            run = s.scalars(select(Run).where(Run.challenge == challenge).order_by(Run.id.desc()).limit(1)).first()
+            if run is None:
+                return None
+            return {c.key: getattr(run, c.key) for c in Run.__table__.columns}
 
     def record_error(
         self,

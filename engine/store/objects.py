@@ -26,6 +26,11 @@ def frame_key(sha256: str, frame_index: int) -> str:
     return f"frames/{sha256}/{frame_index:06d}.jpg"
 
 
+def face_key(sha256: str, frame_index: int, face_index: int) -> str:
+    """Object key of a face's aligned crop (150×150 JPEG)."""
+    return f"faces/{sha256}/{frame_index:06d}_{face_index:02d}.jpg"
+
+
 class ObjectStore(Protocol):
     """What the engine needs of an object store."""
 

@@ -161,6 +161,7 @@ class Face(Base):
     landmarks: Mapped[list] = mapped_column(JSON)  # 10 numbers: x, y of eyes, nose, mouth corners
     rotation: Mapped[int] = mapped_column(Integer, default=0)  # 0, 90 or 270: the retry that found it
     crop_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    phash: Mapped[str | None] = mapped_column(String(16), nullable=True)  # imagededup's PHash of the crop
     embedding: Mapped[np.ndarray | None] = mapped_column(Float32Vector, nullable=True)
 
 

@@ -1,0 +1,291 @@
+"""Build a synthetic prompt-alignment corpus from the shared real clips, with exact ground truth.
+
+A challenge's participants reuse its baseline's sound: they cut off its beginning (so early prompts are missing),
+sometimes its end, start it anywhere in their own vertical video, talk over it and upload AAC at 44.1 or 48 kHz.
+This builds that situation from real footage and real speech, with the FFmpeg CLI, deterministically from a seed:
+
+    OUT/challenge.toml        name, baseline = "baseline.mp4", videos = "videos", three [[prompts]]
+    OUT/baseline.mp4          the shared Hamilton clip re-encoded (its sound carries the prompts)
+    OUT/videos/participant_NN.mp4   720x1280 H.264 yuv420p + AAC stereo, at most ~15 s each
+    OUT/ground_truth.json     where every prompt truly plays in every video, and every random choice made
+
+The sound is mixed in memory (torch) and piped to FFmpeg, so the ground truth is exact: sample ``k`` of the piped
+audio plays at ``k / rate`` s of the participant video (FFmpeg starts both streams at 0 and compensates the AAC
+encoder delay with an edit list), and baseline sample ``i`` plays at ``baseline_audio_start_s + i / rate``.
+
+Usage: ``python benchmarks/make_corpus.py OUT_DIR [--n-videos 6] [--seed 0] [--decoys 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+#: The prompts of the synthetic challenge, in seconds of the baseline (its sound is 10 s long).
+PROMPTS: tuple[tuple[str, float, float], ...] = (("opening", 0.5, 3.0), ("middle", 3.5, 6.0), ("closing", 6.5, 9.5))
+SNRS_DB = (10.0, 5.0, 0.0)
+RATES = (44_100, 48_000)
+WIDTH, HEIGHT = 720, 1280
+#: Peak level the mix is scaled down to when voice + sound would clip (scaling both keeps the SNR).
+PEAK = 0.95
+
+
+def shared_data_dir() -> Path:
+    """The read-only shared media: ``ENGINE_SHARED_DATA`` or ``../shared/data`` beside the repo."""
+    return Path(os.environ.get("ENGINE_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def _ffmpeg(*args: str, stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def _audio_start(path: Path) -> float:
+    """The first audio stream's start time on the file's clock (ffprobe), the origin of baseline seconds."""
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=start_time", "-of", "csv=p=0",
+         str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    value = proc.stdout.strip()
+    return float(value) if value not in ("", "N/A") else 0.0
+
+
+def _decode_stereo(path: Path, rate: int) -> torch.Tensor:
+    """Every audio sample of ``path`` as float32 ``[n, 2]`` at ``rate`` (FFmpeg resamples, as an uploader's would)."""
+    raw = _ffmpeg("-i", str(path), "-vn", "-f", "f32le", "-ac", "2", "-ar", str(rate), "pipe:1")
+    return torch.frombuffer(bytearray(raw), dtype=torch.float32).reshape(-1, 2).clone()
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.to(torch.float64).pow(2).mean().sqrt()) if x.numel() else 0.0
+
+
+@dataclass
+class _Plan:
+    """Every random choice for one video, drawn up front so the corpus depends on the seed alone."""
+
+    name: str
+    picture: Path
+    rate: int
+    decoy: bool
+    snr_db: float | None
+    trim_s: float  # seconds cut off the sound's beginning
+    end_cut_s: float  # seconds cut off its end
+    offset_s: float  # where the kept sound starts in the video (before rounding to the sample grid)
+    tail_s: float  # video after the sound
+    bed_start: float  # fraction of the voice loop to start from
+    volume: float
+
+
+def _plans(seed: int, n_videos: int, n_decoys: int, pictures: list[Path], max_trim_s: float) -> list[_Plan]:
+    """Video ``i`` draws from its own generator seeded by ``(seed, i)``: a corpus of more videos keeps the first ones
+    as they were. SNRs go round 10, 5, 0 dB from a seeded start, so every three participants hold each of them."""
+    first_snr = random.Random(f"{seed}:snr").randrange(len(SNRS_DB))
+    plans = []
+    for i in range(n_videos + n_decoys):
+        rng = random.Random(f"{seed}:{i}")
+        decoy = i >= n_videos
+        rate = rng.choice(RATES)
+        # Video 0 keeps the whole sound, so every prompt is present at least once; the others are trimmed.
+        trim = 0.0 if i == 0 else rng.uniform(0.0, max_trim_s)
+        end_cut = rng.uniform(0.3, 2.5) if i > 0 and rng.random() < 0.35 else 0.0
+        plans.append(
+            _Plan(
+                name=f"participant_{i:02d}.mp4",
+                picture=pictures[i % len(pictures)],
+                rate=rate,
+                decoy=decoy,
+                snr_db=None if decoy else SNRS_DB[(first_snr + i) % len(SNRS_DB)],
+                trim_s=trim,
+                end_cut_s=end_cut,
+                offset_s=rng.uniform(0.2, 3.0),
+                tail_s=rng.uniform(0.3, 1.5) if not decoy else rng.uniform(6.0, 11.0),
+                bed_start=rng.random(),
+                volume=rng.uniform(0.4, 1.0),
+            )
+        )
+    return plans
+
+
+def _picture_filter(picture: Path, fps: int) -> str:
+    """Fit the clip's picture into a 720x1280 frame (full width, centred), so its faces stay large enough."""
+    return (
+        f"setpts=PTS-STARTPTS,fps={fps},scale={WIDTH}:-2:flags=bicubic,"
+        f"pad={WIDTH}:{HEIGHT}:(ow-iw)/2:(oh-ih)/2,setsar=1"
+    )
+
+
+def _status(p_start: float, p_end: float, kept_from: float, kept_to: float) -> str:
+    if kept_from <= p_start and p_end <= kept_to:
+        return "present"
+    if p_end > kept_from and p_start < kept_to:
+        return "partial"
+    return "absent"
+
+
+def build_corpus(
+    out_dir: Path | str,
+    n_videos: int = 6,
+    seed: int = 0,
+    n_decoys: int = 1,
+    shared: Path | None = None,
+    fps: int = 24,
+    max_trim_s: float = 4.5,
+    workers: int = 2,
+    name: str | None = None,
+    logo_auto: bool = False,
+) -> Path:
+    """Write the corpus into ``out_dir`` (created) and return the path of its ``challenge.toml``.
+
+    ``n_videos`` participants reuse the baseline's sound; ``n_decoys`` more (numbered after them) carry voice-over
+    only, so a detector that reports prompts everywhere fails. Participants cycle through 10, 5 and 0 dB SNR.
+    ``name`` is the challenge's name (default ``synthetic-<seed>``); ``logo_auto`` adds ``[logo] auto = true`` (the
+    Hamilton footage carries a static "WH.GOV" logo).
+    """
+    challenge_name = name or f"synthetic-{seed}"
+    shared = Path(shared) if shared else shared_data_dir()
+    sound_src = shared / "videos" / "short_hamilton_clip.mp4"
+    pictures = [sound_src, shared / "videos" / "ryan-reynolds.mp4"]
+    voices = [shared / "audio" / "stereo_diarization.wav", shared / "audio" / "hotwords.mp3"]
+    for path in (*pictures, *voices):
+        if not path.is_file():
+            raise FileNotFoundError(f"shared media missing: {path} (set ENGINE_SHARED_DATA)")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+
+    baseline = out / "baseline.mp4"
+    _ffmpeg("-i", str(sound_src), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-movflags", "+faststart", str(baseline))  # fmt: skip
+    b0 = _audio_start(baseline)
+    sounds = {r: _decode_stereo(baseline, r) for r in RATES}
+    beds = {r: torch.cat([_decode_stereo(v, r) for v in voices]) for r in RATES}
+
+    plans = _plans(seed, n_videos, n_decoys, pictures, max_trim_s)
+    truth: dict[str, dict] = {}
+    jobs: list[tuple[_Plan, torch.Tensor, float]] = []
+    for plan in plans:
+        r = plan.rate
+        sound, bed = sounds[r], beds[r]
+        i_a = round(plan.trim_s * r)
+        i_b = len(sound) - round(plan.end_cut_s * r)
+        kept = sound[i_a:i_b] if not plan.decoy else sound[:0]
+        o = round(plan.offset_s * r) if not plan.decoy else 0
+        total = o + len(kept) + round(plan.tail_s * r)
+        duration = total / r
+        start = round(plan.bed_start * len(bed))
+        reps = math.ceil((start + total) / len(bed))
+        voice = bed.repeat(reps, 1)[start : start + total]
+        voice_gain = 1.0
+        if len(kept):
+            # SNR over the overlap: sound RMS against the voice's RMS on the same samples.
+            voice_gain = _rms(kept) / max(_rms(voice[o : o + len(kept)]), 1e-9) / 10 ** (plan.snr_db / 20)
+        mix = voice * voice_gain
+        mix[o : o + len(kept)] += kept
+        mix *= plan.volume
+        peak = float(mix.abs().max())
+        if peak > PEAK:
+            mix *= PEAK / peak
+        jobs.append((plan, mix, duration))
+
+        kept_from, kept_to = b0 + i_a / r, b0 + i_b / r  # baseline seconds of the kept sound
+        prompts = {}
+        for name, p_start, p_end in PROMPTS:
+            status = "absent" if plan.decoy else _status(p_start, p_end, kept_from, kept_to)
+            where = o / r + (p_start - kept_from)
+            prompts[name] = {
+                "status": status,
+                "start_s": None if status == "absent" else where,
+                "end_s": None if status == "absent" else where + (p_end - p_start),
+            }
+        truth[f"videos/{plan.name}"] = {
+            "picture": plan.picture.name,
+            "decoy": plan.decoy,
+            "duration_s": duration,
+            "sample_rate": r,
+            "snr_db": plan.snr_db,
+            "voice_gain": voice_gain,
+            "volume": plan.volume,
+            "sound_from_s": None if plan.decoy else kept_from,
+            "sound_to_s": None if plan.decoy else kept_to,
+            "trim_start_s": None if plan.decoy else kept_from - b0,
+            "trim_end_s": None if plan.decoy else (len(sound) - i_b) / r,
+            "offset_s": None if plan.decoy else o / r,
+            "prompts": prompts,
+        }
+
+    def encode(job: tuple[_Plan, torch.Tensor, float]) -> None:
+        plan, mix, duration = job
+        _ffmpeg(
+            "-stream_loop", "-1", "-i", str(plan.picture),
+            "-f", "f32le", "-ar", str(plan.rate), "-ac", "2", "-i", "pipe:0",
+            "-map", "0:v:0", "-map", "1:a:0", "-t", f"{duration:.6f}",
+            "-vf", _picture_filter(plan.picture, fps),
+            "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128k", "-ar", str(plan.rate), "-movflags", "+faststart",
+            str(out / "videos" / plan.name),
+            stdin=mix.contiguous().numpy().tobytes(),
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(encode, jobs))
+
+    prompt_tables = "".join(
+        f'\n[[prompts]]\nname = "{name}"\nstart = {start}\nend = {end}\n' for name, start, end in PROMPTS
+    )
+    challenge = out / "challenge.toml"
+    challenge.write_text(
+        f"# Synthetic prompt-alignment challenge written by benchmarks/make_corpus.py (seed {seed}).\n"
+        f'name = "{challenge_name}"\nbaseline = "baseline.mp4"\nvideos = "videos"\n{prompt_tables}'
+        + ("\n[logo]\nauto = true\n" if logo_auto else ""),
+        encoding="utf-8",
+    )
+    (out / "ground_truth.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "challenge": challenge.name,
+                "baseline": baseline.name,
+                "baseline_audio_start_s": b0,
+                "prompts": [{"name": n, "start": s, "end": e} for n, s, e in PROMPTS],
+                "videos": truth,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    return challenge
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, help="folder to write into (created; never inside the shared data)")
+    parser.add_argument("--n-videos", type=int, default=6, help="participant videos that reuse the sound")
+    parser.add_argument("--decoys", type=int, default=1, help="extra videos with voice-over only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared", type=Path, default=None, help="shared data folder [ENGINE_SHARED_DATA]")
+    parser.add_argument("--name", default=None, help="challenge name [synthetic-<seed>]")
+    parser.add_argument("--logo-auto", action="store_true", help="add [logo] auto = true to the challenge")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    path = build_corpus(
+        args.out_dir, args.n_videos, args.seed, args.decoys, args.shared, name=args.name, logo_auto=args.logo_auto
+    )
+    print(f"wrote {path} and {args.n_videos + args.decoys} videos in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
