@@ -18,6 +18,7 @@ import torch
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
+
 @pytest.mark.slow
 def test_template_matches_the_videos() -> None:
     import dlib
@@ -56,7 +57,12 @@ def test_template_matches_the_videos() -> None:
     mean, var = pts.mean(0), pts.var(0).mean(1)
     print(f"\n[template] {len(pts)} faces from the shared videos, RetinaFace points in dlib's chip (px)")
     for name, m, committed, v, w in zip(
-        ("left eye", "right eye", "nose tip", "left mouth", "right mouth"), mean, CHIP_TEMPLATE, var, TEMPLATE_WEIGHTS
+        ("left eye", "right eye", "nose tip", "left mouth", "right mouth"),
+        mean,
+        CHIP_TEMPLATE,
+        var,
+        TEMPLATE_WEIGHTS,
+        strict=True,
     ):
         print(f"  {name:12s} mean ({m[0]:6.2f}, {m[1]:6.2f})  committed {committed}  variance {v:5.1f} (1/{1 / w:.1f})")
     assert len(pts) >= 300
