@@ -129,14 +129,19 @@ def run(
     raise typer.Exit(summary.exit_code)
 
 
-def _open_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None):  # noqa: ANN202
-    """The challenge's name, database and object store, as a run with the same options would use them."""
-    from engine.config import Settings, load_challenge
+def _on_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None, work):  # noqa: ANN001, ANN202
+    """Call ``work(name, database, object_store)`` on the challenge's stored results, as a run with the same
+    options would find them; a bad challenge or an unreachable store ends the command with one clear line."""
+    from engine.config import ConfigError, Settings, load_challenge
     from engine.pipeline import open_stores
+    from engine.store import StoreUnreachable
 
-    ch = load_challenge(challenge)
-    settings = Settings.load(ch.name, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint, resolve=False)
-    return ch.name, *open_stores(settings)
+    try:
+        ch = load_challenge(challenge)
+        settings = Settings.load(ch.name, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint, resolve=False)
+        return work(ch.name, *open_stores(settings))
+    except (ConfigError, StoreUnreachable, ValueError) as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -151,15 +156,17 @@ def export(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Write every unique face crop labelled with its prompt, individual, video and time."""
-    from engine.config import ConfigError
     from engine.export import export_dataset
-    from engine.store import StoreUnreachable
 
-    try:
-        name, database, objects = _open_results(challenge, db, store, s3_endpoint)
-        summary = export_dataset(database, objects, name, out_dir, fmt, log=lambda m: err.print(m, markup=False))
-    except (ConfigError, StoreUnreachable, ValueError) as exc:
-        _fail(str(exc))
+    summary = _on_results(
+        challenge,
+        db,
+        store,
+        s3_endpoint,
+        lambda name, database, objects: export_dataset(
+            database, objects, name, out_dir, fmt, log=lambda m: err.print(m, markup=False)
+        ),
+    )
     prompts = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_prompt.items()))
     out.print(f"{summary.faces} faces written to {summary.out} ({fmt}); per prompt: {prompts or 'none'}", markup=False)
     if summary.faces == 0:
@@ -176,15 +183,17 @@ def report(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Self-contained HTML: a contact sheet per individual, counts per prompt, a timeline per video, stage timings."""
-    from engine.config import ConfigError
     from engine.report import write_report
-    from engine.store import StoreUnreachable
 
-    try:
-        name, database, objects = _open_results(challenge, db, store, s3_endpoint)
-        path = write_report(database, objects, name, out_file, log=lambda m: err.print(m, markup=False))
-    except (ConfigError, StoreUnreachable) as exc:
-        _fail(str(exc))
+    path = _on_results(
+        challenge,
+        db,
+        store,
+        s3_endpoint,
+        lambda name, database, objects: write_report(
+            database, objects, name, out_file, log=lambda m: err.print(m, markup=False)
+        ),
+    )
     out.print(f"report written to {path}", markup=False)
 
 

@@ -162,6 +162,11 @@ class Database:
                 FaceIntraInd(face_id=f.id, video_sha256=sha, track=t) for f, t in zip(face_rows, tracks, strict=True)
             )
 
+    def _rows(self, stmt: Any) -> list[dict[str, Any]]:
+        """A read-only query's rows as plain dicts (stages exchange plain data, never ORM objects)."""
+        with self.session() as s:
+            return [row._asdict() for row in s.execute(stmt)]
+
     # --- the challenge-wide stage ---------------------------------------------------------------------------
     def challenge_faces(self, challenge: str) -> list[dict[str, Any]]:
         """Every face of the challenge's videos with its track, frame, time, descriptor and PHash (video order by
@@ -183,8 +188,7 @@ class Database:
             .where(Video.challenge == challenge)
             .order_by(Video.file_name, Video.sha256, Face.pts_s, Face.face_index)
         )
-        with self.session() as s:
-            return [row._asdict() for row in s.execute(stmt)]
+        return self._rows(stmt)
 
     def write_individuals(
         self,
@@ -229,8 +233,7 @@ class Database:
             .where(Video.challenge == challenge)
             .order_by(UniqueFace.individual, Video.file_name, Face.pts_s, Face.face_index)
         )
-        with self.session() as s:
-            return [row._asdict() for row in s.execute(stmt)]
+        return self._rows(stmt)
 
     def face_timeline(self, challenge: str) -> list[dict[str, Any]]:
         """Every face's video, time and individual (for timelines)."""
@@ -241,8 +244,7 @@ class Database:
             .where(Video.challenge == challenge)
             .order_by(Face.video_sha256, Face.pts_s)
         )
-        with self.session() as s:
-            return [row._asdict() for row in s.execute(stmt)]
+        return self._rows(stmt)
 
     def videos(self, challenge: str) -> list[dict[str, Any]]:
         """The challenge's stored videos (a few columns), by file name."""
@@ -251,8 +253,7 @@ class Database:
             .where(Video.challenge == challenge)
             .order_by(Video.file_name)
         )
-        with self.session() as s:
-            return [row._asdict() for row in s.execute(stmt)]
+        return self._rows(stmt)
 
     def subvideos(self, challenge: str) -> list[dict[str, Any]]:
         """Every prompt found in the challenge's videos."""
@@ -262,8 +263,7 @@ class Database:
             .where(Video.challenge == challenge)
             .order_by(Subvideo.video_sha256, Subvideo.start_s)
         )
-        with self.session() as s:
-            return [row._asdict() for row in s.execute(stmt)]
+        return self._rows(stmt)
 
     def last_run(self, challenge: str) -> dict[str, Any] | None:
         """The newest run of the challenge (its status, counts and stage timings)."""
