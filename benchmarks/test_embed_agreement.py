@@ -58,3 +58,19 @@ def test_chain_agreement_with_dlib() -> None:
     report("dlib chain  ", theirs)
     drift = [np.linalg.norm(ours[n] - theirs[n]) for n in ours]
     print(f"  engine vs dlib descriptor, same photo: mean {np.mean(drift):.3f}, max {np.max(drift):.3f}")
+
+    # The clustering default (engine.cluster.DEFAULT_THRESHOLD) is the middle of the cosine gap on these photos.
+    from engine.cluster import DEFAULT_THRESHOLD
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    names = OBAMA + OTHERS
+    pairs = list(itertools.combinations(names, 2))
+    same = min(cos(ours[a], ours[b]) for a, b in pairs if a in OBAMA and b in OBAMA)
+    different = max(cos(ours[a], ours[b]) for a, b in pairs if not (a in OBAMA and b in OBAMA))
+    print(
+        f"  engine cosines: same person min {same:.3f} · different people max {different:.3f} · "
+        f"middle {(same + different) / 2:.3f} (DEFAULT_THRESHOLD {DEFAULT_THRESHOLD})"
+    )
+    assert different < DEFAULT_THRESHOLD < same

@@ -96,7 +96,6 @@ def _rank_within(image: torch.Tensor) -> torch.Tensor:
     """Position of each face among the faces of its frame (faces come grouped by frame)."""
     if image.numel() == 0:
         return image.clone()
-    first = torch.zeros_like(image)
     change = torch.ones_like(image, dtype=torch.bool)
     change[1:] = image[1:] != image[:-1]
     starts = torch.arange(len(image), device=image.device)[change]
@@ -143,10 +142,11 @@ def analyze_batches(
         # One trip to the host per batch.
         image = det.image.cpu()
         index, target, pts = batch.index.cpu(), batch.target_s.cpu(), batch.pts_s.cpu()
-        for j, (k, t, p) in enumerate(zip(index.tolist(), target.tolist(), pts.tolist(), strict=True)):
-            out.frames.append(dict(frame_index=k, target_s=t, pts_s=p, width=w, height=h))
-            if not bool((image == j).any()):
-                out.noface_frames.append(k)
+        out.frames += [
+            dict(frame_index=k, target_s=t, pts_s=p, width=w, height=h)
+            for k, t, p in zip(index.tolist(), target.tolist(), pts.tolist(), strict=True)
+        ]
+        out.noface_frames += index[torch.bincount(image, minlength=len(index)) == 0].tolist()
         for name, value in (
             ("frame_index", index[image]),
             ("face_index", _rank_within(image)),

@@ -11,12 +11,12 @@ one video (two faces on screen at once are two people). Average linkage resists 
 components suffer from on large corpora.
 
 **Choosing the threshold.** ``DEFAULT_THRESHOLD`` is calibrated on the shared photos with this engine's own chain:
-the four Obama photos have pairwise cosines of at least 0.957, every pair of different people at most 0.915, and
-the default sits in the middle of that gap (``tests/test_embed.py`` re-measures the gap on every run). Track means
-average many frames and are cleaner than single photos, so real same-person tracks score higher than single
-photos do. Raise it (towards 0.95) when different people get merged (look-alikes, twins, heavy makeup); lower it
-(towards 0.92) when one person is split across videos (very different lighting, ages). ``cli.py report`` shows one
-contact sheet per individual, the quickest way to see which way to move it.
+the four Obama photos have pairwise cosines of at least 0.958, every pair of different people at most 0.915, and
+the default sits in the middle of that gap (``benchmarks/test_embed_agreement.py`` re-measures it in
+``make bench``). Raise it (towards 0.95) when different people get merged (look-alikes, or low-quality footage whose
+track means drift towards the average face); lower it (towards 0.92) when one person is split across videos (very
+different lighting, ages). ``cli.py report`` shows one contact sheet per individual, the quickest way to see which
+way to move it.
 """
 
 from __future__ import annotations

@@ -287,12 +287,19 @@ def sampled_frames(path: str | Path, interval: float = 0.5, device: str = "cpu")
     return torch.cat([batch.frames for batch in decode.sample_frames(path, interval, device)])
 
 
-def locate_logo(settings: LogoSettings, path: str | Path, interval: float = 0.5, device: str = "cpu") -> LogoBox | None:
-    """The box to cover in the video at ``path``: the explicit one resolved to its size, or a detected one."""
+def logo_box(settings: LogoSettings, width: int, height: int, frames: torch.Tensor | None) -> LogoBox | None:
+    """The box to cover: the explicit one resolved to the picture's size, or one found in the sampled ``frames``
+    (the pipeline passes the frames it has already decoded, so nothing is decoded twice)."""
     if settings.box is not None:
-        video = decode.probe(path).video
-        return resolve_box(settings, video.width, video.height)
-    return find_logo(sampled_frames(path, interval, device))
+        return resolve_box(settings, width, height)
+    return find_logo(frames) if frames is not None else None
+
+
+def locate_logo(settings: LogoSettings, path: str | Path, interval: float = 0.5, device: str = "cpu") -> LogoBox | None:
+    """:func:`logo_box` for a video file: probes it, and samples its frames only when the box must be found."""
+    video = decode.probe(path).video
+    frames = sampled_frames(path, interval, device) if settings.box is None else None
+    return logo_box(settings, video.width, video.height, frames)
 
 
 def cover_logo(src: str | Path, dst: str | Path, box: LogoBox, method: str = "blur", strength: int = 3) -> Path:

@@ -22,12 +22,12 @@ import torch
 
 from . import decode
 from .analyze import ROTATIONS_TRIED, FaceModels, analyze_batches, assign_tracks, face_settings
-from .audio import PromptTemplates, align_config, find_prompts, prompt_templates
+from .audio import PromptTemplates, align_config, baseline_templates, find_prompts
 from .cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
-from .config import Challenge, Settings
+from .config import Challenge, ConfigError, Settings
 from .dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
 from .hashing import sha256_file
-from .logo import LogoSettings, cover_logo, find_logo, logo_settings, resolve_box
+from .logo import LogoSettings, cover_logo, logo_box, logo_settings
 from .sources import FetchError, SourceItem, fetch, list_sources
 from .store import Database, ObjectStore, face_key, frame_key, open_object_store, redact, video_key
 
@@ -195,13 +195,10 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
     except decode.DecodeError as exc:
         return _fail(ctx, item, "decode", exc.kind, str(exc), sha)
 
-    stored_path, logo_box = path, None
+    stored_path, covered_box = path, None
     if ctx.logo is not None:
         with ctx.timer("logo"):
-            if ctx.logo.box is not None:
-                box = resolve_box(ctx.logo, video.width, video.height)
-            else:
-                box = find_logo(found.sampled) if found.sampled is not None else None
+            box = logo_box(ctx.logo, video.width, video.height, found.sampled)
             found.sampled = None
             if box is None:
                 ctx.log(f"note   {item.name}: no static logo found; stored as it is")
@@ -210,7 +207,7 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
                     covered = s.work_dir / "covered" / f"{sha}.mp4"
                     covered.parent.mkdir(parents=True, exist_ok=True)
                     stored_path = cover_logo(path, covered, box, ctx.logo.method)
-                    logo_box = list(box.as_tuple())
+                    covered_box = list(box.as_tuple())
                 except (decode.DecodeError, ValueError) as exc:
                     return _fail(
                         ctx, item, "logo", "cover_failed", f"covering the logo of {item.name} failed: {exc}", sha
@@ -236,7 +233,7 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         assign_tracks(found, ctx.clustering.breaks_for(item.name, sha))
 
     suffix = path.suffix.lower() if path.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi") else ".mp4"
-    vkey = video_key(sha, ".mp4" if logo_box else suffix)
+    vkey = video_key(sha, ".mp4" if covered_box else suffix)
     f = found.faces
     crop_keys = [face_key(sha, k, i) for k, i in zip(f["frame_index"].tolist(), f["face_index"].tolist(), strict=True)]
     with ctx.timer("store"):
@@ -308,7 +305,7 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         audio_channels=audio.channels if audio else None,
         audio_start_s=audio.start_s if audio else None,
         sample_interval_s=s.sample_interval,
-        logo_box=logo_box,
+        logo_box=covered_box,
         stages_done=sorted(needed),
         run_id=ctx.run_id,
         **{
@@ -397,13 +394,11 @@ def prompt_setup(
     if not challenge.prompts:
         return None, cfg.threshold, cfg.rate
     folder = Path(videos) if "://" not in str(videos) and Path(videos).is_dir() else None
-    uri = challenge.baseline_uri(folder)
     try:
-        baseline = decode.decode_audio(uri, cfg.rate)
-    except (decode.DecodeError, OSError, RuntimeError, ValueError) as exc:
-        log(f"error  baseline {uri}: {exc}; prompts will not be aligned in this run")
+        return baseline_templates(challenge, folder, cfg.rate, device), cfg.threshold, cfg.rate
+    except ConfigError as exc:
+        log(f"error  {exc}; prompts will not be aligned in this run")
         return None, cfg.threshold, cfg.rate
-    return prompt_templates(baseline, challenge.prompts).to(device), cfg.threshold, cfg.rate
 
 
 def open_stores(settings: Settings) -> tuple[Database, ObjectStore]:
