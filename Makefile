@@ -27,10 +27,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml | ffmpeg
 	$(PYTHON) -m venv $(VENV)
 	@if $(PY) -m pip install -qq uv 2>/dev/null; then \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]' && \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,distributed]' && \
 	  $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps face_recognition; \
 	else \
-	  $(PY) -m pip install -qq -e '.[dev]' && $(PY) -m pip install -qq --no-deps face_recognition; \
+	  $(PY) -m pip install -qq -e '.[dev,distributed]' && $(PY) -m pip install -qq --no-deps face_recognition; \
 	fi
 	touch $@
 

@@ -220,6 +220,34 @@ def sample_frames(
         )
 
 
+def iter_frames(
+    path: str | Path,
+    start: int = 0,
+    stop: int | None = None,
+    device: str = "cpu",
+    chunk: int = DEFAULT_CHUNK,
+) -> Iterator[FrameBatch]:
+    """Yield *every* decoded frame with index in ``[start, stop)``, ``chunk`` at a time, in display order.
+
+    For work that needs consecutive frames (shot cuts) rather than samples. ``index`` holds the frame
+    numbers (0 = the stream's first frame) and ``target_s`` equals ``pts_s``. ``stop`` beyond the last frame
+    is clamped, so a caller can ask for a time range of a film without knowing its exact length.
+    """
+    decoder = _open_video(path, device)
+    total = len(decoder)
+    stop = total if stop is None else min(stop, total)
+    for lo in range(max(0, start), stop, chunk):
+        hi = min(lo + chunk, stop)
+        try:
+            got = decoder.get_frames_in_range(lo, hi)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise DecodeError(
+                "decode_failed", f"{Path(path).name}: decoding frames {lo}..{hi - 1} failed: {_clean(exc)}"
+            ) from exc
+        pts = got.pts_seconds.to(torch.float64).cpu()
+        yield FrameBatch(frames=got.data, index=torch.arange(lo, hi, dtype=torch.int64), target_s=pts, pts_s=pts)
+
+
 def decode_audio(path: str | Path, sample_rate: int = 16_000) -> AudioTrack:
     """The first audio stream, down-mixed to mono float32 and resampled to ``sample_rate`` by FFmpeg."""
     try:
