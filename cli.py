@@ -43,6 +43,22 @@ EndpointOpt = Annotated[
     str | None,
     typer.Option("--s3-endpoint", help="S3-compatible endpoint URL [env ENGINE_S3_ENDPOINT_URL or AWS_ENDPOINT_URL]."),
 ]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        help="local (this process) or ray (one Ray actor per GPU, else per CPU; pip install '.[distributed]') "
+        "[env ENGINE_EXECUTOR; default local].",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster for --executor ray (auto, ray://HOST:10001) [env ENGINE_RAY_ADDRESS; default: a private "
+        "local instance].",
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -88,9 +104,14 @@ def run(
     save_frames: Annotated[bool, typer.Option("--save-frames", help="Also store every sampled frame as JPEG.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Reprocess videos already stored.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects."""
+    """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
+
+    A run killed half-way is resumed by running it again: videos already committed are skipped."""
     from engine.config import ConfigError, Settings, load_challenge
+    from engine.executor import ExecutorUnavailable, get_executor
     from engine.pipeline import run_challenge
     from engine.sources import SourceError
     from engine.store import StoreUnreachable
@@ -107,26 +128,109 @@ def run(
             s3_endpoint_url=s3_endpoint,
             save_frames=save_frames,
             force=force,
+            executor=executor,
+            ray_address=ray_address,
         )
         source = videos or ch.raw.get("videos")
         if not source:
             _fail("no videos given: pass --videos FOLDER|URLFILE|s3://... (or set `videos` in the challenge TOML)")
         if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
             source = str((ch.path.parent / source).resolve())
-        summary = run_challenge(
-            settings,
-            ch,
-            source,
-            log=lambda m: err.print(m, markup=False),
-            progress=None if quiet else _progress("videos"),
-        )
-    except (ConfigError, SourceError, StoreUnreachable, WeightError) as exc:
+        with get_executor(settings.executor, settings.ray_address) as pool:
+            summary = run_challenge(
+                settings,
+                ch,
+                source,
+                log=lambda m: err.print(m, markup=False),
+                progress=None if quiet else _progress("videos"),
+                executor=pool,
+            )
+    except (ConfigError, SourceError, StoreUnreachable, WeightError, ExecutorUnavailable) as exc:
         _fail(str(exc))
     for line in summary.lines():
         out.print(line, markup=False, soft_wrap=True)
     if summary.exit_code:
         err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
     raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def monitor(
+    watch: Annotated[
+        list[Path],
+        typer.Option("--watch", help="Photo of a person to watch for (repeat the flag); the file's stem names them."),
+    ],
+    source: Annotated[str, typer.Option("--source", help="Folder, file of URLs, or s3:// prefix to poll.")],
+    interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between polls.")] = 30.0,
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", help="POST each alert's JSON here (retried with back-off).")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Poll once, then exit.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Largest face distance that alerts [default 0.6, dlib's].")
+    ] = None,
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", help="Seconds a local file must stay unchanged before it is read [default 10]."),
+    ] = None,
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    device: DeviceOpt = None,
+    s3_endpoint: EndpointOpt = None,
+) -> None:
+    """Poll a source for new videos; print one JSON line per watched person found in one (stdout: alerts only).
+
+    State and thumbnails go where a challenge named "monitor" would keep them (runs/monitor/ by default)."""
+    import signal
+
+    from rich.markup import escape
+
+    from engine.config import Settings
+    from engine.monitor import DEFAULT_SETTLE_S, Monitor
+    from engine.people import DEFAULT_MATCH_DISTANCE
+    from engine.store import StoreUnreachable
+    from engine.weights import WeightError
+
+    def emit(alert: dict) -> None:
+        try:
+            sys.stdout.write(json.dumps(alert) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader of the alerts went away: stop rather than alert into the void
+            watcher.stop.set()
+            raise
+
+    def log(message: str) -> None:
+        err.print(message, markup=False)
+
+    try:
+        settings = Settings.load("monitor", db_url=db, store_url=store, device=device, s3_endpoint_url=s3_endpoint)
+        watcher = Monitor.open(
+            settings,
+            watch,
+            source,
+            emit=emit,
+            log=log,
+            webhook=webhook,
+            threshold=DEFAULT_MATCH_DISTANCE if threshold is None else threshold,
+            settle_s=DEFAULT_SETTLE_S if settle is None else settle,
+        )
+    except (ValueError, StoreUnreachable, WeightError) as exc:  # ConfigError, PeopleError, SourceError: ValueErrors
+        _fail(str(exc))
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop.set())
+    if not once:
+        log(f"polling {source} every {interval:g}s; Ctrl-C to stop")
+    code = 0
+    try:
+        watcher.run(interval, once=once)
+    except KeyboardInterrupt:
+        watcher.stop.set()
+    except Exception as exc:  # noqa: BLE001 - with --once a failed poll (database down...) ends the command
+        err.print("[bold red]error:[/] poll failed: " + escape(f"{type(exc).__name__}: {exc}"))
+        code = 1
+    finally:
+        watcher.close()
+    log(watcher.totals.line())
+    raise typer.Exit(code)
 
 
 def _on_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None, work):  # noqa: ANN001, ANN202
@@ -345,6 +449,137 @@ def _print_results(results: dict, as_json: bool) -> None:
                 for f in faces:
                     out.print(f"  score {f['score']:.4f}  box {f['box']}", markup=False, soft_wrap=True)
     if all(isinstance(v, dict) for v in results.values()):
+        raise typer.Exit(1)
+
+
+def _executor(kind: str | None, address: str | None):  # noqa: ANN202 - an engine.executor.Executor
+    import os
+
+    from engine.executor import ExecutorUnavailable, get_executor
+
+    try:
+        return get_executor(
+            kind or os.environ.get("ENGINE_EXECUTOR", "local"), address or os.environ.get("ENGINE_RAY_ADDRESS")
+        )
+    except (ValueError, ExecutorUnavailable) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def label(
+    film: Annotated[Path, typer.Argument(help="Film or video file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (the labelling files are written here).")],
+    gallery: Annotated[
+        Path | None, typer.Option("--gallery", help="Folder of NAME/*.jpg|png or NAME.jpg|png: predictions.json.")
+    ] = None,
+    shard: Annotated[
+        int | None, typer.Option("--shard", help="Only this shard (0-based), for a cluster job; then `merge`.")
+    ] = None,
+    shards: Annotated[int, typer.Option("--shards", help="Number of time ranges the film is cut into.")] = 1,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between frames searched for faces (0: every frame).")
+    ] = 0.0,
+    threshold: Annotated[
+        float | None, typer.Option("--cluster-threshold", help="Cosine above which trajectories are one person.")
+    ] = None,
+    device: DeviceOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
+    from engine.config import resolve_device
+    from engine.decode import DecodeError
+    from engine.film import LabelError, LabelSettings, label_film
+
+    settings = LabelSettings(interval=interval)
+    if threshold is not None:
+        settings = LabelSettings(interval=interval, cluster_threshold=threshold)
+    try:
+        dev = resolve_device(device or "auto")
+        with _executor(executor, ray_address) as pool:
+            summary = label_film(
+                film,
+                out_dir,
+                settings=settings,
+                shards=shards,
+                shard=shard,
+                gallery=gallery,
+                device=dev,
+                executor=pool,
+                log=lambda m: err.print(m, markup=False),
+            )
+    except (LabelError, DecodeError, ValueError) as exc:
+        _fail(str(exc))
+    if shard is not None:
+        out.print(f"shard {shard} of {shards} written to {out_dir}/shards; run `cli.py merge {out_dir}` when all are")
+        return
+    out.print(
+        f"{summary['trajectories']} trajectories, {summary['clusters']} clusters, {summary['cuts']} shot cuts, "
+        f"{summary['faces']} faces -> {out_dir}",
+        markup=False,
+    )
+
+
+@app.command()
+def merge(
+    out_dir: Annotated[Path, typer.Argument(help="The --out folder of the sharded `label` runs.")],
+    gallery: Annotated[Path | None, typer.Option("--gallery", help="Gallery folder for predictions.json.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Merge the shards of a film into the same files a single `label` run writes."""
+    from engine.config import resolve_device
+    from engine.film import LabelError, LabelSettings, load_models, merge
+
+    try:
+        models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
+        summary = merge(out_dir, gallery, models, log=lambda m: err.print(m, markup=False))
+    except (LabelError, ValueError) as exc:
+        _fail(str(exc))
+    out.print(
+        f"{summary['shards']} shard(s) merged: {summary['trajectories']} trajectories, {summary['clusters']} "
+        f"clusters, {summary['cuts']} shot cuts -> {out_dir}",
+        markup=False,
+    )
+
+
+@app.command()
+def search(
+    videos: Annotated[list[Path], typer.Argument(help="Video files to search.")],
+    reference: Annotated[Path, typer.Option("--reference", help="Photo of the person to find.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: clips/ and one <video>.json each.")] = Path(
+        "search-out"
+    ),
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Largest descriptor distance that is the person (dlib: 0.6).")
+    ] = 0.6,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between frames searched.")] = 0.2,
+    max_gap: Annotated[
+        float, typer.Option("--max-gap", help="Seconds the person may be missing inside one clip.")
+    ] = 1.0,
+    no_clips: Annotated[bool, typer.Option("--no-clips", help="Metadata only, no MP4 clips.")] = False,
+    device: DeviceOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Find the person of a reference photo in videos: one MP4 clip per appearance plus metadata JSON."""
+    from engine.config import resolve_device
+    from engine.people import PeopleError
+    from engine.search import SearchSettings
+    from engine.search import search as run_search
+
+    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=not no_clips)
+    try:
+        dev = resolve_device(device or "auto")
+        with _executor(executor, ray_address) as pool:
+            results = run_search(
+                reference, videos, out_dir, settings=settings, device=dev, executor=pool,
+                log=lambda m: err.print(m, markup=False),
+            )  # fmt: skip
+    except (PeopleError, ValueError) as exc:
+        _fail(str(exc))
+    found = sum(len(r["clips"]) for r in results)
+    out.print(f"{found} clip(s) in {len(results)} video(s) -> {out_dir}", markup=False)
+    if all("error" in r for r in results):
         raise typer.Exit(1)
 
 

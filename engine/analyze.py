@@ -110,8 +110,13 @@ def analyze_batches(
     timer: Timer | None = None,
     keep_frames: bool = False,
     frame_jpegs: bool = False,
+    crops: bool = True,
 ) -> VideoFaces:
-    """The faces stage over one video's sampled frame batches; tracks come after (:func:`assign_tracks`)."""
+    """The faces stage over one video's sampled frame batches; tracks come after (:func:`assign_tracks`).
+
+    ``crops=False`` skips the JPEG crops and their PHash (film labelling needs descriptors, not images); the
+    ``phash`` column is then absent.
+    """
     timer = timer or (lambda _stage: nullcontext())
     cfg = models.settings
     out = VideoFaces()
@@ -133,8 +138,9 @@ def analyze_batches(
             embedding = models.embedder.embed_chips(chips)
         with timer("crops"):
             chips8 = chips.clamp(0, 255).to(torch.uint8)
-            hashes = phash(chips8)
-            out.crops.extend(decode.encode_jpegs(chips8, cfg.jpeg_quality))
+            hashes = phash(chips8) if crops else None
+            if crops:
+                out.crops.extend(decode.encode_jpegs(chips8, cfg.jpeg_quality))
             if frame_jpegs:
                 out.frame_jpegs.update(zip(batch.index.tolist(), decode.encode_jpegs(frames), strict=True))
         if keep_frames:
@@ -156,9 +162,10 @@ def analyze_batches(
             ("landmarks", det.landmarks.cpu()),
             ("rotation", det.rotation.cpu()),
             ("embedding", embedding.float().cpu()),
-            ("phash", hashes.cpu()),
+            ("phash", None if hashes is None else hashes.cpu()),
         ):
-            parts.setdefault(name, []).append(value)
+            if value is not None:
+                parts.setdefault(name, []).append(value)
     out.faces = {name: torch.cat(values) for name, values in parts.items()}
     if keep_frames and kept:
         out.sampled = torch.cat(kept)

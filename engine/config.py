@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .executor import KINDS as EXECUTORS
+
 RUNTYPES = ("test", "prod")
 DEVICES = ("auto", "cpu", "cuda")
 #: RUNTYPE ``test`` processes only this many videos, as the seed pipeline did.
@@ -172,6 +174,8 @@ class Settings:
     audio_rate: int = 16_000
     save_frames: bool = False
     force: bool = False
+    executor: str = "local"  # where videos are processed: this process, or Ray actors (engine.executor)
+    ray_address: str | None = None  # a running Ray cluster; None starts a private local instance
 
     @property
     def max_videos(self) -> int | None:
@@ -203,6 +207,8 @@ class Settings:
         sample_interval: float | None = None,
         save_frames: bool | None = None,
         force: bool | None = None,
+        executor: str | None = None,
+        ray_address: str | None = None,
         resolve: bool = True,
     ) -> Settings:
         """Build settings for ``challenge`` from flags (non-None arguments), then environment, then defaults."""
@@ -211,8 +217,15 @@ class Settings:
         rt = str(_pick(runtype, "ENGINE_RUNTYPE", "test")).lower()
         if rt not in RUNTYPES:
             raise ConfigError(f"runtype must be one of {', '.join(RUNTYPES)} (got {rt!r})")
+        ex = str(_pick(executor, "ENGINE_EXECUTOR", "local")).lower()
+        if ex not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)} (got {ex!r})")
         dev = str(_pick(device, "ENGINE_DEVICE", "auto")).lower()
-        dev = resolve_device(dev) if resolve else dev
+        if resolve and ex == "local":
+            dev = resolve_device(dev)
+        elif resolve and dev not in DEVICES and not dev.startswith("cuda:"):
+            # With Ray the workers, not this driver, hold the GPUs: each one resolves auto/cuda where it runs.
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (got {dev!r})")
         mirror = _pick(weights_mirror, "ENGINE_WEIGHTS_MIRROR", None)
         interval = float(_pick(sample_interval, "ENGINE_SAMPLE_INTERVAL", 0.5))
         if interval <= 0:
@@ -229,4 +242,6 @@ class Settings:
             sample_interval=interval,
             save_frames=bool(save_frames) if save_frames is not None else False,
             force=bool(force) if force is not None else False,
+            executor=ex,
+            ray_address=_pick(ray_address, "ENGINE_RAY_ADDRESS", None),
         )

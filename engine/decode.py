@@ -319,9 +319,6 @@ def encode_with_region_covered(
     (``-fps_mode passthrough`` and the input's time base: the encoder's default 1/fps grid would move the
     video ~10 ms against the copied audio on the shared Hamilton clip).
     """
-    import os
-    import subprocess
-
     src, dst = Path(src), Path(dst)
     if method not in COVER_METHODS:
         raise ValueError(f"method must be one of {', '.join(COVER_METHODS)} (got {method!r})")
@@ -359,6 +356,15 @@ def encode_with_region_covered(
         "-c:a", "copy", "-map_metadata", "0", "-movflags", "+faststart",
         str(partial),
     ]  # fmt: skip
+    return _ffmpeg_to(cmd, partial, dst, f"{src.name}: re-encoding with a covered region failed")
+
+
+def _ffmpeg_to(cmd: list[str], partial: Path, dst: Path, what: str) -> Path:
+    """Run an FFmpeg command writing ``partial``, then rename it to ``dst``; ``DecodeError`` with FFmpeg's last
+    lines (its reason) when it fails, never a half-written ``dst``."""
+    import os
+    import subprocess
+
     try:
         done = subprocess.run(cmd, capture_output=True, check=False)
     except FileNotFoundError as exc:
@@ -369,6 +375,29 @@ def encode_with_region_covered(
         text = re.sub(r"\[[\w -]+ @ 0x[0-9a-f]+\] ", "", done.stderr.decode("utf-8", "replace"))
         lines = [ln.strip() for ln in text.replace(str(partial), str(dst)).splitlines() if ln.strip()]
         reason = " | ".join(lines[-_FFMPEG_ERROR_LINES:]) or f"exit status {done.returncode}"
-        raise DecodeError("encode_failed", f"{src.name}: re-encoding with a covered region failed: {reason[:600]}")
+        raise DecodeError("encode_failed", f"{what}: {reason[:600]}")
     os.replace(partial, dst)
     return dst
+
+
+def cut_clip(src: str | Path, dst: str | Path, start_s: float, end_s: float, crf: int = 18) -> Path:
+    """Re-encode the part of ``src`` between stream times ``start_s`` and ``end_s`` into ``dst`` (H.264 + AAC).
+
+    Times are presentation times as the decoders report them; FFmpeg's ``-ss`` counts from the container's start
+    (the earliest stream), so that start is subtracted first. Re-encoding (not stream copy) makes the cut
+    frame-accurate instead of snapping to keyframes; the audio, when there is some, is kept in sync.
+    """
+    src, dst = Path(src), Path(dst)
+    info = probe(src)
+    container_start = min(info.video.start_s, info.audio.start_s if info.audio else math.inf)
+    if end_s <= start_s:
+        raise ValueError(f"clip end {end_s} must be after its start {start_s}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    cmd = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "-ss", f"{max(0.0, start_s - container_start):.6f}", "-i", str(src), "-t", f"{end_s - start_s:.6f}",
+        "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial),
+    ]  # fmt: skip
+    return _ffmpeg_to(cmd, partial, dst, f"{src.name}: cutting {start_s:.2f}-{end_s:.2f}s failed")

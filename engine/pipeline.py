@@ -5,27 +5,31 @@ with rotate-and-retry, align, embed, crop, PHash) → cover the logo → find th
 (covered) video and the crops in the object store → commit every per-video row in one transaction.
 Then, over all the challenge's videos: track similarities → individuals → unique faces, in one transaction.
 A video that fails at any stage gets a ``video_errors`` row and a one-line message; the run goes on. A video whose
-stages are already committed is skipped, so a re-run is cheap and changes no row count.
+stages are already committed is skipped, so a re-run is cheap and changes no row count, and a run killed half-way is
+resumed by running it again. Videos run in this process or on Ray actors (``engine.executor``): either way each one
+goes through the same ``process_video`` and commits its own rows.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import decode
-from .analyze import ROTATIONS_TRIED, FaceModels, analyze_batches, assign_tracks, face_settings
+from .analyze import ROTATIONS_TRIED, FaceModels, FaceSettings, analyze_batches, assign_tracks, face_settings
 from .audio import PromptTemplates, align_config, baseline_templates, find_prompts
 from .cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
 from .config import Challenge, ConfigError, Settings
 from .dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
+from .executor import Executor, LocalExecutor, worker_device
 from .hashing import sha256_file
 from .logo import LogoSettings, cover_logo, logo_box, logo_settings
 from .sources import FetchError, SourceItem, fetch, list_sources
@@ -409,16 +413,149 @@ def open_stores(settings: Settings) -> tuple[Database, ObjectStore]:
     return db, store
 
 
+def _concrete_device(device: str) -> str:
+    """``auto``/``cuda`` as this process can honour them (the Ray driver and workers resolve their own devices)."""
+    if device == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return "cuda" if device == "auto" else device
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """What a worker needs to process a run's videos, as plain picklable values (no connection, no model), so a
+    Ray actor can build its own database connection, object store and models from it."""
+
+    settings: Settings
+    challenge: Challenge
+    run_id: int
+    faces: FaceSettings
+    logo: LogoSettings | None
+    clustering: ClusterSettings
+    templates: PromptTemplates | None  # on the CPU when sent to workers; each moves them to its device
+    align_threshold: float
+    audio_rate: int
+
+
+@dataclass
+class VideoResult:
+    """One video's outcome from a worker, with what the driver sums (stage times) and shows (log lines)."""
+
+    item: SourceItem
+    outcome: VideoOutcome
+    stage_seconds: dict[str, float]
+    lines: list[str]
+    device: str
+
+
+class _LineBuffer(list):
+    """A worker's log: lines kept for the driver to print (a Ray actor's own output is not relayed)."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def video_worker(
+    job: VideoJob,
+    log: Log | None = None,
+    models: FaceModels | None = None,
+    stores: tuple[Database, ObjectStore] | None = None,
+) -> RunContext:
+    """Executor ``setup``: one worker's RunContext. Pieces not given are built from ``job`` (a Ray actor holds its
+    own connection, object store and models, on the device the executor gave it); an in-process run passes the
+    driver's, so it behaves exactly as it always has."""
+    device = _concrete_device(worker_device(job.settings.device))
+    settings = job.settings if device == job.settings.device else replace(job.settings, device=device)
+    db, store = stores or open_stores(settings)
+    models = models or FaceModels.load(device, job.faces)
+    templates = None if job.templates is None else job.templates.to(device)
+    return RunContext(
+        settings,
+        job.challenge,
+        db,
+        store,
+        job.run_id,
+        StageTimer(),
+        log or _LineBuffer(),
+        models,
+        job.logo,
+        job.clustering,
+        templates,
+        job.align_threshold,
+        job.audio_rate,
+    )
+
+
+def video_task(ctx: RunContext, item: SourceItem) -> VideoResult:
+    """Executor ``work``: one video through :func:`process_video` (its rows committed by the worker, in one
+    transaction), returning its own stage times and buffered log lines for the driver."""
+    buffered = isinstance(ctx.log, _LineBuffer)
+    if buffered:
+        ctx.log.clear()
+    ctx.timer = StageTimer()
+    outcome = process_video(item, ctx)
+    lines = list(ctx.log) if buffered else []
+    return VideoResult(item, outcome, dict(ctx.timer.seconds), lines, ctx.settings.device)
+
+
+class _Completed:
+    """The items in the order their results arrive (``last`` is the newest result): a progress display that wraps
+    a collection of items then advances as videos complete, whichever worker finished them."""
+
+    def __init__(self, items: Sequence[SourceItem], results: Iterator[VideoResult]) -> None:
+        self.items, self.results = items, results
+        self.last: VideoResult | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.items
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for result in self.results:
+            self.last = result
+            yield result.item
+
+
+def _results(
+    items: Sequence[SourceItem],
+    results: Iterator[VideoResult],
+    ordered: bool,
+    progress: Callable[[Collection[SourceItem]], Iterator[SourceItem]] | None,
+) -> Iterator[VideoResult]:
+    """The executor's results, driving ``progress``. In order (in-process), the display names the video being
+    processed, as it always has; unordered (Ray), it advances on each completion and names the video just done."""
+    if ordered:
+        for _item in progress(items) if progress else items:
+            yield next(results)
+        return
+    done = _Completed(items, results)
+    for _item in progress(done) if progress else done:
+        assert done.last is not None
+        yield done.last
+
+
 def run_challenge(
     settings: Settings,
     challenge: Challenge,
     videos: str | Path,
     *,
     log: Log = print,
-    progress: Callable[[list[SourceItem]], Iterator[SourceItem]] | None = None,
+    progress: Callable[[Collection[SourceItem]], Iterator[SourceItem]] | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Run every stage this engine has on the videos of ``videos`` (folder, URL list or s3:// prefix)."""
+    """Run every stage this engine has on the videos of ``videos`` (folder, URL list or s3:// prefix).
+
+    ``executor`` (``engine.executor``; default: this process, in order) spreads the videos over workers: each one
+    builds its own connection, object store and models from a picklable :class:`VideoJob` and runs the same
+    :func:`process_video`, so every video's rows still land in one transaction. The driver sums the outcomes and
+    stage times (with Ray: worker-seconds, which can exceed the wall time), advances ``progress``, then runs the
+    challenge-wide individuals stage itself. Videos already committed are skipped, so a run killed half-way is
+    resumed by running it again; the killed run's row, left "running", is marked "interrupted".
+    """
     t0 = time.perf_counter()
+    executor = executor or LocalExecutor()
+    in_process = executor.kind == "local"
     db, store = open_stores(settings)
     items = list_sources(videos, settings.s3_endpoint_url)
     if settings.max_videos is not None and len(items) > settings.max_videos:
@@ -430,20 +567,37 @@ def run_challenge(
     logo = logo_settings(challenge.raw)
     clustering = cluster_settings(challenge.raw)
     faces_cfg = face_settings(challenge)
-    templates, threshold, rate = prompt_setup(challenge, videos, settings.device, log)
-    models = FaceModels.load(settings.device, faces_cfg)
+    device = _concrete_device(settings.device)
+    templates, threshold, rate = prompt_setup(challenge, videos, device, log)
+    # In process, models load before the run is logged, so missing weights stop it before it starts (as always).
+    models = FaceModels.load(device, faces_cfg) if in_process else None
     run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), settings.public_dict())
+    stale = db.mark_runs_interrupted(challenge.name, run_id)
+    if stale:
+        log(
+            f"note   {stale} earlier run(s) of {challenge.name} never finished (killed?): marked interrupted; "
+            "the videos they committed are kept and skipped"
+        )
     timer = StageTimer()
-    ctx = RunContext(
-        settings, challenge, db, store, run_id, timer, log, models, logo, clustering, templates, threshold, rate
+    shipped = templates if in_process or templates is None else templates.to("cpu")
+    job = VideoJob(settings, challenge, run_id, faces_cfg, logo, clustering, shipped, threshold, rate)
+    setup = (
+        partial(video_worker, job, log=log, models=models, stores=(db, store))
+        if in_process
+        else partial(video_worker, job)
     )
-    summary = RunSummary(
-        run_id, challenge.name, settings.db_url, settings.store_url, settings.device, videos_found=len(items)
-    )
+    summary = RunSummary(run_id, challenge.name, settings.db_url, settings.store_url, device, videos_found=len(items))
+    devices: set[str] = set()
     status = "interrupted"
+    results = executor.map(setup, video_task, items, gpu=settings.device != "cpu")
     try:
-        for item in progress(items) if progress else items:
-            outcome = process_video(item, ctx)
+        for result in _results(items, results, executor.ordered, progress):
+            for line in result.lines:
+                log(line)
+            for stage, seconds in result.stage_seconds.items():
+                timer.seconds[stage] += seconds
+            devices.add(result.device)
+            outcome = result.outcome
             summary.outcomes.append(outcome)
             summary.frames += outcome.frames
             summary.faces += outcome.faces
@@ -452,15 +606,21 @@ def run_challenge(
             setattr(summary, outcome.status, getattr(summary, outcome.status) + 1)
         with timer("individuals"):
             summary.similarities, summary.individuals, summary.unique_faces = individuals_stage(
-                db, challenge.name, clustering, settings.device
+                db, challenge.name, clustering, device
             )
         status = "ok" if summary.processed else "failed"
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # stops a Ray pool's actors at once when the run ends early
+        if devices:
+            summary.device = ", ".join(sorted(devices))
         summary.seconds = time.perf_counter() - t0
         summary.stage_seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
         db.finish_run(
             run_id,
             status,
+            device=summary.device,
             videos_ok=summary.ok,
             videos_skipped=summary.skipped,
             videos_failed=summary.failed,

@@ -165,3 +165,12 @@ def run_cli(
         cwd=cwd or REPO,
         timeout=timeout,
     )
+
+
+def synthetic_corpus(out: Path, **kwargs: object) -> Path:
+    """``benchmarks/make_corpus.build_corpus(out, **kwargs)`` on the shared media: a small challenge with exact prompt
+    ground truth; returns its ``challenge.toml`` (its videos are in ``out/videos``)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from make_corpus import build_corpus
+
+    return build_corpus(out, **kwargs)

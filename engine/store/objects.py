@@ -6,7 +6,9 @@ names, so the same bytes always land at the same key and re-running a video over
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +31,16 @@ def frame_key(sha256: str, frame_index: int) -> str:
 def face_key(sha256: str, frame_index: int, face_index: int) -> str:
     """Object key of a face's aligned crop (150×150 JPEG)."""
     return f"faces/{sha256}/{frame_index:06d}_{face_index:02d}.jpg"
+
+
+def alert_key(sha256: str, person: str) -> str:
+    """Object key of a monitor alert's thumbnail (the matched face's aligned crop): one per video and person, as
+    the alert itself. A name other than ``[A-Za-z0-9._-]`` is reduced to those characters, plus a hash of the full
+    name so that two people never share a key (``José`` and ``Josè``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", person).strip("._") or "person"
+    if safe != person:
+        safe = f"{safe}-{hashlib.sha1(person.encode()).hexdigest()[:8]}"
+    return f"alerts/{sha256}/{safe}.jpg"
 
 
 class ObjectStore(Protocol):

@@ -235,3 +235,53 @@ class VideoError(Base):
 #: The per-video tables, children first: the order in which a video's rows are replaced.
 PER_VIDEO_TABLES = (UniqueFace, FaceFinalInd, FaceIntraInd, NoFace, Face, Frame, Subvideo)
 ALL_MODELS = (Run, Video, Subvideo, Frame, Face, NoFace, FaceIntraInd, Similarity, FaceFinalInd, UniqueFace, VideoError)
+
+
+class MonitorVideo(Base):
+    """A video the watch-list monitor has looked at, one row per source URI, so that neither a later poll nor a
+    restarted monitor processes it again.
+
+    ``status``: ``done`` (checked against the watch list), ``duplicate`` (same bytes as a video already checked under
+    another URI), ``retry`` (failed, tried again at the next poll) or ``failed`` (gave up after the monitor's bounded
+    number of attempts; ``message`` says why). ``size_bytes``/``mtime_ns`` of a local file tell a replaced file
+    (checked anew) from an unchanged one; ``nearest`` keeps each watched person's best distance in the video.
+    """
+
+    __tablename__ = "monitor_videos"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_uri: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(SHA, nullable=True, index=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    nearest: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorAlert(Base):
+    """A watched person found in a video: at most one per (video content, person), whatever the video's name, so
+    no alert is ever raised twice. ``deliver`` is set when a webhook was configured when it was raised; then
+    ``delivered`` stays false until the webhook answered 2xx (undelivered alerts are retried at the next poll)."""
+
+    __tablename__ = "monitor_alerts"
+    __table_args__ = (UniqueConstraint("video_sha256", "person"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_sha256: Mapped[str] = mapped_column(SHA, index=True)
+    person: Mapped[str] = mapped_column(String(200))
+    source_uri: Mapped[str] = mapped_column(Text)
+    video_name: Mapped[str] = mapped_column(Text)
+    time_s: Mapped[float] = mapped_column(Float)
+    distance: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    box: Mapped[list] = mapped_column(JSON)
+    thumbnail_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deliver: Mapped[bool] = mapped_column(Boolean, default=False)
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,526 @@
+"""Watch-list monitor: poll a source for new videos and raise an alert when a watched person appears in one.
+
+Each poll lists the source (a folder, a file of URLs or an ``s3://`` prefix) and checks every video it has not seen:
+frames sampled every ``sample_interval`` seconds go through the faces stage, every face is compared with every
+watched person, and each person's best (nearest) face makes an alert when its distance is at most the threshold
+(dlib's 0.6 by default). State lives in the database (``monitor_videos``, ``monitor_alerts``), so a restarted
+monitor carries on where it stopped:
+
+* **Seen** means by URI *and* by content: a video is identified by the SHA-256 of its bytes, so the same file under
+  another name is recorded as a ``duplicate`` and alerts nobody; an alert is unique per (video sha256, person).
+* **Half-written files** are left alone: a local file is taken only when its size and mtime are the same as at the
+  previous listing and have not changed for ``settle_s`` seconds (by its mtime, or by how long this process has
+  seen it unchanged when the file's clock is ahead of ours). Names starting with ``.`` (``.x.partial.mp4``, rsync's
+  temporary files) are never taken. Objects of an S3 prefix and downloads appear whole, so they need no settling.
+* **Bad videos** are recorded with their reason and retried at later polls, at most ``max_attempts`` times in all;
+  nothing a video does stops the monitor.
+* **Alerts** are printed once (the ``emit`` callback: one JSON line) right after they are committed, and POSTed to
+  the webhook with exponential back-off on connection errors, timeouts, 5xx, 408 and 429; an alert the webhook did
+  not take stays undelivered in the database and is POSTed again at the next poll, never printed again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import decode
+from .analyze import FaceModels, VideoFaces, analyze_batches
+from .config import ConfigError, Settings
+from .hashing import sha256_file
+from .people import DEFAULT_MATCH_DISTANCE, People, distances, load_people
+from .pipeline import open_stores
+from .sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
+from .store import Database, ObjectStore
+from .store.objects import alert_key
+
+Log = Callable[[str], None]
+Emit = Callable[[dict[str, Any]], None]
+
+#: Settings' challenge name for the monitor: its default database and objects live under ``runs/monitor``.
+MONITOR_NAME = "monitor"
+#: Seconds a local file's size and mtime must stay unchanged before it is taken (longer than a copy's pauses).
+DEFAULT_SETTLE_S = 10.0
+#: Seconds between polls.
+DEFAULT_INTERVAL_S = 30.0
+#: Times a video that fails (unreadable, not a video, download error) is tried before it is left for good.
+MAX_VIDEO_ATTEMPTS = 3
+#: Webhook requests per alert and poll, and the first back-off delay (doubled after each failure, capped).
+WEBHOOK_ATTEMPTS = 5
+WEBHOOK_BASE_DELAY_S = 1.0
+WEBHOOK_MAX_DELAY_S = 60.0
+WEBHOOK_TIMEOUT_S = 10.0
+#: HTTP statuses worth retrying besides 5xx: the receiver timed out or asked us to slow down.
+RETRY_STATUSES = frozenset({408, 429})
+
+
+# --- the settle rule ----------------------------------------------------------------------------------------------
+Stat = tuple[int, int]  # (size in bytes, mtime in ns)
+
+
+def is_settled(stat: Stat, previous: Stat | None, unchanged_for_s: float, now_s: float, settle_s: float) -> bool:
+    """Whether a local file is complete enough to take: a writer that is still copying changes its size and mtime.
+
+    ``stat`` is the file's (size, mtime_ns) now, ``previous`` what the previous listing saw (``None``: not listed
+    before), ``unchanged_for_s`` how long this process has seen ``stat`` unchanged, ``now_s`` the wall clock. The
+    file is taken when it did not change since the previous listing and it has been unchanged for ``settle_s``:
+    by its mtime's age, or by our own observation when its mtime is in the future (a server whose clock runs
+    ahead). A file that is already old when first listed (``cp -p``, an rsync rename, a restart) is taken at once.
+    """
+    if previous is not None and previous != stat:
+        return False
+    age_s = now_s - stat[1] / 1e9
+    return age_s >= settle_s or unchanged_for_s >= settle_s
+
+
+# --- the webhook ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    """How one alert's webhook delivery ended: ``ok`` after ``attempts`` requests, else the last ``error``."""
+
+    ok: bool
+    attempts: int
+    error: str | None = None
+
+
+def post_json(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    attempts: int = WEBHOOK_ATTEMPTS,
+    base_delay_s: float = WEBHOOK_BASE_DELAY_S,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> Delivery:
+    """POST ``payload`` as JSON; retry transient failures with exponential back-off (``base``, 2×, 4×...).
+
+    Transient: no connection, a timeout, a broken response, 5xx, 408 or 429: the receiver may be restarting or
+    overloaded, and waiting longer each time lets it recover without being hammered. Any other 4xx means the
+    receiver refuses this request as it is, so it is not repeated now (the monitor tries again at its next poll).
+    """
+    body = json.dumps(payload).encode("utf-8")
+    headers = {"Content-Type": "application/json", "User-Agent": "faceengine-monitor/0.1"}
+    error = "no attempt made"
+    for n in range(1, max(1, attempts) + 1):
+        try:
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                response.read()
+            return Delivery(True, n)
+        except urllib.error.HTTPError as exc:
+            error = f"HTTP {exc.code} {exc.reason}"
+            if exc.code < 500 and exc.code not in RETRY_STATUSES:
+                return Delivery(False, n, f"{error} (a client error: not repeated)")
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            error = f"{type(exc).__name__}: {reason}"
+        if n < attempts:
+            sleep(min(base_delay_s * 2 ** (n - 1), WEBHOOK_MAX_DELAY_S))
+    return Delivery(False, attempts, error)
+
+
+# --- matching -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Match:
+    """A watched person's nearest face in one video: ``index`` is its row in the faces stage's output."""
+
+    person: str
+    index: int
+    distance: float
+    time_s: float
+    box: list[float]
+
+
+def nearest_faces(found: VideoFaces, people: People) -> list[Match]:
+    """Each watched person's nearest face in the video (none when the video has no face at all).
+
+    A person with several reference rows is as near as their nearest row. The distance is dlib's Euclidean one.
+    """
+    if len(found) == 0 or len(people) == 0:
+        return []
+    d = distances(found.faces["embedding"], people)  # [F, R]
+    row_names = people.names
+    out = []
+    for person in people.unique_names:
+        columns = torch.tensor([i for i, n in enumerate(row_names) if n == person], device=d.device)
+        per_face = d.index_select(1, columns).min(dim=1).values
+        index = int(per_face.argmin())
+        out.append(
+            Match(
+                person=person,
+                index=index,
+                distance=float(per_face[index]),
+                time_s=float(found.faces["pts_s"][index]),
+                box=[round(float(v), 1) for v in found.faces["boxes"][index].tolist()],
+            )
+        )
+    return out
+
+
+def alert_payload(alert: dict[str, Any]) -> dict[str, Any]:
+    """The JSON an alert is announced with (stdout and webhook), built from its ``monitor_alerts`` row so that a
+    retried delivery sends exactly what was printed. ``score`` is ``1 - distance`` (1: the same descriptor; a match
+    has at least ``1 - threshold``); (``sha256``, ``person``) identifies the alert for receivers that dedupe."""
+    return {
+        "person": alert["person"],
+        "video": alert["video_name"],
+        "uri": alert["source_uri"],
+        "sha256": alert["video_sha256"],
+        "time_s": alert["time_s"],
+        "distance": alert["distance"],
+        "score": alert["score"],
+        "box": alert["box"],
+        "thumbnail_key": alert["thumbnail_key"],
+    }
+
+
+# --- the monitor ------------------------------------------------------------------------------------------------------
+@dataclass
+class MonitorTotals:
+    """What a monitor did since it started, for its closing summary and for tests."""
+
+    polls: int = 0
+    checked: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    waiting: int = 0
+    alerts: int = 0
+    delivered: int = 0
+    undelivered: int = 0
+    poll_errors: int = 0
+    seconds: float = 0.0
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)  # (name, status, message)
+
+    def line(self) -> str:
+        return (
+            f"monitor: {self.polls} poll(s), {self.checked} video(s) checked, {self.duplicates} duplicate(s), "
+            f"{self.failed} failure(s), {self.alerts} alert(s), webhook: {self.delivered} delivered, "
+            f"{self.undelivered} owed · {self.seconds:.1f}s"
+        )
+
+
+def check_source(source: str, s3_endpoint_url: str | None = None) -> None:
+    """Refuse, before the first poll, a source that cannot be right: a missing local folder or list file, or an
+    S3 bucket that does not answer (a typo must not poll nothing forever). An empty folder or prefix is fine."""
+    if source.startswith("s3://"):
+        from .store import S3ObjectStore
+
+        bucket = source[len("s3://") :].split("/", 1)[0]
+        try:
+            S3ObjectStore(f"s3://{bucket}", s3_endpoint_url).check()
+        except ValueError as exc:
+            raise ConfigError(f"watched source {source}: {exc}") from exc
+        return
+    if is_url(source):
+        return
+    if not Path(source).exists():
+        raise ConfigError(f"watched source not found: {source} (give a folder, a file of URLs, or s3://bucket/prefix)")
+
+
+class Monitor:
+    """Polls one source and alerts on watched people; see the module's docstring for the rules it keeps."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        people: People,
+        models: FaceModels,
+        source: str,
+        *,
+        emit: Emit,
+        log: Log = lambda _m: None,
+        webhook: str | None = None,
+        threshold: float = DEFAULT_MATCH_DISTANCE,
+        settle_s: float = DEFAULT_SETTLE_S,
+        max_attempts: int = MAX_VIDEO_ATTEMPTS,
+        webhook_attempts: int = WEBHOOK_ATTEMPTS,
+        webhook_base_delay_s: float = WEBHOOK_BASE_DELAY_S,
+        db: Database | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        if not 0 < threshold <= 2:
+            raise ConfigError(f"threshold must be a distance in (0, 2] (got {threshold}); dlib's is 0.6")
+        if settle_s < 0:
+            raise ConfigError(f"settle time must be >= 0 seconds (got {settle_s})")
+        if max_attempts < 1 or webhook_attempts < 1:
+            raise ConfigError("attempt counts must be at least 1")
+        if webhook is not None and not is_url(webhook):
+            raise ConfigError(f"webhook must be an http:// or https:// URL (got {webhook!r})")
+        self.settings = settings
+        self.people = people
+        self.models = models
+        self.source = str(source)
+        self.emit = emit
+        self.log = log
+        self.webhook = webhook
+        self.threshold = threshold
+        self.settle_s = settle_s
+        self.max_attempts = max_attempts
+        self.webhook_attempts = webhook_attempts
+        self.webhook_base_delay_s = webhook_base_delay_s
+        if db is None or store is None:
+            db, store = open_stores(settings)
+        self.db = db
+        self.store = store
+        self.stop = threading.Event()
+        self.totals = MonitorTotals()
+        self._listing: dict[str, tuple[Stat, float]] = {}  # uri -> (stat, monotonic time first seen so)
+        self._waiting_noted: set[str] = set()
+        self._webhook_down = False
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        watch: Sequence[str | Path],
+        source: str,
+        *,
+        emit: Emit,
+        log: Log = lambda _m: None,
+        models: FaceModels | None = None,
+        **options: Any,
+    ) -> Monitor:
+        """Check the source, connect the stores, load the models (unless given) and the watched people (one photo
+        each, named by its file's stem). Every problem is a ``ConfigError``, ``PeopleError``, ``StoreUnreachable`` or
+        ``WeightError`` raised before the first poll, so a misconfigured monitor never starts."""
+        check_source(str(source), settings.s3_endpoint_url)
+        models = models or FaceModels.load(settings.device)
+        people = load_people(list(watch), models)  # before the stores: a bad photo leaves no database behind
+        log(f"watch  {len(people.unique_names)} person(s): {', '.join(people.unique_names)}")
+        db, store = open_stores(settings)
+        try:
+            return cls(settings, people, models, source, emit=emit, log=log, db=db, store=store, **options)
+        except BaseException:
+            db.dispose()
+            raise
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def run(self, interval_s: float = DEFAULT_INTERVAL_S, once: bool = False) -> MonitorTotals:
+        """Poll until :attr:`stop` is set (or once). A failing poll (database down, source unreachable) is logged
+        and the next one tried, except with ``once``, where it is raised: there is no next poll to wait for."""
+        if interval_s <= 0:
+            raise ConfigError(f"interval must be positive (got {interval_s})")
+        t0 = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.poll()
+                except Exception as exc:  # noqa: BLE001 - a poll's failure must not end a long-running monitor
+                    if once:
+                        raise
+                    self.totals.poll_errors += 1
+                    self.log(f"error  poll failed: {type(exc).__name__}: {exc}; trying again in {interval_s:g}s")
+                if once:
+                    break
+                self.stop.wait(interval_s)
+        finally:
+            self.totals.seconds = time.perf_counter() - t0
+        return self.totals
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def poll(self) -> MonitorTotals:
+        """One pass: deliver what the webhook still owes, list the source, check every new, settled video."""
+        t = self.totals
+        t.polls += 1
+        self._webhook_down = False
+        self._deliver(self.db.monitor_alerts(undelivered=True) if self.webhook else [])
+        try:
+            items = list_sources(self.source, self.settings.s3_endpoint_url)
+        except SourceError as exc:  # e.g. an S3 prefix with nothing in it yet
+            self.log(f"note   {exc}")
+            items = []
+        known = self.db.monitor_videos()
+        listing: dict[str, tuple[Stat, float]] = {}
+        waiting = 0
+        for item in items:
+            if self.stop.is_set():
+                break
+            if item.kind == "file" and item.name.startswith("."):
+                continue  # a temporary file of a copy or download in progress
+            stat = _stat(item)
+            previous = self._listing.get(item.uri)  # (stat, since when) at the previous listing
+            if stat is not None:
+                since = previous[1] if previous and previous[0] == stat else time.monotonic()
+                listing[item.uri] = (stat, since)
+            row = known.get(item.uri)
+            if row is not None and not self._wanted(row, stat):
+                continue
+            if stat is not None:
+                unchanged_for = time.monotonic() - listing[item.uri][1]
+                if not is_settled(stat, previous and previous[0], unchanged_for, time.time(), self.settle_s):
+                    waiting += 1
+                    self._note_waiting(item)
+                    continue
+            self._waiting_noted.discard(item.uri)
+            self._check(item, stat, row)
+        self._listing = listing
+        t.waiting = waiting
+        t.undelivered = len(self.db.monitor_alerts(undelivered=True)) if self.webhook else 0
+        return t
+
+    def _note_waiting(self, item: SourceItem) -> None:
+        if item.uri not in self._waiting_noted:  # once, not at every poll
+            self._waiting_noted.add(item.uri)
+            self.log(f"wait   {item.name}: just written or still changing; taken once unchanged for {self.settle_s:g}s")
+
+    def _wanted(self, row: dict[str, Any], stat: Stat | None) -> bool:
+        """Whether a video the monitor already has a row for needs looking at again."""
+        if stat is not None and row["size_bytes"] is not None and (row["size_bytes"], row["mtime_ns"]) != stat:
+            return True  # the file at this path was replaced (or rewritten): new content, perhaps
+        return row["status"] == "retry"
+
+    # --- one video --------------------------------------------------------------------------------------------
+    def _check(self, item: SourceItem, stat: Stat | None, row: dict[str, Any] | None) -> None:
+        """Check one video; a downloaded copy (S3, URL) is deleted once the video needs no further attempt (a
+        monitor runs for months: its download cache must not grow with every video it ever saw)."""
+        fetched: list[Path] = []
+        status = self._check_video(item, stat, row, fetched)
+        if item.kind != "file" and status in ("done", "duplicate", "failed"):
+            for path in fetched:
+                for leftover in (path, path.with_suffix(".info.json"), path.with_suffix(".json")):
+                    leftover.unlink(missing_ok=True)
+
+    def _check_video(
+        self, item: SourceItem, stat: Stat | None, row: dict[str, Any] | None, fetched: list[Path]
+    ) -> str | None:
+        """Check one video against the watch list and return its new status (``None``: left for a later poll);
+        any failure is recorded, never raised. The local file it read is appended to ``fetched``."""
+        replaced = row is not None and stat is not None and (row["size_bytes"], row["mtime_ns"]) != stat
+        attempts = 0 if row is None or replaced else int(row["attempts"] or 0)
+        base = dict(name=item.name, size_bytes=stat[0] if stat else None, mtime_ns=stat[1] if stat else None)
+        s = self.settings
+        sha = None
+        try:
+            path, _meta = fetch(item, s.work_dir / "downloads", s.s3_endpoint_url)
+            fetched.append(path)
+            sha = sha256_file(path)
+            if stat is not None and _stat(item) != stat:  # written to again while we read it: not settled after all
+                self._note_waiting(item)
+                return None
+            twin = self.db.monitor_video_by_sha(sha)
+            if twin is not None:
+                if twin["source_uri"] == item.uri:  # the same bytes touched or rewritten in place
+                    self.db.monitor_save_video(item.uri, **base)
+                    return twin["status"]
+                message = f"same content as {twin['source_uri']} ({twin['status']})"
+                self.db.monitor_save_video(item.uri, **base, sha256=sha, status="duplicate", message=message)
+                self.totals.duplicates += 1
+                self.totals.outcomes.append((item.name, "duplicate", message))
+                self.log(f"skip   {item.name}: {message}")
+                return "duplicate"
+            video = decode.probe(path).video
+            if video.truncated_s > decode.TRUNCATION_TOLERANCE_S and attempts + 1 < self.max_attempts:
+                # A second guard after the settle rule: a file that is still being copied looks truncated.
+                raise decode.DecodeError(
+                    "truncated",
+                    f"{item.name} is truncated ({video.duration_s:.1f}s of {video.header_duration_s:.1f}s decodable); "
+                    "still being copied? Its decodable part is checked at the last attempt",
+                )
+            found = analyze_batches(decode.sample_frames(path, s.sample_interval, s.device), self.models)
+            matches = nearest_faces(found, self.people)
+            hits = [m for m in matches if m.distance <= self.threshold]
+            for m in hits:
+                self.store.put_bytes(alert_key(sha, m.person), found.crops[m.index], "image/jpeg")
+        except (FetchError, decode.DecodeError, OSError) as exc:
+            return self._failed(item, base, sha, attempts, _reason(exc))
+        except Exception as exc:  # noqa: BLE001 - one video must never stop the monitor, whatever it triggers
+            return self._failed(item, base, sha, attempts, f"{type(exc).__name__}: {exc}")
+        nearest = {m.person: round(m.distance, 4) for m in matches}
+        alerts = [
+            dict(
+                video_sha256=sha,
+                person=m.person,
+                source_uri=item.uri,
+                video_name=item.name,
+                time_s=round(m.time_s, 3),
+                distance=round(m.distance, 4),
+                score=round(1.0 - m.distance, 4),
+                box=m.box,
+                thumbnail_key=alert_key(sha, m.person),
+                deliver=self.webhook is not None,
+            )
+            for m in hits
+        ]
+        summary = f"{len(found)} face(s) in {len(found.frames)} frame(s)"
+        video = dict(**base, sha256=sha, status="done", attempts=attempts + 1, message=summary, nearest=nearest)
+        new = self.db.monitor_finish_video(item.uri, video, alerts)
+        self.totals.checked += 1
+        self.totals.outcomes.append((item.name, "done", summary))
+        near = ", ".join(f"{p} {d:.3f}" for p, d in sorted(nearest.items(), key=lambda kv: kv[1])[:3])
+        self.log(f"video  {item.name}: {summary}; nearest: {near or 'nobody'}")
+        for alert in new:
+            self.totals.alerts += 1
+            self.log(
+                f"alert  {alert['person']} in {item.name} at {alert['time_s']:.2f}s (distance {alert['distance']:.3f})"
+            )
+            self.emit(alert_payload(alert))
+        self._deliver(new)
+        return "done"
+
+    def _failed(self, item: SourceItem, base: dict[str, Any], sha: str | None, attempts: int, reason: str) -> str:
+        attempts += 1
+        final = attempts >= self.max_attempts
+        status = "failed" if final else "retry"
+        self.db.monitor_save_video(item.uri, **base, sha256=sha, status=status, attempts=attempts, message=reason)
+        self.totals.failed += 1
+        self.totals.outcomes.append((item.name, status, reason))
+        then = "given up" if final else "tried again at the next poll"
+        self.log(f"error  {item.name}: {reason} (attempt {attempts} of {self.max_attempts}; {then})")
+        return status
+
+    # --- delivery -----------------------------------------------------------------------------------------------
+    def _deliver(self, alerts: list[dict[str, Any]]) -> None:
+        """POST alerts to the webhook; after one alert could not be delivered the others wait for the next poll
+        (a receiver that is down would otherwise cost the full back-off once per alert)."""
+        if not self.webhook:
+            return
+        for alert in alerts:
+            if self._webhook_down or self.stop.is_set():
+                return
+            result = post_json(
+                self.webhook,
+                alert_payload(alert),
+                attempts=self.webhook_attempts,
+                base_delay_s=self.webhook_base_delay_s,
+                sleep=self.stop.wait,
+            )
+            self.db.monitor_mark_delivery(alert["id"], result.ok, result.attempts, result.error)
+            if result.ok:
+                self.totals.delivered += 1
+            else:
+                self._webhook_down = True
+                self.log(
+                    f"error  webhook: alert {alert['person']} in {alert['video_name']} not delivered after "
+                    f"{result.attempts} attempt(s): {result.error}; kept for the next poll"
+                )
+
+
+def _stat(item: SourceItem) -> Stat | None:
+    """(size, mtime_ns) of a local file; ``None`` for remote items and for paths that cannot be read."""
+    if item.kind != "file":
+        return None
+    try:
+        st = os.stat(item.uri)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a video failed (an ``OSError`` names the path, the others already do)."""
+    if isinstance(exc, OSError):
+        return f"cannot read {exc.filename or 'the file'}: {exc.strerror or exc}"
+    return str(exc)

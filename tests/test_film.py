@@ -1,0 +1,159 @@
+"""Film labelling on the shared Ryan Reynolds clip: files, shots, trajectories, sharding, gallery predictions.
+
+The clip is the face-tracking seed's output: a 170x170 canvas on which each frame's face crop is pasted. Who is on
+screen was checked by eye on every 8th frame: Ryan Reynolds (glasses) in frames 168-264 among others, Hugh Jackman
+from about frame 1104 on, and, in most other frames, a bearded man and an older woman who are neither.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.film import LabelError, LabelSettings, label_film, merge
+from engine.shots import shot_ids
+
+SETTINGS = LabelSettings(interval=0.25)  # every 8th frame of the 30 fps clip: the test stays fast
+FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")
+
+
+def _read(folder: Path) -> dict:
+    return {
+        "trajectories": [json.loads(line) for line in (folder / "trajectories.jsonl").read_text().splitlines()],
+        "features": [json.loads(line) for line in (folder / "features.jsonl").read_text().splitlines()],
+        "scenes": json.loads((folder / "scene_changes.json").read_text()),
+        "clusters": json.loads((folder / "clusters.json").read_text()),
+    }
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory, ryan: Path, gallery: Path) -> Path:
+    out = tmp_path_factory.mktemp("label1")
+    label_film(ryan, out, settings=SETTINGS, gallery=gallery, log=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """Both layouts at once: a NAME/ folder and NAME.jpg files."""
+    g = tmp_path_factory.mktemp("gallery")
+    (g / "ryan-reynolds").mkdir()
+    faces = shared_data / "faces"
+    shutil.copy(faces / "ryan-reynolds-reference.jpg", g / "ryan-reynolds" / "ref.jpg")
+    shutil.copy(faces / "hugh-jackman-reference.jpg", g / "hugh-jackman.jpg")
+    shutil.copy(faces / "obama.jpg", g / "obama.jpg")
+    shutil.copy(faces / "lin-manuel-miranda.png", g / "lin-manuel-miranda.png")
+    return g
+
+
+def test_files_and_formats(single: Path) -> None:
+    for name in (*FILES, "predictions.json"):
+        assert (single / name).is_file(), name
+    got = _read(single)
+    trajs, feats = got["trajectories"], got["features"]
+    assert len(trajs) == len(feats) > 5
+    assert [t["id"] for t in trajs] == list(range(len(trajs)))
+    for t, f in zip(trajs, feats, strict=True):
+        assert f["id"] == t["id"] and f["n_faces"] == len(t["detections"]) == len(f["embeddings"])
+        assert abs(sum(v * v for v in f["mean"]) - 1) < 1e-3  # unit mean descriptor
+        frames = [d["frame"] for d in t["detections"]]
+        assert frames == sorted(frames) and len(set(frames)) == len(frames)
+        assert all(fr % 8 == 0 for fr in frames)  # the global sampling grid
+        assert t["start_frame"] == frames[0] and t["end_frame"] == frames[-1]
+        assert all(len(d["box"]) == 4 and len(d["landmarks"]) == 10 for d in t["detections"])
+    members = sorted(m for c in got["clusters"]["clusters"] for m in c["trajectories"])
+    assert members == list(range(len(trajs)))  # clusters partition the trajectories
+
+
+def test_trajectories_never_cross_a_cut(single: Path) -> None:
+    got = _read(single)
+    cuts = torch.tensor([c["frame"] for c in got["scenes"]["cuts"]], dtype=torch.long)
+    assert len(cuts) >= 5  # the clip jumps between faces many times
+    shots = got["scenes"]["shots"]
+    assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == 1662
+    for t in got["trajectories"]:
+        frames = torch.tensor([d["frame"] for d in t["detections"]])
+        ids = shot_ids(frames, cuts)
+        assert bool((ids == ids[0]).all()), f"trajectory {t['id']} crosses a cut"
+        assert int(ids[0]) == t["shot"]
+
+
+def test_three_shards_merged_equal_one_run(single: Path, tmp_path: Path, ryan: Path) -> None:
+    for i in range(3):  # three separate jobs, as on a cluster
+        meta = label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=i, log=lambda _m: None)
+        assert meta["index"] == i and meta["lo"] < meta["hi"]
+    assert not (tmp_path / "trajectories.jsonl").exists()  # a shard job never merges
+    merge(tmp_path)
+    a, b = _read(single), _read(tmp_path)
+    assert [c["frame"] for c in a["scenes"]["cuts"]] == [c["frame"] for c in b["scenes"]["cuts"]]
+    assert a["clusters"]["clusters"] == b["clusters"]["clusters"]
+    assert len(a["trajectories"]) == len(b["trajectories"])
+    for x, y in zip(a["trajectories"], b["trajectories"], strict=True):
+        assert [d["frame"] for d in x["detections"]] == [d["frame"] for d in y["detections"]]
+        assert x["shot"] == y["shot"]
+        for dx, dy in zip(x["detections"], y["detections"], strict=True):
+            assert max(abs(p - q) for p, q in zip(dx["box"], dy["box"], strict=True)) < 0.05
+    # A trajectory really crosses a shard boundary (frame 554 or 1108), so the stitching was exercised.
+    bounds = (1663 // 3, 2 * 1663 // 3)
+    assert any(t["start_frame"] < bd <= t["end_frame"] for t in a["trajectories"] for bd in bounds)
+
+
+def test_merge_names_missing_shards(tmp_path: Path, ryan: Path) -> None:
+    with pytest.raises(LabelError, match="no shard results"):
+        merge(tmp_path)
+    label_film(ryan, tmp_path, settings=LabelSettings(interval=2.0), shards=3, shard=1, log=lambda _m: None)
+    with pytest.raises(LabelError, match=r"shard\(s\) 0, 2 of 3 are missing"):
+        merge(tmp_path)
+    with pytest.raises(LabelError, match="--shard must be in 0..2"):
+        label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=3, log=lambda _m: None)
+
+
+def _cluster_with(folder: Path, frames: range) -> int:
+    got = _read(folder)
+    count: dict[int, int] = {}
+    for c in got["clusters"]["clusters"]:
+        for t in c["trajectories"]:
+            for d in got["trajectories"][t]["detections"]:
+                if d["frame"] in frames:
+                    count[c["id"]] = count.get(c["id"], 0) + 1
+    return max(count, key=count.get)
+
+
+def test_gallery_predictions_name_the_people(single: Path) -> None:
+    pred = json.loads((single / "predictions.json").read_text())
+    assert sorted(pred["people"]) == ["hugh-jackman", "lin-manuel-miranda", "obama", "ryan-reynolds"]
+    by_cluster = {p["cluster"]: p["top"] for p in pred["clusters"]}
+    ryan_top = by_cluster[_cluster_with(single, range(168, 265))]
+    hugh_top = by_cluster[_cluster_with(single, range(1456, 1537))]
+    assert ryan_top[0]["name"] == "ryan-reynolds" and ryan_top[0]["probability"] > 0.6
+    assert hugh_top[0]["name"] == "hugh-jackman" and hugh_top[0]["probability"] > 0.5
+    for top in by_cluster.values():
+        assert 0 < sum(p["probability"] for p in top) <= 1.0001
+        assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
+
+
+def test_label_cli_sharded_then_merge(tmp_path: Path, ryan: Path, gallery: Path) -> None:
+    from tests.conftest import run_cli
+
+    for i in range(2):
+        done = run_cli(
+            "label", str(ryan), "--out", str(tmp_path), "--shards", "2", "--shard", str(i), "--interval", "2"
+        )
+        assert done.returncode == 0, done.stderr
+    done = run_cli("merge", str(tmp_path), "--gallery", str(gallery))
+    assert done.returncode == 0, done.stderr
+    assert "2 shard(s) merged" in done.stdout
+    assert (tmp_path / "predictions.json").is_file()
+    done = run_cli("label", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "nope.mp4" in done.stderr
+
+
+def test_models_reused_for_gallery(tmp_path: Path, single: Path) -> None:
+    """merge() without models but with a gallery is a clear error, not a crash deep inside."""
+    shutil.copytree(single / "shards", tmp_path / "shards")
+    with pytest.raises(LabelError, match="need the face models"):
+        merge(tmp_path, gallery=tmp_path)
