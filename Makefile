@@ -59,8 +59,16 @@ endif
 test: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The pytest benchmarks, then `cli.py bench` (full pipeline vs face_recognition and our own unbatched models, one run,
+# same frames) on an 8-video corpus built once, its table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g.
+# --machine "..." or --dry-run).
+BENCH_CORPUS := runs/bench-corpus
+BENCH_ARGS ?=
 bench: setup
 	$(PY) -m pytest -q -m slow -s benchmarks $(PYTEST_ARGS)
+	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
+	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
+	  --save-json runs/bench-last.json $(BENCH_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

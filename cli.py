@@ -583,6 +583,64 @@ def search(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of videos to benchmark on (searched recursively).")],
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--peer",
+            help="Peer to compare with (repeat the flag): face_recognition [default]; naive (our models one frame "
+            "at a time) is always measured.",
+        ),
+    ] = None,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (progress goes to stderr).")] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.001, help="Seconds between sampled frames, as the pipeline samples.")
+    ] = 0.5,
+) -> None:
+    """Time decode, detector, embedder and the full pipeline against peers, in one run on the same sampled frames."""
+    if not videos.is_dir():  # answered before torch loads; engine.bench checks the same for Python callers
+        _fail(f"videos folder not found: {videos}" if not videos.exists() else f"{videos} is not a folder")
+    from rich.table import Table
+
+    from engine.bench import DEFAULT_PEERS, BenchError, run_bench, table_rows
+    from engine.config import ConfigError, resolve_device
+    from engine.weights import WeightError
+
+    try:
+        result = run_bench(
+            videos,
+            peers=peer or list(DEFAULT_PEERS),
+            device=resolve_device(device or "auto"),
+            interval=interval,
+            log=lambda m: err.print(m, markup=False),
+        )
+    except (BenchError, ConfigError, WeightError) as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print(json.dumps(result), markup=False, soft_wrap=True, highlight=False)
+        return
+    m = result["machine"]
+    table = Table(
+        title=f"{result['frames']} sampled frames from {result['engine']['videos']} videos, every "
+        f"{result['engine']['interval_s']:g}s · {m['device_name']} · {m['cpu_count']} cores, torch threads "
+        f"{m['torch_threads']}, torch {m['torch_version']}"
+    )
+    for name, justify in (("what", "left"), ("ms / sampled frame", "right"), ("sampled frames/s", "right")):
+        table.add_column(name, justify=justify)
+    for row in table_rows(result):
+        table.add_row(*row)
+    out.print(table)
+    for name, ratio in result["speedup_vs"].items():
+        out.print(f"speedup vs {name}: {ratio:.2f}x (peer ms per frame / engine full pipeline ms per frame)")
+    out.print(f"decode-only fraction: {result['decode_only_fraction']:.3f} (pipeline throughput / decode-only)")
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in result["engine"]["stages"]["pipeline_stage_seconds"].items())
+    out.print(f"pipeline stages: {stages}", markup=False)
+    out.print(f"note: {result['engine']['warmup']}", markup=False)
+
+
 @app.command("export-onnx")
 def export_onnx(
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the .onnx file.")],

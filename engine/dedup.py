@@ -211,6 +211,27 @@ def _phash_batch(images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"phash expects uint8 images, got {images.dtype}")
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"phash expects [N, 3, H, W] (or [N, 1, H, W] grayscale), got {tuple(images.shape)}")
+    if images.device.type == "cuda" and _phash_kernel_ok(images):
+        from kernels.phash import phash as phash_kernel
+
+        return phash_kernel(images)
+    return phash_torch(images)
+
+
+def _phash_kernel_ok(images: torch.Tensor) -> bool:
+    """The Triton kernel (``kernels.phash``, same bits) where Triton is there and ``ENGINE_KERNELS`` is not ``0``."""
+    if images.numel() == 0:
+        return False
+    try:
+        import kernels
+        from kernels import phash as phash_kernel
+    except ImportError:
+        return False
+    return kernels.enabled() and phash_kernel.available(images.device)
+
+
+def phash_torch(images: torch.Tensor) -> torch.Tensor:
+    """Plain-torch hashes of a validated uint8 ``[N, C, H, W]`` batch (the CPU path, and the kernel's reference)."""
     small = resize_like_pil(images)
     # A 1-channel input is a PIL "L" image already: convert("L") leaves it as it is.
     gray = small[:, 0] if small.shape[1] == 1 else luma_like_pil(small).to(torch.float64)

@@ -108,7 +108,34 @@ def resize_like_cv2(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def preprocess(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 RGB ``[N, 3, H, W]`` → the network's input: resized, BGR, minus the training mean."""
+    """uint8 RGB ``[N, 3, H, W]`` → the network's input: resized, BGR, minus the training mean.
+
+    On CUDA this is one fused Triton kernel (``kernels.preprocess``, equal to :func:`preprocess_torch` bit for bit)
+    when Triton is there and ``ENGINE_KERNELS`` is not ``0``; everywhere else it is :func:`preprocess_torch`.
+    """
+    if frames.device.type == "cuda" and _fused_preprocess_ok(frames, dtype):
+        from kernels.preprocess import preprocess as fused_preprocess
+
+        return fused_preprocess(frames, scale, dtype)
+    return preprocess_torch(frames, scale, dtype)
+
+
+def _fused_preprocess_ok(frames: torch.Tensor, dtype: torch.dtype) -> bool:
+    """The kernel takes uint8 RGB batches and float outputs; anything else (or ENGINE_KERNELS=0) stays plain torch."""
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or frames.numel() == 0:
+        return False
+    if dtype not in (torch.float32, torch.float16):
+        return False
+    try:
+        import kernels
+        from kernels import preprocess as fused
+    except ImportError:
+        return False
+    return kernels.enabled() and fused.available(frames.device)
+
+
+def preprocess_torch(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Plain-torch :func:`preprocess` on any device (the CPU path, and the fused kernel's reference)."""
     x = frames.to(torch.float32)
     if scale != 1.0:
         x = resize_like_cv2(x, scale)

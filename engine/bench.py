@@ -1,0 +1,440 @@
+"""Benchmark: the engine against its peers, in one process and one run, on the same sampled frames.
+
+Why one process and one run: the machines this runs on are often shared (a CI runner, a VM beside another job), so
+figures taken minutes apart under different loads cannot be divided by each other. Here every figure comes from the
+same corpus, the same sampled frames (``decode.sample_frames`` every ``interval`` seconds, as the pipeline samples)
+and the same load, so the ratios mean something even when the absolute numbers wander.
+
+What is measured, in this order (each warmed up once first, untimed, so model loading and first-call costs such as
+allocator growth, oneDNN primitive creation or dlib's lazy set-up are excluded from every figure):
+
+1. **decode only**: ``sample_frames`` over every video, each batch touched (one element read) and dropped;
+2. **detector only**: the pipeline's call (``detect_with_rotation`` at the challenge's long side, batched as decode
+   delivers them), on the decoded frames;
+3. **embedder only**: alignment + embedding (``align_chips`` + ``embed_chips``, batched) of the faces found in 2;
+4. **full pipeline**: :func:`engine.pipeline.run_challenge` into a throw-away SQLite database and local object store
+   in a temporary folder: decode, detect with rotate-and-retry, embed, crops, PHash, tracks, individuals, SQL,
+   objects. Its wall time runs from the first video's start (models already loaded) to the run's end; its stage
+   times are the run's own ``RunSummary.stage_seconds``. The challenge has no prompts and no logo: audio alignment
+   and logo covering are not face work and no peer does them;
+5. **peers**, on the same frames: ``face_recognition`` (dlib HOG ``face_locations`` + ``face_encodings``, the seed
+   projects' library, one RGB numpy frame at a time) and ``naive`` (our own detector + embedder called one frame at a
+   time in a Python loop: what batching buys).
+
+Frames for 2, 3 and 5 are re-decoded (untimed) one decode batch at a time and dropped after use, so memory stays at
+one batch whatever the corpus size; decoding is deterministic, so they are the frames that 1 and 4 sample (the
+counts are checked). Peers are timed on frames already in memory: they pay neither decoding nor storage, which
+favours them. ``face_recognition`` gets the frames at the engine's detection size (long side 640 by default, resized
+untimed, which also favours it), with its defaults (HOG with one upsampling, 5-point landmarks, one jitter).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import decode
+from .align import align_chips
+from .analyze import FaceModels, FaceSettings
+from .config import Settings, parse_challenge
+from .faces import Detections, resize_like_cv2
+from .sources import VIDEO_EXTENSIONS, SourceItem
+
+Log = Callable[[str], None]
+
+#: Peers the benchmark knows; ``naive`` is always measured (it costs little and shows what batching buys).
+PEERS = ("face_recognition", "naive")
+DEFAULT_PEERS = ("face_recognition",)
+WARMUP_NOTE = (
+    "warm-up: every measured thing ran once untimed first, so model loading and first-call costs are excluded; "
+    "peers are timed on frames in memory (no decode, no storage)"
+)
+BENCH_CHALLENGE = 'name = "bench"\nbaseline = "none"\n'
+
+
+class BenchError(ValueError):
+    """The benchmark cannot run as asked (no such folder, no video in it, unknown or missing peer)."""
+
+
+def bench_videos(folder: str | Path) -> list[Path]:
+    """The video files of ``folder`` (recursively, sorted), or a ``BenchError`` saying plainly what is wrong: a
+    benchmark over nothing would print meaningless zeros."""
+    path = Path(folder)
+    if not path.exists():
+        raise BenchError(f"videos folder not found: {path}")
+    if not path.is_dir():
+        raise BenchError(f"{path} is not a folder: give a folder of video files")
+    videos = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+    if not videos:
+        raise BenchError(f"no video files in {path} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return videos
+
+
+def check_peers(peers: Sequence[str]) -> list[str]:
+    """Known, importable peers in a stable order, ``naive`` always among them; fails before any timing starts."""
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise BenchError(f"unknown peer(s) {', '.join(unknown)}: choose from {', '.join(PEERS)}")
+    chosen = [p for p in PEERS if p in set(peers) | {"naive"}]
+    if "face_recognition" in chosen:
+        try:
+            import face_recognition  # noqa: F401
+        except ImportError as exc:
+            raise BenchError(
+                f"peer face_recognition cannot be imported ({exc}): pip install dlib-bin and "
+                "pip install --no-deps face_recognition (as `make setup` does), or leave --peer face_recognition out"
+            ) from exc
+    return chosen
+
+
+def machine_facts(device: str) -> dict[str, Any]:
+    """What the figures depend on: cores, torch threads, the device's name, library versions, the load average."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    facts: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import torchcodec
+
+        facts["torchcodec_version"] = torchcodec.__version__
+    except (ImportError, AttributeError):
+        pass
+    with suppress(OSError):
+        facts["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
+    return facts
+
+
+class _Clock:
+    """Sums wall seconds of timed blocks; on CUDA it synchronises at both ends so queued kernels are counted."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.seconds = 0.0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds += time.perf_counter() - t0
+
+
+def _scale(frames: torch.Tensor, settings: FaceSettings) -> float:
+    """The pipeline's detection scale (``analyze_batches``): long side down to ``long_side``, never up."""
+    h, w = int(frames.shape[-2]), int(frames.shape[-1])
+    return 1.0 if settings.long_side == 0 else min(1.0, settings.long_side / max(h, w))
+
+
+def _detect(models: FaceModels, frames: torch.Tensor) -> Detections:
+    """Detection exactly as the pipeline calls it (rotate-and-retry when the settings say so)."""
+    cfg = models.settings
+    find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
+    return find(frames, _scale(frames, cfg), cfg.threshold)
+
+
+def _embed(models: FaceModels, frames: torch.Tensor, det: Detections) -> torch.Tensor:
+    """Alignment + embedding exactly as the pipeline calls them."""
+    dev = models.embedder.device
+    return models.embedder.embed_chips(align_chips(frames.to(dev), det.to(dev)))
+
+
+def _naive(models: FaceModels, frames: torch.Tensor) -> int:
+    """Our detector + embedder one frame at a time in a Python loop; returns the faces found."""
+    faces = 0
+    for i in range(len(frames)):
+        one = frames[i : i + 1]
+        det = _detect(models, one)
+        _embed(models, one, det)
+        faces += len(det)
+    return faces
+
+
+def _peer_images(frames: torch.Tensor, settings: FaceSettings) -> list[np.ndarray]:
+    """RGB ``H×W×3`` uint8 numpy frames at the engine's detection size, as face_recognition expects them."""
+    scale = _scale(frames, settings)
+    x = frames.cpu()
+    if scale != 1.0:
+        x = resize_like_cv2(x.to(torch.float32), scale).round().clamp(0, 255).to(torch.uint8)
+    return [f.permute(1, 2, 0).contiguous().numpy() for f in x]
+
+
+def _face_recognition(images: Sequence[np.ndarray]) -> int:
+    """The seed projects' chain per frame: HOG locations, then 128-d encodings of those faces; returns the faces."""
+    import face_recognition
+
+    faces = 0
+    for img in images:
+        locations = face_recognition.face_locations(img, number_of_times_to_upsample=1, model="hog")
+        face_recognition.face_encodings(img, known_face_locations=locations, num_jitters=1, model="small")
+        faces += len(locations)
+    return faces
+
+
+def _touch(batch: decode.FrameBatch) -> int:
+    """Read one element of a decoded batch, so decoding is really done (and synchronised on CUDA), then count it."""
+    if len(batch):
+        batch.frames.reshape(-1)[-1].item()
+    return len(batch)
+
+
+def decode_only(videos: Sequence[Path], interval: float, device: str, log: Log) -> dict[str, Any]:
+    """Decode-only throughput: every video's sampled frames decoded, touched and dropped (warm-up: the first video,
+    untimed). Returns frames, seconds and frames per video."""
+    for batch in decode.sample_frames(videos[0], interval, device):
+        _touch(batch)
+    clock = _Clock(device)
+    per_video: dict[str, int] = {}
+    for path in videos:
+        with clock():
+            per_video[path.name] = sum(_touch(b) for b in decode.sample_frames(path, interval, device))
+    frames = sum(per_video.values())
+    log(f"decode only: {frames} sampled frames from {len(videos)} videos in {clock.seconds:.2f}s")
+    return {"frames": frames, "seconds": clock.seconds, "per_video": per_video}
+
+
+@dataclass
+class _ModelTimes:
+    frames: int = 0
+    faces: int = 0
+    detect: float = 0.0
+    embed: float = 0.0
+    naive: float = 0.0
+    naive_faces: int = 0
+    face_recognition: float = 0.0
+    face_recognition_faces: int = 0
+
+
+def model_stages(
+    videos: Sequence[Path], models: FaceModels, interval: float, peers: Sequence[str], log: Log
+) -> dict[str, Any]:
+    """Detector-only, embedder-only and every peer on the same sampled frames, re-decoded (untimed) one decode batch
+    at a time. Each measured thing is warmed up once on the first batch of the first video."""
+    device = str(models.detector.device)
+    first = next(decode.sample_frames(videos[0], interval, device), None)
+    if first is not None and len(first):
+        det = _detect(models, first.frames)
+        _embed(models, first.frames, det)
+        # The rotated retry has its own input shape: warm it even when every warm-up frame had a face.
+        models.detector.detect(torch.rot90(first.frames[:1], 1, (2, 3)), _scale(first.frames, models.settings))
+        _naive(models, first.frames[:1])
+        if "face_recognition" in peers:
+            _face_recognition(_peer_images(first.frames[:1], models.settings))
+    t = _ModelTimes()
+    clocks = {name: _Clock(device) for name in ("detect", "embed", "naive", "face_recognition")}
+    for n, path in enumerate(videos, 1):
+        for batch in decode.sample_frames(path, interval, device):
+            frames = batch.frames
+            t.frames += len(batch)
+            with clocks["detect"]():
+                det = _detect(models, frames)
+            with clocks["embed"]():
+                _embed(models, frames, det)
+            t.faces += len(det)
+            with clocks["naive"]():
+                t.naive_faces += _naive(models, frames)
+            if "face_recognition" in peers:
+                images = _peer_images(frames, models.settings)
+                with clocks["face_recognition"]():
+                    t.face_recognition_faces += _face_recognition(images)
+        log(f"models and peers: video {n}/{len(videos)} done ({t.frames} frames so far)")
+    t.detect, t.embed = clocks["detect"].seconds, clocks["embed"].seconds
+    t.naive, t.face_recognition = clocks["naive"].seconds, clocks["face_recognition"].seconds
+    return dict(vars(t))
+
+
+def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: Path, log: Log) -> dict[str, Any]:
+    """The whole product path, twice: once on the first video (warm-up, its own database), then on every video into a
+    fresh SQLite database and local object store. The measured wall time starts when the first video starts (models
+    loaded, run row written) and ends when ``run_challenge`` returns (individuals and the run's last row included)."""
+    from .pipeline import run_challenge
+
+    challenge = parse_challenge(BENCH_CHALLENGE)
+    quiet: Log = lambda _line: None  # noqa: E731 - per-video notes would only interleave with the benchmark's lines
+
+    def settings(name: str) -> Settings:
+        root = workdir / name
+        return Settings.load(
+            "bench",
+            db_url=f"sqlite:///{(root / 'engine.db').resolve()}",
+            store_url=str((root / "objects").resolve()),
+            runtype="prod",
+            device=device,
+            runs_dir=root,
+            sample_interval=interval,
+            save_frames=False,
+            force=False,
+            executor="local",
+        )
+
+    run_challenge(settings("warmup"), challenge, videos[0], log=quiet)
+    folder = workdir / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(videos):
+        # One folder holding exactly the benchmarked files (links, nothing copied), so a folder with other entries
+        # (sub-folders, sidecars) gives the pipeline the same list.
+        (folder / f"{i:05d}_{path.name}").symlink_to(path.resolve())
+    started: list[float] = []
+
+    def progress(items: Collection[SourceItem]) -> Iterator[SourceItem]:
+        started.append(time.perf_counter())
+        yield from items
+
+    summary = run_challenge(settings("run"), challenge, folder, log=quiet, progress=progress)
+    end = time.perf_counter()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        end = time.perf_counter()
+    if not started:
+        raise BenchError("the pipeline processed no video")
+    wall = end - started[0]
+    if summary.failed:
+        bad = "; ".join(f"{o.name}: {o.message}" for o in summary.outcomes if o.status == "failed")
+        raise BenchError(f"the pipeline failed on {summary.failed} video(s): {bad}")
+    log(f"full pipeline: {summary.frames} frames, {summary.faces} faces, {summary.tracks} tracks in {wall:.2f}s")
+    return {
+        "frames": summary.frames,
+        "faces": summary.faces,
+        "tracks": summary.tracks,
+        "individuals": summary.individuals,
+        "seconds": wall,
+        "seconds_with_setup": summary.seconds,
+        "stage_seconds": dict(summary.stage_seconds),
+    }
+
+
+def _ms(seconds: float, frames: int) -> float:
+    return 1000.0 * seconds / frames
+
+
+def run_bench(
+    videos_dir: str | Path,
+    peers: Sequence[str] = DEFAULT_PEERS,
+    device: str = "cpu",
+    interval: float = 0.5,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """The whole benchmark; returns the plain dict ``cli.py bench --json`` prints.
+
+    ``engine.ms_per_sampled_frame`` is the full pipeline's wall time per sampled frame; ``speedup_vs[peer]`` is the
+    peer's ms per frame over it; ``decode_only_fraction`` is pipeline throughput over decode-only throughput (how
+    close the whole product path comes to the decoder alone). Raises ``BenchError`` for a bad folder or peer.
+    """
+    log = log or (lambda _line: None)
+    if interval <= 0:
+        raise BenchError("--interval must be positive")
+    videos = bench_videos(videos_dir)
+    chosen = check_peers(peers)
+    machine = machine_facts(device)
+    t0 = time.perf_counter()
+    models = FaceModels.load(device)
+    log(f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed); {len(videos)} videos")
+    dec = decode_only(videos, interval, device, log)
+    n = dec["frames"]
+    if n == 0:
+        raise BenchError(f"no frame could be sampled from the videos in {videos_dir}")
+    stages = model_stages(videos, models, interval, chosen, log)
+    del models
+    with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
+        pipe = pipeline_run(videos, interval, device, Path(tmp), log)
+    if stages["frames"] != n or pipe["frames"] != n:
+        raise BenchError(
+            f"frame counts disagree: decode {n}, model stages {stages['frames']}, pipeline {pipe['frames']}"
+        )
+    x = _ms(pipe["seconds"], n)
+    decode_ms = _ms(dec["seconds"], n)
+    detect_ms, embed_ms = _ms(stages["detect"], n), _ms(stages["embed"], n)
+    peer_ms: dict[str, float] = {}
+    peer_out: dict[str, dict[str, Any]] = {}
+    if "face_recognition" in chosen:
+        peer_ms["face_recognition"] = _ms(stages["face_recognition"], n)
+        peer_out["face_recognition"] = {
+            "ms_per_sampled_frame": round(peer_ms["face_recognition"], 3),
+            "faces": stages["face_recognition_faces"],
+            "ms_per_sampled_frame_with_decode": round(peer_ms["face_recognition"] + decode_ms, 3),
+            "input": f"RGB uint8 numpy frames at the engine's detection size (long side {FaceSettings().long_side})",
+            "calls": "face_locations(model='hog', upsample 1) + face_encodings(model='small', 1 jitter), per frame",
+        }
+    peer_ms["naive"] = _ms(stages["naive"], n)
+    peer_out["naive"] = {
+        "ms_per_sampled_frame": round(peer_ms["naive"], 3),
+        "faces": stages["naive_faces"],
+        "vs_engine_detect_embed": round(peer_ms["naive"] / (detect_ms + embed_ms), 3),
+        "calls": "our detect_with_rotation + align_chips + embed_chips on one frame at a time",
+    }
+    return {
+        "frames": n,
+        "engine": {
+            "ms_per_sampled_frame": round(x, 3),
+            "stages": {
+                "decode_ms_per_frame": round(decode_ms, 3),
+                "detect_ms_per_frame": round(detect_ms, 3),
+                "embed_ms_per_frame": round(embed_ms, 3),
+                "pipeline_stage_seconds": pipe["stage_seconds"],
+            },
+            "videos": len(videos),
+            "interval_s": interval,
+            "device": device,
+            "faces": stages["faces"],
+            "pipeline_faces": pipe["faces"],
+            "pipeline_tracks": pipe["tracks"],
+            "pipeline_individuals": pipe["individuals"],
+            "pipeline_seconds": round(pipe["seconds"], 3),
+            "pipeline_seconds_with_setup": round(pipe["seconds_with_setup"], 3),
+            "decode_seconds": round(dec["seconds"], 3),
+            "embed_ms_per_face": round(1000.0 * stages["embed"] / stages["faces"], 3) if stages["faces"] else None,
+            "warmup": WARMUP_NOTE,
+            "frames_for_models_and_peers": "re-decoded per decode batch, untimed; the same samples as decode-only",
+        },
+        "peers": peer_out,
+        "speedup_vs": {name: round(ms / x, 3) for name, ms in peer_ms.items()},
+        "decode_only_fraction": round(decode_ms / x, 4),
+        "machine": machine,
+    }
+
+
+def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The result as (what, ms per sampled frame, sampled frames/s) rows for a readable table."""
+
+    def row(what: str, ms: float) -> tuple[str, str, str]:
+        return what, f"{ms:.2f}", f"{1000.0 / ms:.1f}" if ms > 0 else "-"
+
+    eng, st = result["engine"], result["engine"]["stages"]
+    rows = [
+        row("decode only", st["decode_ms_per_frame"]),
+        row("detector only (batched)", st["detect_ms_per_frame"]),
+        row("embedder only (batched)", st["embed_ms_per_frame"]),
+        row("engine full pipeline", eng["ms_per_sampled_frame"]),
+    ]
+    rows += [row(f"peer {name}", peer["ms_per_sampled_frame"]) for name, peer in result["peers"].items()]
+    return rows
