@@ -452,17 +452,11 @@ def _print_results(results: dict, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _executor(kind: str | None, address: str | None):  # noqa: ANN202 - an engine.executor.Executor
-    import os
+def _film_settings(name: str, device: str | None, executor: str | None, ray_address: str | None):  # noqa: ANN202
+    """Device and executor for `label`/`search`, from flags > env > defaults as `run` reads them (engine.config)."""
+    from engine.config import Settings
 
-    from engine.executor import ExecutorUnavailable, get_executor
-
-    try:
-        return get_executor(
-            kind or os.environ.get("ENGINE_EXECUTOR", "local"), address or os.environ.get("ENGINE_RAY_ADDRESS")
-        )
-    except (ValueError, ExecutorUnavailable) as exc:
-        _fail(str(exc))
+    return Settings.load(name, device=device, executor=executor, ray_address=ray_address)
 
 
 @app.command()
@@ -487,16 +481,17 @@ def label(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
-    from engine.config import resolve_device
+    from engine.config import ConfigError
     from engine.decode import DecodeError
+    from engine.executor import ExecutorUnavailable, get_executor
     from engine.film import LabelError, LabelSettings, label_film
 
     settings = LabelSettings(interval=interval)
     if threshold is not None:
         settings = LabelSettings(interval=interval, cluster_threshold=threshold)
     try:
-        dev = resolve_device(device or "auto")
-        with _executor(executor, ray_address) as pool:
+        cfg = _film_settings("label", device, executor, ray_address)
+        with get_executor(cfg.executor, cfg.ray_address) as pool:
             summary = label_film(
                 film,
                 out_dir,
@@ -504,11 +499,11 @@ def label(
                 shards=shards,
                 shard=shard,
                 gallery=gallery,
-                device=dev,
+                device=cfg.device,
                 executor=pool,
                 log=lambda m: err.print(m, markup=False),
             )
-    except (LabelError, DecodeError, ValueError) as exc:
+    except (LabelError, DecodeError, ConfigError, ExecutorUnavailable, ValueError) as exc:
         _fail(str(exc))
     if shard is not None:
         out.print(f"shard {shard} of {shards} written to {out_dir}/shards; run `cli.py merge {out_dir}` when all are")
@@ -562,20 +557,21 @@ def search(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Find the person of a reference photo in videos: one MP4 clip per appearance plus metadata JSON."""
-    from engine.config import resolve_device
+    from engine.config import ConfigError
+    from engine.executor import ExecutorUnavailable, get_executor
     from engine.people import PeopleError
     from engine.search import SearchSettings
     from engine.search import search as run_search
 
     settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=not no_clips)
     try:
-        dev = resolve_device(device or "auto")
-        with _executor(executor, ray_address) as pool:
+        cfg = _film_settings("search", device, executor, ray_address)
+        with get_executor(cfg.executor, cfg.ray_address) as pool:
             results = run_search(
-                reference, videos, out_dir, settings=settings, device=dev, executor=pool,
+                reference, videos, out_dir, settings=settings, device=cfg.device, executor=pool,
                 log=lambda m: err.print(m, markup=False),
             )  # fmt: skip
-    except (PeopleError, ValueError) as exc:
+    except (PeopleError, ConfigError, ExecutorUnavailable, ValueError) as exc:
         _fail(str(exc))
     found = sum(len(r["clips"]) for r in results)
     out.print(f"{found} clip(s) in {len(results)} video(s) -> {out_dir}", markup=False)

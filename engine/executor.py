@@ -38,9 +38,13 @@ def worker_device(requested: str = "cpu") -> str:
 
     Inside a Ray actor the executor decides (the actor holds a GPU or it does not): ``"cuda"`` when it was given
     one, else ``"cpu"``, whatever the driver saw. Outside executor workers (the local executor, plain code) it is
-    ``requested``, the device the caller already resolved.
+    ``requested``, with ``"auto"`` resolved here (a Ray driver leaves ``auto`` for its workers to resolve).
     """
     if _WORKER_GPU is None:
+        if requested == "auto":
+            from .config import resolve_device
+
+            return resolve_device(requested)
         return requested
     return "cuda" if _WORKER_GPU else "cpu"
 

@@ -278,8 +278,9 @@ def merge(
     embeddings = faces["embedding"].float()
     means = torch.nn.functional.normalize(track_means(traj_of, embeddings, n_traj), dim=1) if n_traj else embeddings
     with (out / "trajectories.jsonl").open("w") as ft, (out / "features.jsonl").open("w") as ff:
-        for t in range(n_traj):
-            idx = (traj_of == t).nonzero().flatten()
+        # Faces grouped by trajectory once (stable: frame order inside each), not one scan per trajectory.
+        by_traj = torch.argsort(traj_of, stable=True).split(torch.bincount(traj_of, minlength=n_traj).tolist())
+        for t, idx in enumerate(by_traj):
             fr = faces["frame"][idx]
             traj = dict(
                 id=t,

@@ -63,13 +63,15 @@ def scan_frames(
     crops: bool = False,
     timer: Timer | None = None,
     on_frames: Callable[[int], None] | None = None,
+    media: decode.MediaInfo | None = None,
 ) -> Scan:
     """Decode frames ``[start, stop)`` once on the models' device: shot scores for all, faces for the grid.
 
-    ``on_frames(n)`` is called after each decoded chunk (progress on long films).
+    ``on_frames(n)`` is called after each decoded chunk (progress on long films). ``media``: the file's probe, when
+    the caller already has it (the file is then not probed twice).
     """
     device = str(models.detector.device)
-    info = decode.probe(path).video
+    info = (media or decode.probe(path)).video
     scorer = ShotScorer(shot_settings)
     scores: list[torch.Tensor] = []
     pts: list[torch.Tensor] = []

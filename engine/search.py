@@ -110,7 +110,7 @@ def search_video(
     info = probe(video)
     fps = info.video.fps
     stride = stride_for(settings.interval, fps)
-    scan = scan_frames(video, models, stride=stride, shot_settings=settings.shots)
+    scan = scan_frames(video, models, stride=stride, shot_settings=settings.shots, media=info)
     cuts = scan.cuts(settings.shots, 0, scan.stop)
     frame_pts = scan.pts_s
     cut_times = frame_pts[cuts].tolist()
