@@ -17,7 +17,8 @@ an image pyramid when the face is large. RetinaFace gives other points (eye cent
   bilinear sampling with black outside, and the truncation to 8 bits dlib applies at every step. With dlib's own
   landmarks this reproduces dlib's descriptors (``tests/test_embed.py``: median L2 under 0.005, all under 0.05).
 
-Everything is batched on the frames' device: one ``affine_grid`` / ``grid_sample`` per pyramid level in use.
+Everything is batched on the frames' device: chips gather their pixels straight from the uint8 frames (and, for faces
+large enough to need the pyramid, from a crop around each face blurred down), so no float copy of a frame is made.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from .faces import Detections
 from .models.dlib_resnet import load_dlib_resnet
+from .precision import resolve_precision
 
 CHIP_SIZE = 150
 #: RetinaFace's points (image-left eye, image-right eye, nose tip, left and right mouth corner) in chip pixels.
@@ -51,6 +53,8 @@ DLIB_5POINT_TEMPLATE = (
     (74.01123136, 87.77975316),
 )
 _PYRAMID_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
+#: Chips per embedder call on a CPU (see ``engine.faces.CPU_MICRO_BATCH``).
+CPU_CHIP_BATCH = 16
 
 
 def similarity_transforms(
@@ -122,19 +126,94 @@ def pyramid_down(images: torch.Tensor) -> torch.Tensor:
     return torch.floor(x + 1e-3)
 
 
-def _sample(images: torch.Tensor, chip_to_img: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear chips from ``images`` ``[F, 3, H, W]`` (one per face) through ``[F, 2, 3]`` pixel-centre maps."""
-    h, w = images.shape[-2:]
-    # affine_grid works in [-1, 1] (align_corners=True: ±1 are the outer pixel centres), so the chip → image map
-    # becomes theta = to_input_norm · chip_to_img · from_output_norm.
-    dev, f64 = images.device, torch.float64
-    half = (size - 1) / 2
-    from_out = torch.tensor([[half, 0, half], [0, half, half], [0, 0, 1]], dtype=f64, device=dev)
-    to_in = torch.tensor([[2 / max(w - 1, 1), 0, -1], [0, 2 / max(h - 1, 1), -1], [0, 0, 1]], dtype=f64, device=dev)
-    bottom = torch.tensor([[[0, 0, 1]]], dtype=f64, device=dev).expand(len(images), 1, 3)
-    theta = (to_in @ torch.cat([chip_to_img, bottom], 1) @ from_out)[:, :2]
-    grid = F.affine_grid(theta.to(torch.float32), [len(images), 3, size, size], align_corners=True)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+def _bilinear(
+    src: torch.Tensor,
+    which: torch.Tensor,
+    chip_to_src: torch.Tensor,
+    valid: torch.Tensor,
+    size: int,
+) -> torch.Tensor:
+    """dlib's ``interpolate_bilinear`` for every chip pixel: float chips ``[F, 3, size, size]``.
+
+    ``src`` ``[M, 3, Hs, Ws]`` (uint8 or float) holds the pixels, face ``i`` reads ``src[which[i]]`` through the
+    ``[F, 2, 3]`` chip → src pixel map; ``valid`` ``[F, 4]`` (x_lo, y_lo, x_hi, y_hi, exclusive) bounds, in src
+    pixels, the image the chip is cut from (a crop may hold more). As in dlib, a chip pixel whose four neighbours
+    are not all inside that image is black. Coordinates are computed per pixel in float64 and each face only
+    reads its own four neighbours, so a face's chip never depends on what else is in the batch.
+    """
+    dev = src.device
+    grid = torch.arange(size, dtype=torch.float64, device=dev)
+    u, v = grid.view(1, 1, size), grid.view(1, size, 1)
+    a = chip_to_src[:, :, :, None, None]
+    x = a[:, 0, 0] * u + a[:, 0, 1] * v + a[:, 0, 2]  # [F, size, size]
+    y = a[:, 1, 0] * u + a[:, 1, 1] * v + a[:, 1, 2]
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0).to(torch.float32)[:, None], (y - y0).to(torch.float32)[:, None]
+    lo, hi = valid[:, :2, None, None], valid[:, 2:, None, None]
+    inside = (x0 >= lo[:, 0]) & (y0 >= lo[:, 1]) & (x0 + 1 < hi[:, 0]) & (y0 + 1 < hi[:, 1])
+    hs, ws = src.shape[-2:]
+    # Rows of src's pixels (channels last: decoded frames already are, so this is a view) and, per chip pixel, the
+    # row of its top-left neighbour.
+    pixels = src.permute(0, 2, 3, 1).reshape(-1, 3)
+    flat = ((which[:, None, None] * hs + y0.long().clamp(0, hs - 2)) * ws + x0.long().clamp(0, ws - 2)).view(-1)
+
+    def at(offset: int) -> torch.Tensor:
+        return pixels.index_select(0, flat + offset if offset else flat).view(*x.shape, 3).to(torch.float32)
+
+    fx, fy = fx.permute(0, 2, 3, 1), fy.permute(0, 2, 3, 1)  # [F, size, size, 1]
+    top = torch.lerp(at(0), at(1), fx)
+    bottom = torch.lerp(at(ws), at(ws + 1), fx)
+    out = torch.lerp(top, bottom, fy).masked_fill_(~inside[..., None], 0.0)
+    return out.permute(0, 3, 1, 2)  # [F, 3, size, size], channels last in memory
+
+
+def _level_crops(
+    frames: torch.Tensor, image: torch.Tensor, at_level: torch.Tensor, lvl: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each face's footprint in pyramid level ``lvl``, computed from a crop of its frame only.
+
+    Returns float crops ``[F, 3, S, S']`` of level ``lvl``, their origins ``[F, 2]`` (x, y, in level pixels) and the
+    level's size. The crop is cut from level 0 big enough that every level's [1 4 6 4 1] filter reads only real
+    pixels of it (the window grows ``2S + 3`` per level down, from an even origin), and after each level the
+    positions beyond the image's edge are refilled with the edge pixel, which is what the whole image's
+    ``replicate`` padding gives. The pyramid's values are whole multiples of 1/256 summed exactly, so the crop's
+    level image equals the whole frame's, pixel for pixel, wherever the chip reads it.
+    """
+    dev = frames.device
+    corners = torch.tensor([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], device=dev)
+    ends = at_level @ corners.to(at_level).T  # [F, 2, 4]
+    start = torch.floor(ends.amin(2)).long() - 1  # [F, 2] (x, y): one pixel of margin for the bilinear neighbour
+    span = int((torch.floor(ends.amax(2)).long() + 2 - start).max()) + 1
+    starts, spans = [start], [span]
+    for _ in range(lvl):
+        starts.append(2 * starts[-1] - 2)
+        spans.append(2 * spans[-1] + 3)
+    starts, spans = starts[::-1], spans[::-1]  # level 0 first
+    h, w = frames.shape[-2:]
+    sizes = [(h, w)]
+    for _ in range(lvl):
+        sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
+
+    def edge_fill(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per face, the crop rows / columns holding level ``k``'s pixels at the clamped positions."""
+        steps = torch.arange(spans[k], device=dev)
+        ys = (starts[k][:, 1:2] + steps).clamp(0, sizes[k][0] - 1)
+        xs = (starts[k][:, 0:1] + steps).clamp(0, sizes[k][1] - 1)
+        return ys, xs
+
+    ys, xs = edge_fill(0)
+    crops = frames[image[:, None, None], :, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2).to(torch.float32)
+    faces = torch.arange(len(image), device=dev)[:, None, None]
+    for k in range(1, lvl + 1):
+        crops = pyramid_down(crops)[:, :, 1 : spans[k] + 1, 1 : spans[k] + 1]
+        ys, xs = edge_fill(k)
+        ys, xs = (ys - starts[k][:, 1:2]).clamp(0, spans[k] - 1), (xs - starts[k][:, 0:1]).clamp(0, spans[k] - 1)
+        crops = crops[faces, :, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
+    return crops, starts[-1], torch.tensor(sizes[-1], device=dev)
+
+
+#: Faces whose level crops are computed together (bounds memory for very large faces deep in the pyramid).
+_CROP_CHUNK = 16
 
 
 def align_chips(
@@ -146,25 +225,21 @@ def align_chips(
 ) -> torch.Tensor:
     """Float RGB chips ``[F, 3, size, size]`` (whole numbers 0..255) for every face of ``det`` in ``frames``.
 
-    ``frames`` is ``[N, 3, H, W]`` (uint8 or float, 0..255). Faces are grouped by pyramid level; only frames that
-    hold a large face are blurred down, and only as far as their largest face needs. ``template`` / ``weights``:
-    see :func:`chip_transforms`.
+    ``frames`` is ``[N, 3, H, W]`` (uint8 or float, 0..255). Faces sampled at full resolution read their pixels
+    straight from ``frames`` (no float copy of a frame is made); larger faces are blurred down from a crop around
+    them only (:func:`_level_crops`), never from the whole frame. ``template`` / ``weights``: see
+    :func:`chip_transforms`.
     """
-    chips = torch.zeros((len(det), 3, size, size), device=frames.device)
+    chips = torch.zeros((len(det), 3, size, size), device=frames.device).contiguous(memory_format=torch.channels_last)
     if len(det) == 0:
         return chips
     chip_to_img, level = chip_transforms(det.landmarks, size, template, weights)
-    images = frames.to(torch.float32)
-    row = torch.arange(len(frames), device=frames.device)  # frame index → row of ``images`` (-1: dropped)
-    for lvl in range(int(level.max()) + 1):
-        if lvl > 0:
-            # Blur down one level only the frames that still hold a face at this level or deeper.
-            keep = torch.unique(det.image[level >= lvl])
-            images = pyramid_down(images[row[keep]])
-            row = torch.full_like(row, -1)
-            row[keep] = torch.arange(len(keep), device=row.device)
+    h, w = frames.shape[-2:]
+    for lvl in torch.unique(level).tolist():
         faces = (level == lvl).nonzero().flatten()
-        if len(faces) == 0:
+        if lvl == 0:
+            valid = torch.tensor([0, 0, w, h], device=frames.device).expand(len(faces), 4)
+            chips[faces] = _bilinear(frames, det.image[faces], chip_to_img[faces], valid, size)
             continue
         # dlib's rect_down maps p → p/2 - (1.25, 0.75) per level while the filter centres output j on input 2j + 2;
         # together the chip at level l looks (2^l - 1)/2 px left of and below where a pure halving would.
@@ -172,24 +247,37 @@ def align_chips(
         at_level = chip_to_img[faces].clone()
         at_level[:, :, 2] += torch.tensor([-offset, offset], dtype=at_level.dtype, device=at_level.device)
         at_level /= 2**lvl
-        chips[faces] = _sample(images[row[det.image[faces]]], at_level, size)
+        for part in torch.split(torch.arange(len(faces), device=frames.device), _CROP_CHUNK):
+            crops, origin, (lh, lw) = _level_crops(frames, det.image[faces[part]], at_level[part], lvl, size)
+            local = at_level[part].clone()
+            local[:, :, 2] -= origin.to(local.dtype)
+            valid = torch.stack([-origin[:, 0], -origin[:, 1], lw - origin[:, 0], lh - origin[:, 1]], 1)
+            which = torch.arange(len(part), device=frames.device)
+            chips[faces[part]] = _bilinear(crops, which, local, valid, size)
     return torch.floor(chips + 1e-3)
 
 
 class FaceEmbedder:
     """dlib's face recognition ResNet on a device: chips or (frames + detections) → 128-d descriptors."""
 
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32") -> None:
+        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise)."""
         if weights is None:
             from .weights import resolve
 
             weights = resolve("dlib_resnet_v1")
         self.device = torch.device(device)
+        self.dtype = resolve_precision(precision, self.device)
         self.model = load_dlib_resnet(weights, self.device)
+        mean = self.model.mean.clone()
+        self.model.to(self.dtype).mean = mean  # the input normalisation stays float32 (see DlibResNet.forward)
 
     @torch.inference_mode()
-    def embed_chips(self, chips: torch.Tensor, batch: int = 64) -> torch.Tensor:
-        out = [self.model(chips[i : i + batch].to(self.device)) for i in range(0, len(chips), batch)]
+    def embed_chips(self, chips: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """Descriptors ``[F, 128]`` of float or uint8 chips, ``batch`` chips per network call (default: 64 on a GPU,
+        :data:`CPU_CHIP_BATCH` on a CPU, where larger calls only outgrow the caches)."""
+        batch = batch or (64 if self.device.type == "cuda" else CPU_CHIP_BATCH)
+        out = [self.model(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
 
     @torch.inference_mode()

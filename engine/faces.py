@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +17,19 @@ import torch
 from torchvision.ops import batched_nms
 
 from .models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
+from .precision import resolve_precision
 
 #: Thresholds of the reference evaluation: candidates above CONF_CANDIDATE go to NMS; results keep SCORE_MIN.
 CONF_CANDIDATE = 0.02
 NMS_IOU = 0.4
 PRE_NMS_TOP_K = 5000
 POST_NMS_TOP_K = 750
+#: Frames per network call on a CPU. oneDNN gains nothing from larger batches there, while their full-resolution
+#: inputs and activations outgrow the caches and the C allocator's reuse threshold (each new block then costs page
+#: faults); on a GPU the whole batch goes in one call.
+CPU_MICRO_BATCH = 4
+#: Largest batch a TensorRT detector engine is built for (larger batches run in torch).
+TRT_MAX_BATCH = 256
 
 
 @dataclass
@@ -101,10 +108,24 @@ def decode_landmarks(pre: torch.Tensor, pri: torch.Tensor) -> torch.Tensor:
 
 def resize_like_cv2(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Bilinear resize by ``scale`` with OpenCV's INTER_LINEAR geometry (output ``round(size*scale)``,
-    sampling at ``(dst + 0.5) / scale - 0.5``, no antialiasing), on float ``[N, C, H, W]``."""
+    sampling at ``(dst + 0.5) / scale - 0.5``, no antialiasing): float ``[N, C, H, W]`` out, float or uint8 in.
+
+    When ``1/scale`` is a whole number ``k`` that divides both sides (720×1280 → 360×640 is ``k = 2``), every
+    sample falls on a pixel (odd ``k``) or midway between two (even ``k``), so the result is a strided pick or a
+    2×2 mean of the input: computed that way it reads only the pixels it needs (straight from uint8, no float copy
+    of the full frame) and equals the general bilinear result exactly, since those means of whole numbers are exact
+    in float32.
+    """
     h, w = x.shape[-2:]
+    k = round(1 / scale) if scale < 1 else 0
+    if k >= 2 and abs(k * scale - 1) < 1e-12 and h % k == 0 and w % k == 0:
+        a = (k - 1) // 2  # odd k: samples on rows/columns k·d + a; even k: midway between k·d + a and k·d + a + 1
+        if k % 2:
+            return x[..., a::k, a::k].to(torch.float32)
+        rows = x[..., a::k, :].to(torch.float32) + x[..., a + 1 :: k, :].to(torch.float32)
+        return (rows[..., a::k] + rows[..., a + 1 :: k]) * 0.25
     out = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.ops.aten.upsample_bilinear2d(x, out, False, scale, scale)
+    return torch.ops.aten.upsample_bilinear2d(x.to(torch.float32), out, False, scale, scale)
 
 
 def preprocess(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -136,9 +157,7 @@ def _fused_preprocess_ok(frames: torch.Tensor, dtype: torch.dtype) -> bool:
 
 def preprocess_torch(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Plain-torch :func:`preprocess` on any device (the CPU path, and the fused kernel's reference)."""
-    x = frames.to(torch.float32)
-    if scale != 1.0:
-        x = resize_like_cv2(x, scale)
+    x = resize_like_cv2(frames, scale) if scale != 1.0 else frames.to(torch.float32)
     mean = torch.tensor(BGR_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
     return (x.flip(1) - mean).to(dtype).contiguous(memory_format=torch.channels_last)
 
@@ -186,15 +205,35 @@ def postprocess(
 class FaceDetector:
     """RetinaFace MobileNet-0.25 on a device, batched over frames of one size (or padded mixed sizes)."""
 
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu", half: bool = False) -> None:
+    def __init__(
+        self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", tensorrt: bool = True
+    ) -> None:
+        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise);
+        ``tensorrt``: on CUDA, use a TensorRT engine when the package is there (:mod:`engine.tensorrt`)."""
         if weights is None:
             from .weights import resolve
 
             weights = resolve("retinaface_mnet025")
         self.device = torch.device(device)
-        self.half = half and self.device.type == "cuda"
-        self.dtype = torch.float16 if self.half else torch.float32
+        self.dtype = resolve_precision(precision, self.device, cpu_bf16=False)
         self.model = load_retinaface(weights, self.device).to(self.dtype).to(memory_format=torch.channels_last)
+        self.tensorrt = tensorrt and self.device.type == "cuda"
+        self._plans: dict[tuple[int, int], Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None] = {}
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The network on a preprocessed batch: a TensorRT engine for this input size when one can be had
+        (``engine.tensorrt``, CUDA only, built once per size and cached on disk), else torch."""
+        if self.tensorrt and x.shape[0] <= TRT_MAX_BATCH:
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            if size not in self._plans:
+                from .tensorrt import detector_forward
+                from .weights import weights_dir
+
+                self._plans[size] = detector_forward(self.model, self.device, *size, TRT_MAX_BATCH, weights_dir())
+            plan = self._plans[size]
+            if plan is not None:
+                return plan(x)
+        return self.model(x)
 
     @torch.inference_mode()
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -204,11 +243,17 @@ class FaceDetector:
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor, scale: float = 1.0, threshold: float = 0.5) -> Detections:
         """Faces in a batch of same-size uint8 RGB frames ``[N, 3, H, W]``, resized by ``scale`` first."""
-        if frames.shape[0] == 0:
+        n = frames.shape[0]
+        if n == 0:
             return Detections.empty(self.device)
-        x = preprocess(frames.to(self.device), scale, self.dtype)
-        loc, conf, landms = self.model(x)
-        return postprocess(loc, conf, landms, x.shape[-2], x.shape[-1], scale, threshold)
+        step = n if self.device.type == "cuda" else CPU_MICRO_BATCH
+        outs, size = [], (0, 0)
+        for i in range(0, n, step):
+            x = preprocess(frames[i : i + step].to(self.device), scale, self.dtype)
+            outs.append(self._forward(x))
+            size = (x.shape[-2], x.shape[-1])
+        loc, conf, landms = (torch.cat(parts) for parts in zip(*outs, strict=True))
+        return postprocess(loc, conf, landms, size[0], size[1], scale, threshold)
 
     def detect_images(
         self, images: Sequence[torch.Tensor], long_side: int | None = None, threshold: float = 0.5

@@ -153,3 +153,37 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
         one = dataclasses.replace(det.select(torch.tensor([i])), image=torch.zeros(1, dtype=torch.long))
         alone = align_chips(frames[det.image[i]][None], one)
         assert torch.equal(batched[i], alone[0])
+
+
+@pytest.mark.parametrize("lvl", [1, 2, 3])
+def test_level_crops_equal_the_whole_frame_pyramid(lvl: int) -> None:
+    """A face's crop blurred down ``lvl`` times holds, wherever it lies inside the image, exactly the pixels of the
+    whole frame's pyramid level (also where the face crosses the frame's edge)."""
+    from engine.align import _level_crops, pyramid_down
+
+    gen = torch.Generator().manual_seed(lvl)
+    frames = torch.randint(0, 256, (2, 3, 301, 203), dtype=torch.uint8, generator=gen)
+    level = frames.float()
+    for _ in range(lvl):
+        level = pyramid_down(level)
+    lh, lw = level.shape[-2:]
+    # Chip → level maps: one face inside, one over the top-left corner, one over the bottom-right edge.
+    at_level = torch.tensor(
+        [
+            [[0.2, 0.05, lw / 3], [-0.05, 0.2, lh / 3]],
+            [[0.3, 0.0, -10.0], [0.0, 0.3, -7.0]],
+            [[0.25, -0.02, lw - 20.0], [0.02, 0.25, lh - 25.0]],
+        ],
+        dtype=torch.float64,
+    )
+    image = torch.tensor([0, 1, 0])
+    crops, origin, size = _level_crops(frames, image, at_level, lvl, 150)
+    assert size.tolist() == [lh, lw]
+    for i in range(3):
+        x0, y0 = origin[i].tolist()
+        ys = torch.arange(crops.shape[-2]) + y0
+        xs = torch.arange(crops.shape[-1]) + x0
+        inside_y, inside_x = (ys >= 0) & (ys < lh), (xs >= 0) & (xs < lw)
+        got = crops[i][:, inside_y][:, :, inside_x]
+        want = level[image[i]][:, ys[inside_y]][:, :, xs[inside_x]]
+        assert got.numel() > 0 and torch.equal(got, want), i

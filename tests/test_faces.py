@@ -143,3 +143,19 @@ def test_awkward_images_give_errors_or_results(verb: str, tmp_path: Path, shared
         assert len(deep) == 128 and np.linalg.norm(deep - gray) < 0.6
     only_bad = run_cli(verb, str(tmp_path / "text.jpg"), "--json")
     assert only_bad.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "shape, scale",
+    [((1280, 720), 0.5), ((1920, 1080), 1 / 3), ((1280, 720), 0.25), ((101, 60), 0.5), ((720, 1280), 0.6)],
+)
+def test_whole_factor_resize_equals_bilinear(shape: tuple[int, int], scale: float) -> None:
+    """The strided pick / 2x2 mean taken for whole factors (from uint8) equals the general bilinear resize."""
+    from engine.faces import resize_like_cv2
+
+    h, w = shape
+    frames = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    frames = frames.permute(0, 3, 1, 2)  # channels last in memory, as decoded
+    out = (max(1, round(h * scale)), max(1, round(w * scale)))
+    reference = torch.ops.aten.upsample_bilinear2d(frames.float(), out, False, scale, scale)
+    assert torch.equal(resize_like_cv2(frames, scale), reference)

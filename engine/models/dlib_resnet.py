@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dlib_format import DlibFormatError, Layer, read_dlib_net
+from .fuse import fold_into_conv, fold_sequentials
 
 #: (channels, is a down block) for each residual block, input side first.
 BLOCKS = (
@@ -48,6 +49,10 @@ class Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.beta, x, self.gamma)
+
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel scale and shift, for folding into the convolution before (``engine.models.fuse``)."""
+        return self.gamma.reshape(-1), self.beta.reshape(-1)
 
 
 def _conv(layer: Layer) -> nn.Conv2d:
@@ -86,6 +91,14 @@ class ResBlock(nn.Module):
                 f"unexpected block: {self.conv1} where a {channels}-channel {'down ' if down else ''}block belongs"
             )
         self.pool = _pool(_next(layers, "avg_pool_2")) if down else None
+
+    def fold(self) -> None:
+        """Merge each affine layer into its convolution (inference only; same function up to float rounding)."""
+        for conv, aff in (("conv1", "aff1"), ("conv2", "aff2")):
+            layer = getattr(self, aff)
+            if isinstance(layer, Affine):
+                setattr(self, conv, fold_into_conv(getattr(self, conv), *layer.scale_shift()))
+                setattr(self, aff, nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
@@ -134,10 +147,20 @@ class DlibResNet(nn.Module):
             self.fc.weight.copy_(torch.from_numpy(fc["params"].reshape(fc["num_inputs"], fc["num_outputs"]).T))
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        x = (chips.to(self.mean.dtype) - self.mean) / 256.0  # dlib's input_rgb_image normalisation
+        # dlib's input_rgb_image normalisation, in float32 whatever the network runs in.
+        x = (chips.to(torch.float32) - self.mean.to(torch.float32)) / 256.0
+        x = x.to(self.fc.weight.dtype).contiguous(memory_format=torch.channels_last)
         x = self.pool(self.blocks(self.stem(x)))
         return self.fc(x.flatten(1))
 
 
-def load_dlib_resnet(path: str | Path, device: str | torch.device = "cpu") -> DlibResNet:
-    return DlibResNet(path).eval().to(device)
+def load_dlib_resnet(path: str | Path, device: str | torch.device = "cpu", fold: bool = True) -> DlibResNet:
+    """The network from dlib's file, for inference on ``device``: affine layers folded into their convolutions
+    (``fold=False`` keeps dlib's layer-for-layer structure) and activations in channels-last layout, which oneDNN
+    runs fastest on a CPU and cuDNN's tensor cores want on a GPU."""
+    model = DlibResNet(path).eval()
+    if fold:
+        fold_sequentials(model)
+        for block in model.blocks:
+            block.fold()
+    return model.to(device).to(memory_format=torch.channels_last)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fuse import fold_sequentials
+
 #: Anchor configuration the weights were trained with.
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -137,8 +139,12 @@ class RetinaFace(nn.Module):
         return loc, conf, landms
 
 
-def load_retinaface(path: str | Path, device: str | torch.device = "cpu") -> RetinaFace:
-    """Build the network and load a Pytorch_Retinaface-layout state dict (a ``module.`` prefix is stripped)."""
+def load_retinaface(path: str | Path, device: str | torch.device = "cpu", fold: bool = True) -> RetinaFace:
+    """Build the network and load a Pytorch_Retinaface-layout state dict (a ``module.`` prefix is stripped).
+
+    ``fold`` merges every batch norm into its convolution for inference (``engine.models.fuse``); the unfolded
+    network (``fold=False``) is the one whose layers mirror the state dict's keys.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -147,4 +153,7 @@ def load_retinaface(path: str | Path, device: str | torch.device = "cpu") -> Ret
     state = {k: v for k, v in state.items() if not k.startswith(("body.fc", "body.avg"))}
     model = RetinaFace()
     model.load_state_dict(state, strict=True)
-    return model.eval().to(device)
+    model.eval()
+    if fold:
+        fold_sequentials(model)
+    return model.to(device)
