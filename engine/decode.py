@@ -7,6 +7,7 @@ torchcodec, so frames come out the way a player shows them. Frames stay uint8 NC
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import torch
 from torchcodec.decoders import AudioDecoder, VideoDecoder
+
+log = logging.getLogger(__name__)
+_cpu_fallback_said = False
 
 #: A sample at time t takes the frame nearest to t; frames are decoded in chunks of this many.
 DEFAULT_CHUNK = 64
@@ -127,6 +131,8 @@ def _open_video(path: str | Path, device: str = "cpu") -> VideoDecoder:
         raise DecodeError("empty_file", f"{path.name} is an empty (zero-byte) file")
     try:
         # exact mode scans the file once: true frame count and pts, even for variable frame rate.
+        if device.startswith("cuda"):
+            return _open_on_gpu(path, device)
         return VideoDecoder(path, device=device, seek_mode="exact", num_ffmpeg_threads=0)
     except ValueError as exc:  # torchcodec: the container opened, but has no video stream
         if _audio_info(path) is not None:
@@ -141,6 +147,35 @@ def _open_video(path: str | Path, device: str = "cpu") -> VideoDecoder:
         if "Permission denied" in msg or "No such file" in msg:
             raise DecodeError("unreadable_path", f"cannot read {path}: {msg}") from exc
         raise DecodeError("decode_failed", f"cannot open {path.name}: {msg}") from exc
+
+
+def _open_on_gpu(path: Path, device: str) -> VideoDecoder:
+    """NVDEC through torchcodec's CUDA build; where this torchcodec (the CPU-only wheel from PyPI) or this FFmpeg
+    cannot decode on the GPU, decode on the CPU instead and say so once: the frames still reach the device, one
+    pinned host-to-device copy per batch (:func:`_on_device`)."""
+    global _cpu_fallback_said
+    try:
+        return VideoDecoder(path, device=device, seek_mode="exact", num_ffmpeg_threads=0)
+    except RuntimeError as exc:
+        msg = _clean(exc)
+        if "cuda" not in msg.lower() and "device" not in msg.lower():
+            raise
+        if not _cpu_fallback_said:
+            _cpu_fallback_said = True
+            log.warning(
+                "torchcodec cannot decode on %s here (%s): decoding on the CPU and copying frames to the GPU; "
+                "install torchcodec's CUDA build for NVDEC (see the README)",
+                device,
+                msg,
+            )
+        return VideoDecoder(path, device="cpu", seek_mode="exact", num_ffmpeg_threads=0)
+
+
+def _on_device(frames: torch.Tensor, device: str) -> torch.Tensor:
+    """Frames on ``device``: a no-op when the decoder already put them there (NVDEC), else one pinned copy."""
+    if frames.device == torch.device(device) or device == "cpu":
+        return frames
+    return frames.pin_memory().to(device, non_blocking=True)
 
 
 def _audio_info(path: str | Path) -> AudioInfo | None:
@@ -213,7 +248,7 @@ def sample_frames(
                 "decode_failed", f"{Path(path).name}: decoding frames {lo}..{hi - 1} failed: {_clean(exc)}"
             ) from exc
         yield FrameBatch(
-            frames=got.data,
+            frames=_on_device(got.data, device),
             index=torch.arange(lo, hi, dtype=torch.int64),
             target_s=targets[lo:hi],
             pts_s=got.pts_seconds.to(torch.float64).cpu(),
@@ -245,7 +280,9 @@ def iter_frames(
                 "decode_failed", f"{Path(path).name}: decoding frames {lo}..{hi - 1} failed: {_clean(exc)}"
             ) from exc
         pts = got.pts_seconds.to(torch.float64).cpu()
-        yield FrameBatch(frames=got.data, index=torch.arange(lo, hi, dtype=torch.int64), target_s=pts, pts_s=pts)
+        yield FrameBatch(
+            frames=_on_device(got.data, device), index=torch.arange(lo, hi, dtype=torch.int64), target_s=pts, pts_s=pts
+        )
 
 
 def decode_audio(path: str | Path, sample_rate: int = 16_000) -> AudioTrack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -132,3 +133,18 @@ def test_jpeg_encoding_roundtrip(hamilton: Path) -> None:
     back = decode_jpeg(torch.frombuffer(bytearray(jpegs[0]), dtype=torch.uint8))
     assert back.shape == frames[0].shape
     assert (back.float() - frames[0].float()).abs().mean() < 4
+
+
+def test_gpu_decoding_falls_back_to_the_cpu_once(hamilton: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A torchcodec without CUDA support (the PyPI wheel) decodes on the CPU when asked for a GPU, saying so once."""
+    import torchcodec
+
+    if "cpu" not in getattr(torchcodec, "__version__", "cpu"):
+        pytest.skip("this torchcodec build may decode on CUDA")
+    decode._cpu_fallback_said = False
+    with caplog.at_level(logging.WARNING, logger="engine.decode"):
+        first = decode._open_video(hamilton, "cuda")
+        second = decode._open_video(hamilton, "cuda")
+    assert first.get_frame_at(0).data.device.type == "cpu" and len(second) == len(first)
+    said = [r.message for r in caplog.records if "decoding on the CPU" in r.message]
+    assert len(said) == 1 and "NVDEC" in said[0]
