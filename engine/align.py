@@ -28,9 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .backends import OrtForward, resolve_backend
 from .faces import Detections
 from .models.dlib_resnet import load_dlib_resnet
 from .precision import resolve_precision
+from .runtime import tune_allocator
 
 CHIP_SIZE = 150
 #: RetinaFace's points (image-left eye, image-right eye, nose tip, left and right mouth corner) in chip pixels.
@@ -260,24 +262,38 @@ def align_chips(
 class FaceEmbedder:
     """dlib's face recognition ResNet on a device: chips or (frames + detections) → 128-d descriptors."""
 
-    def __init__(self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32") -> None:
-        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise)."""
+    def __init__(
+        self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", backend: str = "auto"
+    ) -> None:
+        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise);
+        ``backend``: see :mod:`engine.backends` (ONNX Runtime on a CPU when installed; torch on a GPU)."""
         if weights is None:
             from .weights import resolve
 
             weights = resolve("dlib_resnet_v1")
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":
+            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.runtime)
         self.model = load_dlib_resnet(weights, self.device)
         mean = self.model.mean.clone()
         self.model.to(self.dtype).mean = mean  # the input normalisation stays float32 (see DlibResNet.forward)
+        # No TensorRT engine for the embedder (the detector's is the one the design asks for): torch on CUDA.
+        self.backend = resolve_backend(backend, self.device, self.dtype)
+        self.backend = "torch" if self.backend == "tensorrt" else self.backend
+        self._ort: OrtForward | None = None
+        if self.backend == "onnxruntime":
+            from .onnx_export import dlib_resnet_onnx
+
+            self._ort = OrtForward(dlib_resnet_onnx(self.model))
 
     @torch.inference_mode()
     def embed_chips(self, chips: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Descriptors ``[F, 128]`` of float or uint8 chips, ``batch`` chips per network call (default: 64 on a GPU,
         :data:`CPU_CHIP_BATCH` on a CPU, where larger calls only outgrow the caches)."""
         batch = batch or (64 if self.device.type == "cuda" else CPU_CHIP_BATCH)
-        out = [self.model(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
+        net = (lambda c: self._ort(c.to(torch.float32))[0]) if self._ort is not None else self.model
+        out = [net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
 
     @torch.inference_mode()

@@ -358,7 +358,12 @@ def run_bench(
     machine = machine_facts(device)
     t0 = time.perf_counter()
     models = FaceModels.load(device)
-    log(f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed); {len(videos)} videos")
+    for name, net in (("detector", models.detector), ("embedder", models.embedder)):
+        machine[name] = f"{net.backend}, {str(net.dtype).removeprefix('torch.')}"
+    log(
+        f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed): detector {machine['detector']}, "
+        f"embedder {machine['embedder']}; {len(videos)} videos"
+    )
     dec = decode_only(videos, interval, device, log)
     n = dec["frames"]
     if n == 0:

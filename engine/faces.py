@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision.ops import batched_nms
 
+from .backends import Forward, OrtForward, resolve_backend
 from .models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
 from .precision import resolve_precision
+from .runtime import tune_allocator
 
 #: Thresholds of the reference evaluation: candidates above CONF_CANDIDATE go to NMS; results keep SCORE_MIN.
 CONF_CANDIDATE = 0.02
@@ -206,24 +208,33 @@ class FaceDetector:
     """RetinaFace MobileNet-0.25 on a device, batched over frames of one size (or padded mixed sizes)."""
 
     def __init__(
-        self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", tensorrt: bool = True
+        self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", backend: str = "auto"
     ) -> None:
         """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise);
-        ``tensorrt``: on CUDA, use a TensorRT engine when the package is there (:mod:`engine.tensorrt`)."""
+        ``backend``: see :mod:`engine.backends` (ONNX Runtime on a CPU, TensorRT on CUDA when installed)."""
         if weights is None:
             from .weights import resolve
 
             weights = resolve("retinaface_mnet025")
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device, cpu_bf16=False)
+        if self.device.type == "cpu":
+            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.runtime)
         self.model = load_retinaface(weights, self.device).to(self.dtype).to(memory_format=torch.channels_last)
-        self.tensorrt = tensorrt and self.device.type == "cuda"
-        self._plans: dict[tuple[int, int], Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None] = {}
+        self.backend = resolve_backend(backend, self.device, self.dtype)
+        self._ort: OrtForward | None = None
+        if self.backend == "onnxruntime":
+            from .onnx_export import retinaface_onnx
+
+            self._ort = OrtForward(retinaface_onnx(self.model))
+        self._plans: dict[tuple[int, int], Forward | None] = {}
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The network on a preprocessed batch: a TensorRT engine for this input size when one can be had
-        (``engine.tensorrt``, CUDA only, built once per size and cached on disk), else torch."""
-        if self.tensorrt and x.shape[0] <= TRT_MAX_BATCH:
+        """The network on a preprocessed batch, through the chosen backend. TensorRT engines are built once per
+        input size and cached on disk (``engine.tensorrt``); a size whose engine cannot be had runs in torch."""
+        if self._ort is not None:
+            return self._ort(x)
+        if self.backend == "tensorrt" and x.shape[0] <= TRT_MAX_BATCH:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             if size not in self._plans:
                 from .tensorrt import detector_forward

@@ -13,17 +13,15 @@ written against TensorRT 10's documented Python API (``build_serialized_network`
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .onnx_export import OUTPUT_NAMES, export_retinaface
+from .onnx_export import OUTPUT_NAMES, retinaface_onnx
 
 log = logging.getLogger(__name__)
 _said: set[str] = set()
@@ -56,12 +54,9 @@ def _build(model: torch.nn.Module, height: int, width: int, max_batch: int, out:
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    with tempfile.TemporaryDirectory() as tmp:
-        # The exporter moves the network to the CPU in fp32: give it a copy, never the detector's own.
-        onnx = export_retinaface(copy.deepcopy(model), Path(tmp) / "retinaface.onnx", height=height, width=width)
-        if not parser.parse(onnx.read_bytes()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"TensorRT could not parse the ONNX export: {errors}")
+    if not parser.parse(retinaface_onnx(model, height=height, width=width)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX export: {errors}")
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()

@@ -1,4 +1,4 @@
-"""Precision choices (fp32 reference, bf16/fp16 where they pay) and the TensorRT fallback."""
+"""Precision (fp32 reference, bf16/fp16 where they pay) and backends (torch, ONNX Runtime, TensorRT fallback)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from engine import decode
 from engine.align import FaceEmbedder, align_chips
+from engine.backends import onnxruntime_available, resolve_backend
 from engine.faces import FaceDetector
 from engine.precision import cpu_has_fast_bf16, resolve_precision
 
@@ -73,3 +74,49 @@ def test_tensorrt_cache_key_separates_gpus_and_shapes(tmp_path: Path) -> None:
     }
     assert a not in others and len(others) == 4
     assert a == cache_path(tmp_path, "NVIDIA H100", "10.3", 360, 640, 256)
+
+
+def test_resolve_backend() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    expected = "onnxruntime" if onnxruntime_available() else "torch"
+    assert resolve_backend("auto", cpu, torch.float32) == expected
+    assert resolve_backend("auto", cpu, torch.bfloat16) == "torch"
+    assert resolve_backend("torch", cuda, torch.float16) == "torch"
+    with pytest.raises(ValueError, match="CPU"):
+        resolve_backend("onnxruntime", cuda, torch.float16)
+    with pytest.raises(ValueError, match="fp32"):
+        resolve_backend("onnxruntime", cpu, torch.bfloat16)
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_backend("tensorrt", cpu, torch.float32)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("openvino", cpu, torch.float32)
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
+def test_onnxruntime_backend_equals_torch(hamilton: Path) -> None:
+    """The exported graphs in ONNX Runtime give torch's detections and descriptors (up to float rounding)."""
+    frames = next(decode.sample_frames(hamilton, 0.5, "cpu")).frames[:6]
+    by_torch, by_ort = FaceDetector(backend="torch"), FaceDetector(backend="onnxruntime")
+    assert by_ort.backend == "onnxruntime"
+    a, b = by_torch.detect_with_rotation(frames, 0.5), by_ort.detect_with_rotation(frames, 0.5)
+    assert len(a) == len(b) > 0 and torch.equal(a.image, b.image)
+    assert (a.boxes - b.boxes).abs().max() < 0.01 and (a.scores - b.scores).abs().max() < 1e-4
+    chips = align_chips(frames, a)
+    x = FaceEmbedder(backend="torch").embed_chips(chips)
+    y = FaceEmbedder(backend="onnxruntime").embed_chips(chips)
+    assert (x - y).norm(dim=1).max() < 1e-4
+
+
+def test_allocator_tuning_once_and_switchable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from engine import runtime
+
+    monkeypatch.setattr(runtime, "_done", None)
+    monkeypatch.setenv("ENGINE_MALLOC_TUNE", "0")
+    assert runtime.tune_allocator() is False
+    monkeypatch.setattr(runtime, "_done", None)
+    monkeypatch.delenv("ENGINE_MALLOC_TUNE")
+    expected = platform.libc_ver()[0] == "glibc"
+    assert runtime.tune_allocator() is expected
+    assert runtime.tune_allocator() is expected  # once per process: the second call only reports

@@ -1,0 +1,76 @@
+"""Where the two networks run: torch, ONNX Runtime (CPUs) or TensorRT (CUDA GPUs).
+
+The networks are written in torch (``engine.models``) and torch runs them everywhere. On a CPU, ONNX Runtime runs
+the same graphs, exported once at load (:mod:`engine.onnx_export`), with its fused convolution + activation kernels:
+measured on the project's 2-core Xeon (``benchmarks/RESULTS.md``), RetinaFace at 360×640 took 19 instead of 33
+CPU-ms per frame and the face ResNet 5.4 instead of 8.3 per face, with outputs equal to torch's within 3e-5. On a
+GPU the frames stay on the device, so ONNX Runtime's CPU provider is never used there; TensorRT is used for the
+detector when it is installed (:mod:`engine.tensorrt`).
+
+``auto`` picks ONNX Runtime on a CPU when it is installed and the network runs in fp32 (bf16 stays in torch's
+oneDNN), TensorRT on CUDA when it is installed, torch otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import torch
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend a network on ``device`` in ``dtype`` runs with, for ``backend`` (one of :data:`BACKENDS`).
+
+    An explicit choice that cannot work here is refused with the reason (a silent fallback would hide a
+    misconfiguration); ``auto`` never fails.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    cpu = device.type == "cpu"
+    if backend == "auto":
+        if cpu:
+            return "onnxruntime" if dtype == torch.float32 and onnxruntime_available() else "torch"
+        from .tensorrt import available
+
+        return "tensorrt" if device.type == "cuda" and available() else "torch"
+    if backend == "onnxruntime":
+        if not cpu:
+            raise ValueError("backend onnxruntime runs on the CPU; on a GPU use torch or tensorrt")
+        if dtype != torch.float32:
+            raise ValueError("backend onnxruntime runs the fp32 graph; use precision fp32 with it")
+        if not onnxruntime_available():
+            raise ValueError("backend onnxruntime asked for, but the onnxruntime package is not installed")
+    if backend == "tensorrt" and device.type != "cuda":
+        raise ValueError("backend tensorrt needs a CUDA GPU")
+    return backend
+
+
+class OrtForward:
+    """An exported graph in an ONNX Runtime CPU session, called with and returning torch tensors.
+
+    The session gets torch's thread count (so ``torch.set_num_threads`` keeps governing the whole process) and does
+    not spin-wait between calls: decoding and flushing threads share the same cores.
+    """
+
+    def __init__(self, onnx: bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs = self.session.run(None, {self.input: x.detach().to(torch.float32).contiguous().numpy()})
+        return tuple(torch.from_numpy(o) for o in outs)
