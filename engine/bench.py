@@ -48,6 +48,7 @@ from .align import align_chips
 from .analyze import FaceModels, FaceSettings
 from .config import Settings, parse_challenge
 from .faces import Detections, resize_like_cv2
+from .precision import cpu_has_fast_bf16
 from .sources import VIDEO_EXTENSIONS, SourceItem
 
 Log = Callable[[str], None]
@@ -111,6 +112,7 @@ def machine_facts(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu": cpu,
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16_units": cpu_has_fast_bf16(),
         "device": device,
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu,
         "torch_version": torch.__version__,

@@ -217,7 +217,7 @@ class FaceDetector:
 
             weights = resolve("retinaface_mnet025")
         self.device = torch.device(device)
-        self.dtype = resolve_precision(precision, self.device, cpu_bf16=False)
+        self.dtype = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
             tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.runtime)
         self.model = load_retinaface(weights, self.device).to(self.dtype).to(memory_format=torch.channels_last)

@@ -1,11 +1,13 @@
 """Which float format the networks run in, per device.
 
-``fp32`` is the reference: the golden-file and dlib parity tests hold in it. ``auto`` picks what the hardware runs
-fastest where the loss does not show in the results: fp16 on a CUDA GPU (tensor cores) for both networks; on a
-CPU with AMX or AVX-512 BF16 units, bf16 for the embedder only (oneDNN runs its convolutions about twice as fast;
-descriptors move by about 0.015, against a same-person threshold of 0.6, see ``tests/test_precision.py``), while
-the detector stays fp32 there: its box and landmark regressions lose whole pixels in bf16's 8-bit mantissa, and
-faces near the score threshold come and go.
+``fp32`` is the reference: the golden-file and dlib parity tests hold in it, and on a CPU it is also what runs
+fastest here, through ONNX Runtime (``engine.backends``). ``auto`` is fp16 on a CUDA GPU (tensor cores) for both
+networks and fp32 elsewhere, so CPU results are the same on every machine. ``bf16`` is there for the embedder on
+CPUs with AMX or AVX-512 BF16 units, where oneDNN runs it in 3.3 instead of 5.4 CPU-ms per face (measured on the
+project's Xeon); descriptors then move by about 0.015 (``tests/test_precision.py``; the same-person threshold is
+0.6). It is not offered for the detector on CPUs by ``auto`` for a stronger reason: in bf16 its box and landmark
+regressions lose whole pixels (up to 21 px on landmarks on the bench corpus) and faces near the threshold come and
+go.
 """
 
 from __future__ import annotations
@@ -37,21 +39,16 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, device: str | torch.device, cpu_bf16: bool = True) -> torch.dtype:
+def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The dtype to run a network in on ``device`` for ``precision`` (one of :data:`PRECISIONS`).
 
-    ``cpu_bf16=False`` keeps ``auto`` at fp32 on CPUs (the detector, see above).
-
-    An explicit half format the device cannot use well is refused rather than silently slowed down: fp16 is for
-    GPUs, bf16 for CPUs with bf16 units or GPUs.
+    An explicit half format the device cannot use is refused rather than silently emulated: fp16 is for GPUs.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     kind = torch.device(device).type
     if precision == "auto":
-        if kind == "cuda":
-            return torch.float16
-        return torch.bfloat16 if kind == "cpu" and cpu_bf16 and cpu_has_fast_bf16() else torch.float32
+        return torch.float16 if kind == "cuda" else torch.float32
     if precision == "fp16" and kind != "cuda":
-        raise ValueError("precision fp16 is for CUDA GPUs; on a CPU use bf16 (with AMX/AVX-512 BF16) or fp32")
+        raise ValueError("precision fp16 is for CUDA GPUs; on a CPU use fp32 (or bf16 for the embedder)")
     return _DTYPES[precision]
