@@ -106,6 +106,14 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Overlap decoding, models and storage (local executor; on a GPU model batches span videos); "
+            "--no-stream runs each video through every stage in turn [env ENGINE_STREAM; default on].",
+        ),
+    ] = None,
 ) -> None:
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
@@ -130,6 +138,7 @@ def run(
             force=force,
             executor=executor,
             ray_address=ray_address,
+            stream=stream,
         )
         source = videos or ch.raw.get("videos")
         if not source:

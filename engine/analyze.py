@@ -1,17 +1,20 @@
-"""One video's faces: sampled frames → detections (rotate-and-retry) → chips → descriptors, crops, hashes → tracks.
+"""Videos' faces: sampled frames → detections (rotate-and-retry) → chips → descriptors, crops, hashes → tracks.
 
 Everything between decode and the end of a batch stays on the run's device: detection, alignment, embedding,
 JPEG encoding of the crops (nvJPEG on CUDA) and their PHash. Each batch then crosses to the host once, as the small
-tensors the tables need; tracking (a few hundred boxes, sequential over frames) runs there.
+tensors the tables need; tracking (a few hundred boxes, sequential over frames) runs there. One piece of code,
+``FaceBatcher``, does this for one video's batches (``analyze_batches``) and for a stream of videos whose frames are
+packed into model batches together (the streaming pipeline).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -24,6 +27,7 @@ from .track import TrackerSettings, split_track, track_faces
 
 ROTATIONS_TRIED = [0, 90, 270]
 Timer = Callable[[str], AbstractContextManager[None]]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,14 @@ class FaceModels:
     settings: FaceSettings = field(default_factory=FaceSettings)
 
     @classmethod
-    def load(cls, device: str, settings: FaceSettings | None = None) -> FaceModels:
-        return cls(FaceDetector(device=device), FaceEmbedder(device=device), settings or FaceSettings())
+    def load(cls, device: str, settings: FaceSettings | None = None, precision: str = "auto") -> FaceModels:
+        """Both networks on ``device``: fp16 on a GPU, fp32 on a CPU (through ONNX Runtime where installed) by
+        default; see ``engine.precision`` and ``engine.backends``."""
+        return cls(
+            FaceDetector(device=device, precision=precision),
+            FaceEmbedder(device=device, precision=precision),
+            settings or FaceSettings(),
+        )
 
 
 @dataclass
@@ -103,6 +113,226 @@ def _rank_within(image: torch.Tensor) -> torch.Tensor:
     return torch.arange(len(image), device=image.device) - first
 
 
+def _no_timer(_stage: str) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def _slice(batch: decode.FrameBatch, lo: int, hi: int) -> decode.FrameBatch:
+    """Frames ``[lo, hi)`` of a batch (views, nothing copied)."""
+    return decode.FrameBatch(batch.frames[lo:hi], batch.index[lo:hi], batch.target_s[lo:hi], batch.pts_s[lo:hi])
+
+
+@dataclass
+class _Collected:
+    """One video's results so far, on the host, while its frames go through the models (possibly packed with
+    other videos' frames)."""
+
+    parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    index: list[torch.Tensor] = field(default_factory=list)
+    target_s: list[torch.Tensor] = field(default_factory=list)
+    pts_s: list[torch.Tensor] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per piece
+    noface: list[torch.Tensor] = field(default_factory=list)
+    crops: list[bytes] = field(default_factory=list)
+    frame_jpegs: dict[int, bytes] = field(default_factory=dict)
+    kept: list[torch.Tensor] = field(default_factory=list)
+    waiting: int = 0  # frames handed in, not through the models yet
+    ended: bool = False
+
+    def result(self) -> VideoFaces:
+        out = VideoFaces(crops=self.crops, frame_jpegs=self.frame_jpegs)
+        if self.index:
+            index, target, pts = (torch.cat(x).tolist() for x in (self.index, self.target_s, self.pts_s))
+            sizes = torch.cat(
+                [torch.tensor([size]).expand(len(part), 2) for size, part in zip(self.sizes, self.index, strict=True)]
+            )
+            out.frames = [
+                dict(frame_index=k, target_s=t, pts_s=p, width=w, height=h)
+                for k, t, p, (w, h) in zip(index, target, pts, sizes.tolist(), strict=True)
+            ]
+            out.noface_frames = torch.cat(self.noface).tolist()
+        out.faces = {name: torch.cat(values) for name, values in self.parts.items()}
+        if self.kept:
+            out.sampled = torch.cat(self.kept)
+        return out
+
+
+class FaceBatcher(Generic[K]):
+    """The faces stage over the frames of one video or of many, batched for the models.
+
+    Frames are handed in as ``add(video, batch)`` and ``end(video)`` closes a video; each call returns the videos
+    completed by it, ``(video, VideoFaces)`` in the order they ended, as soon as their last frame has been through
+    the models. With ``batch_frames=None`` every batch handed in is one model batch, as it comes (one video's decode
+    chunks: :func:`analyze_batches`). With ``batch_frames=N`` frames are run in model batches of N: with ``pack``,
+    frames of consecutive videos share batches (a batch ends early only where the frame size changes, or at
+    :meth:`finish`), so a stream of short videos still fills the detector and the embedder; without, each video's
+    frames make their own batches, N at a time from its first frame, exactly as :func:`analyze_batches` over that
+    video's decode chunks of N.
+
+    Packing changes which frames (and faces) share a network call, and the networks' kernels sum in an order that
+    can depend on that (on a CPU: descriptors move by ~3e-7, boxes by ~1e-4 px when a frame is alone in its call),
+    so packed results equal one-video batches within float tolerance, not bit for bit; alignment, crops and PHash
+    are per face and do not move at all.
+
+    Everything between the frames and the end of a batch stays on the models' device: detection (rotate-and-retry),
+    alignment, embedding, the crops' JPEG (nvJPEG on CUDA) and PHash. Each batch then crosses to the host once, as
+    the small tensors the tables need, and is split between its videos with one slice per video, never per frame.
+    """
+
+    def __init__(
+        self,
+        models: FaceModels,
+        *,
+        batch_frames: int | None = None,
+        pack: bool = True,
+        timer: Timer | None = None,
+        keep_frames: bool = False,
+        frame_jpegs: bool = False,
+        crops: bool = True,
+    ) -> None:
+        if batch_frames is not None and batch_frames < 1:
+            raise ValueError(f"batch_frames must be at least 1 (got {batch_frames})")
+        self.models = models
+        self.batch_frames, self.pack = batch_frames, pack
+        self.timer = timer or _no_timer
+        self.keep_frames, self.frame_jpegs, self.crops = keep_frames, frame_jpegs, crops
+        self._videos: dict[K, _Collected] = {}  # in the order videos were first seen
+        self._pending: deque[tuple[K, decode.FrameBatch]] = deque()
+        self._pending_frames = 0
+
+    def add(self, video: K, batch: decode.FrameBatch) -> list[tuple[K, VideoFaces]]:
+        """Hand in some of ``video``'s frames; runs the models on every batch that is full."""
+        collected = self._videos.setdefault(video, _Collected())
+        if collected.ended:
+            raise ValueError(f"frames added to video {video!r} after its end")
+        if len(batch) == 0:
+            return []
+        if self._pending and (
+            self._pending[0][1].frames.shape[-2:] != batch.frames.shape[-2:]  # a model batch holds one frame size
+            or (not self.pack and self._pending[0][0] != video)
+        ):
+            self._run_pending()
+        collected.waiting += len(batch)
+        self._pending.append((video, batch))
+        self._pending_frames += len(batch)
+        while self._pending and (self.batch_frames is None or self._pending_frames >= self.batch_frames):
+            self._run_pending(self.batch_frames)
+        return self._completed()
+
+    def end(self, video: K) -> list[tuple[K, VideoFaces]]:
+        """No more frames for ``video``: it completes once its frames still waiting have been through the models
+        (at once without ``pack``: no other video's frames may join them)."""
+        self._videos.setdefault(video, _Collected()).ended = True
+        if not self.pack:
+            while self._pending and self._pending[0][0] == video:
+                self._run_pending(self.batch_frames)
+        return self._completed()
+
+    def drop(self, video: K) -> list[tuple[K, VideoFaces]]:
+        """Forget ``video`` (its decoding failed): its frames not yet run are taken out, its results discarded."""
+        self._pending = deque((v, b) for v, b in self._pending if v != video)
+        self._pending_frames = sum(len(b) for _, b in self._pending)
+        self._videos.pop(video, None)
+        return self._completed()
+
+    def finish(self) -> list[tuple[K, VideoFaces]]:
+        """Run the frames still waiting (the end of the stream); returns every video completed."""
+        while self._pending:
+            self._run_pending()
+        return self._completed()
+
+    def _completed(self) -> list[tuple[K, VideoFaces]]:
+        done = [v for v, c in self._videos.items() if c.ended and c.waiting == 0]
+        return [(v, self._videos.pop(v).result()) for v in done]
+
+    def _run_pending(self, limit: int | None = None) -> None:
+        """Run the first ``limit`` waiting frames (all when None) of one size as one model batch."""
+        size = self._pending[0][1].frames.shape[-2:]
+        pieces: list[tuple[K, decode.FrameBatch]] = []
+        n = 0
+        first = self._pending[0][0]
+        while (
+            self._pending
+            and self._pending[0][1].frames.shape[-2:] == size
+            and (self.pack or self._pending[0][0] == first)
+            and (limit is None or n < limit)
+        ):
+            video, batch = self._pending.popleft()
+            if limit is not None and n + len(batch) > limit:
+                batch, rest = _slice(batch, 0, limit - n), _slice(batch, limit - n, len(batch))
+                self._pending.appendleft((video, rest))
+            pieces.append((video, batch))
+            n += len(batch)
+        self._pending_frames -= n
+        self._run(pieces)
+
+    def _run(self, pieces: list[tuple[K, decode.FrameBatch]]) -> None:
+        timer, cfg, models = self.timer, self.models.settings, self.models
+        if len(pieces) == 1:
+            frames = pieces[0][1].frames
+        else:  # one tensor; the pieces become views of it, so the decoder's tensors can go now
+            frames = torch.cat([b.frames for _, b in pieces])
+            ends = torch.tensor([len(b) for _, b in pieces]).cumsum(0).tolist()
+            starts = [0, *ends[:-1]]
+            pieces = [(v, replace(b, frames=frames[a:z])) for (v, b), a, z in zip(pieces, starts, ends, strict=True)]
+        h, w = int(frames.shape[-2]), int(frames.shape[-1])
+        scale = 1.0 if cfg.long_side == 0 else min(1.0, cfg.long_side / max(h, w))
+        with timer("detect"):
+            find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
+            det = find(frames, scale, cfg.threshold)
+        with timer("embed"):
+            chips = align_chips(frames.to(models.embedder.device), det.to(models.embedder.device))
+            embedding = models.embedder.embed_chips(chips)
+        crops: list[bytes] = []
+        jpegs: list[bytes] = []
+        with timer("crops"):
+            chips8 = chips.clamp(0, 255).to(torch.uint8)
+            hashes = phash(chips8) if self.crops else None
+            if self.crops:
+                crops = decode.encode_jpegs(chips8, cfg.jpeg_quality)
+            if self.frame_jpegs:
+                jpegs = decode.encode_jpegs(frames)
+        # One trip to the host per model batch.
+        image = det.image.cpu()
+        lengths = [len(b) for _, b in pieces]
+        index = torch.cat([b.index.cpu() for _, b in pieces])
+        pts = torch.cat([b.pts_s.cpu() for _, b in pieces])
+        faces = {
+            "frame_index": index[image],
+            "face_index": _rank_within(image),
+            "pts_s": pts[image],
+            "boxes": det.boxes.cpu(),
+            "scores": det.scores.cpu(),
+            "landmarks": det.landmarks.cpu(),
+            "rotation": det.rotation.cpu(),
+            "embedding": embedding.float().cpu(),
+        }
+        if hashes is not None:
+            faces["phash"] = hashes.cpu()
+        per_frame = torch.bincount(image, minlength=len(index))
+        # Faces come grouped by frame, in frame order: each piece's faces are one slice.
+        starts = [0, *torch.tensor(lengths).cumsum(0).tolist()]
+        bounds = torch.searchsorted(image, torch.tensor(starts, dtype=image.dtype)).tolist()
+        for j, (video, batch) in enumerate(pieces):
+            collected = self._videos.get(video)
+            if collected is None:  # dropped while its frames were in this batch
+                continue
+            f0, f1, lo, hi = bounds[j], bounds[j + 1], starts[j], starts[j + 1]
+            collected.waiting -= len(batch)
+            collected.index.append(batch.index.cpu())
+            collected.target_s.append(batch.target_s.cpu())
+            collected.pts_s.append(batch.pts_s.cpu())
+            collected.sizes.append((w, h))
+            collected.noface.append(index[lo:hi][per_frame[lo:hi] == 0])
+            for name, value in faces.items():
+                collected.parts.setdefault(name, []).append(value[f0:f1])
+            collected.crops.extend(crops[f0:f1])
+            if self.frame_jpegs:
+                collected.frame_jpegs.update(zip(index[lo:hi].tolist(), jpegs[lo:hi], strict=True))
+            if self.keep_frames:  # a copy when the batch is shared: a view would keep the other videos' frames
+                collected.kept.append(batch.frames.to("cpu", copy=len(pieces) > 1))
+
+
 def analyze_batches(
     batches: Iterator[decode.FrameBatch],
     models: FaceModels,
@@ -112,64 +342,24 @@ def analyze_batches(
     frame_jpegs: bool = False,
     crops: bool = True,
 ) -> VideoFaces:
-    """The faces stage over one video's sampled frame batches; tracks come after (:func:`assign_tracks`).
+    """The faces stage over one video's sampled frame batches, each batch one model batch; tracks come after
+    (:func:`assign_tracks`). The same code as the streaming pipeline's (:class:`FaceBatcher`), for one video.
 
     ``crops=False`` skips the JPEG crops and their PHash (film labelling needs descriptors, not images); the
     ``phash`` column is then absent.
     """
-    timer = timer or (lambda _stage: nullcontext())
-    cfg = models.settings
-    out = VideoFaces()
-    parts: dict[str, list[torch.Tensor]] = {}
-    kept: list[torch.Tensor] = []
+    timer = timer or _no_timer
+    batcher: FaceBatcher[None] = FaceBatcher(
+        models, timer=timer, keep_frames=keep_frames, frame_jpegs=frame_jpegs, crops=crops
+    )
     while True:
         with timer("decode"):
             batch = next(batches, None)
         if batch is None:
             break
-        frames = batch.frames
-        h, w = int(frames.shape[-2]), int(frames.shape[-1])
-        scale = 1.0 if cfg.long_side == 0 else min(1.0, cfg.long_side / max(h, w))
-        with timer("detect"):
-            find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
-            det = find(frames, scale, cfg.threshold)
-        with timer("embed"):
-            chips = align_chips(frames.to(models.embedder.device), det.to(models.embedder.device))
-            embedding = models.embedder.embed_chips(chips)
-        with timer("crops"):
-            chips8 = chips.clamp(0, 255).to(torch.uint8)
-            hashes = phash(chips8) if crops else None
-            if crops:
-                out.crops.extend(decode.encode_jpegs(chips8, cfg.jpeg_quality))
-            if frame_jpegs:
-                out.frame_jpegs.update(zip(batch.index.tolist(), decode.encode_jpegs(frames), strict=True))
-        if keep_frames:
-            kept.append(frames.cpu())
-        # One trip to the host per batch.
-        image = det.image.cpu()
-        index, target, pts = batch.index.cpu(), batch.target_s.cpu(), batch.pts_s.cpu()
-        out.frames += [
-            dict(frame_index=k, target_s=t, pts_s=p, width=w, height=h)
-            for k, t, p in zip(index.tolist(), target.tolist(), pts.tolist(), strict=True)
-        ]
-        out.noface_frames += index[torch.bincount(image, minlength=len(index)) == 0].tolist()
-        for name, value in (
-            ("frame_index", index[image]),
-            ("face_index", _rank_within(image)),
-            ("pts_s", pts[image]),
-            ("boxes", det.boxes.cpu()),
-            ("scores", det.scores.cpu()),
-            ("landmarks", det.landmarks.cpu()),
-            ("rotation", det.rotation.cpu()),
-            ("embedding", embedding.float().cpu()),
-            ("phash", None if hashes is None else hashes.cpu()),
-        ):
-            if value is not None:
-                parts.setdefault(name, []).append(value)
-    out.faces = {name: torch.cat(values) for name, values in parts.items()}
-    if keep_frames and kept:
-        out.sampled = torch.cat(kept)
-    return out
+        batcher.add(None, batch)
+    ((_, found),) = batcher.end(None)
+    return found
 
 
 def assign_tracks(

@@ -20,6 +20,8 @@ RUNTYPES = ("test", "prod")
 DEVICES = ("auto", "cpu", "cuda")
 #: RUNTYPE ``test`` processes only this many videos, as the seed pipeline did.
 TEST_RUN_VIDEOS = 4
+#: How boolean environment variables (``ENGINE_STREAM``, ``ENGINE_PACK_VIDEOS``) may be written.
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class ConfigError(ValueError):
@@ -133,6 +135,16 @@ def _pick(flag: Any, env: str, default: Any) -> Any:
     return value if value not in (None, "") else default
 
 
+def _flag(flag: bool | None, env: str, default: bool | None) -> bool | None:
+    """A boolean setting: flag beats environment (1/0, true/false, yes/no, on/off) beats default."""
+    value = _pick(flag, env, default)
+    if isinstance(value, str):
+        if value.strip().lower() not in _BOOLS:
+            raise ConfigError(f"{env} must be one of {', '.join(_BOOLS)} (got {value!r})")
+        return _BOOLS[value.strip().lower()]
+    return value
+
+
 def normalize_db_url(url: str) -> str:
     """Let users write ``postgresql://``: use the psycopg 3 driver we ship unless psycopg2 is installed."""
     for prefix in ("postgresql://", "postgres://"):
@@ -176,6 +188,9 @@ class Settings:
     force: bool = False
     executor: str = "local"  # where videos are processed: this process, or Ray actors (engine.executor)
     ray_address: str | None = None  # a running Ray cluster; None starts a private local instance
+    stream: bool = True  # local executor: decoding, models and storage overlapped (pipeline.stream_videos)
+    batch_frames: int = 0  # frames per model batch and decode chunk; 0: automatic (pipeline.batch_frames)
+    pack_videos: bool | None = None  # streaming: frames of several videos in one batch; None: on a GPU only
 
     @property
     def max_videos(self) -> int | None:
@@ -209,6 +224,9 @@ class Settings:
         force: bool | None = None,
         executor: str | None = None,
         ray_address: str | None = None,
+        stream: bool | None = None,
+        batch_frames: int | None = None,
+        pack_videos: bool | None = None,
         resolve: bool = True,
     ) -> Settings:
         """Build settings for ``challenge`` from flags (non-None arguments), then environment, then defaults."""
@@ -230,6 +248,14 @@ class Settings:
         interval = float(_pick(sample_interval, "ENGINE_SAMPLE_INTERVAL", 0.5))
         if interval <= 0:
             raise ConfigError("sample interval must be positive")
+        streaming = _flag(stream, "ENGINE_STREAM", True)
+        packing = _flag(pack_videos, "ENGINE_PACK_VIDEOS", None)
+        try:
+            batch = int(_pick(batch_frames, "ENGINE_BATCH_FRAMES", 0))
+        except ValueError as exc:
+            raise ConfigError(f"ENGINE_BATCH_FRAMES must be a whole number: {exc}") from exc
+        if batch < 0:
+            raise ConfigError(f"batch frames must be 0 (automatic) or more (got {batch})")
         return cls(
             challenge=challenge,
             db_url=normalize_db_url(_pick(db_url, "ENGINE_DB_URL", f"sqlite:///{work / 'engine.db'}")),
@@ -244,4 +270,7 @@ class Settings:
             force=bool(force) if force is not None else False,
             executor=ex,
             ray_address=_pick(ray_address, "ENGINE_RAY_ADDRESS", None),
+            stream=bool(streaming),
+            batch_frames=batch,
+            pack_videos=packing,
         )

@@ -6,34 +6,56 @@ with rotate-and-retry, align, embed, crop, PHash) → cover the logo → find th
 Then, over all the challenge's videos: track similarities → individuals → unique faces, in one transaction.
 A video that fails at any stage gets a ``video_errors`` row and a one-line message; the run goes on. A video whose
 stages are already committed is skipped, so a re-run is cheap and changes no row count, and a run killed half-way is
-resumed by running it again. Videos run in this process or on Ray actors (``engine.executor``): either way each one
-goes through the same ``process_video`` and commits its own rows.
+resumed by running it again.
+
+In this process the videos stream by default (``stream_videos``): a decoding thread prepares and decodes the next
+videos, this thread runs the models (on a GPU, on batches packed across videos), and a flushing thread finishes and
+stores the previous ones, all joined by bounded queues, so memory stays flat however many videos a run has.
+``--no-stream`` (``Settings.stream``) runs each video through ``process_video``, one stage after another, as Ray
+actors (``engine.executor``) always do. The per-video stages are the same functions on every path (``prepare_video``,
+``video_frames`` + ``FaceBatcher``, ``finish_video``, ``flush_video``), and every video commits its own rows in one
+transaction.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import decode
-from .analyze import ROTATIONS_TRIED, FaceModels, FaceSettings, analyze_batches, assign_tracks, face_settings
+from .analyze import (
+    ROTATIONS_TRIED,
+    FaceBatcher,
+    FaceModels,
+    FaceSettings,
+    VideoFaces,
+    analyze_batches,
+    assign_tracks,
+    face_settings,
+)
 from .audio import PromptTemplates, align_config, baseline_templates, find_prompts
 from .cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
 from .config import Challenge, ConfigError, Settings
+from .decode import FrameBatch
 from .dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
 from .executor import Executor, LocalExecutor, worker_device
 from .hashing import sha256_file
 from .logo import LogoSettings, cover_logo, logo_box, logo_settings
+from .runtime import share_malloc_arenas
 from .sources import FetchError, SourceItem, fetch, list_sources
 from .store import Database, ObjectStore, face_key, frame_key, open_object_store, redact, video_key
+from .stream import Flusher, prefetch
 
 Log = Callable[[str], None]
 
@@ -100,10 +122,12 @@ class RunSummary:
 
 
 class StageTimer:
-    """Wall time spent per stage, summed over videos."""
+    """Wall time spent per stage, summed over videos (and over the streaming pipeline's threads, which time their
+    own stages into one timer: hence the lock)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -111,7 +135,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += elapsed
 
 
 @dataclass
@@ -139,8 +165,43 @@ def _fail(
     return VideoOutcome(item.name, "failed", sha, message=message)
 
 
-def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
-    """Ingest and sample one video; never raises for a bad input (the error is recorded instead)."""
+@dataclass
+class PreparedVideo:
+    """A video fetched, hashed and probed, not stored yet: what its frames, faces and rows are made from."""
+
+    item: SourceItem
+    path: Path
+    metadata: dict[str, Any]
+    sha: str
+    size: int
+    info: decode.MediaInfo
+    needed: list[str]  # the stages its committed row will say are done
+
+
+@dataclass
+class VideoRows:
+    """One video's rows and objects, built and ready to be stored (:func:`flush_video`)."""
+
+    prepared: PreparedVideo
+    video: dict[str, Any]
+    frames: list[dict[str, Any]]
+    subvideos: list[dict[str, Any]]
+    faces: list[dict[str, Any]]
+    noface_frames: list[int]
+    rotations_tried: list[int]
+    video_key: str
+    stored_path: Path  # the file stored as the video (the logo-covered copy when there is one)
+    objects: list[tuple[str, bytes]]  # (key, JPEG): the crops, then the frames when they are saved
+    tracks: int
+
+
+def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = None) -> PreparedVideo | VideoOutcome:
+    """Fetch, hash, skip check and probe, with the non-fatal notes (no audio, truncated): the video ready for its
+    frames, or its outcome (skipped, or failed with its error row written). Never raises for a bad input.
+
+    ``claimed``: the hashes this run has already taken (the streaming path prepares a video while earlier ones are
+    still in flight, not committed yet): a copy of one of them is skipped as if it were stored; the hash is added.
+    """
     s = ctx.settings
     with ctx.timer("fetch"):
         try:
@@ -158,15 +219,20 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
 
     needed = {"ingest", "frames", "faces", "tracks", "audio"}
     needed |= ({"frame_jpegs"} if s.save_frames else set()) | ({"logo"} if ctx.logo else set())
-    done = ctx.db.video_stages(sha)
-    if done is not None and needed <= set(done) and not s.force:
-        return VideoOutcome(item.name, "skipped", sha)
+    if not s.force:
+        if claimed is not None and sha in claimed:
+            return VideoOutcome(item.name, "skipped", sha)
+        done = ctx.db.video_stages(sha)
+        if done is not None and needed <= set(done):
+            return VideoOutcome(item.name, "skipped", sha)
 
     with ctx.timer("probe"):
         try:
             info = decode.probe(path)
         except decode.DecodeError as exc:
             return _fail(ctx, item, "probe", exc.kind, str(exc), sha)
+    if claimed is not None:
+        claimed.add(sha)
     video = info.video
     if not info.has_audio:
         ctx.db.record_error(
@@ -191,14 +257,64 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
             fatal=False,
         )
         ctx.log(f"note   {item.name}: truncated, keeping the first {video.duration_s:.2f}s")
+    return PreparedVideo(item, path, metadata, sha, size, info, sorted(needed))
 
-    batches = decode.sample_frames(path, s.sample_interval, s.device)
-    keep = ctx.logo is not None and ctx.logo.box is None
+
+#: Frames per model batch (and decode chunk) when ``Settings.batch_frames`` is 0. A GPU takes a whole batch in one
+#: network call, so bigger is better there; a CPU runs micro-batches of a few frames whatever it is given
+#: (``engine.faces.CPU_MICRO_BATCH``), so small batches cost nothing and keep less memory in flight.
+GPU_BATCH_FRAMES = 64
+CPU_BATCH_FRAMES = 16
+
+
+def batch_frames(settings: Settings) -> int:
+    """Frames per model batch and per decode chunk, on every path (sequential, streaming, Ray workers)."""
+    if settings.batch_frames:
+        return settings.batch_frames
+    return GPU_BATCH_FRAMES if settings.device.startswith("cuda") else CPU_BATCH_FRAMES
+
+
+def packs_videos(settings: Settings) -> bool:
+    """Whether the stream packs frames of several videos into one model batch: by default on a GPU, where short
+    videos would leave its batches half empty, and not on a CPU, where it gains nothing (micro-batches) and would
+    move results' last bits away from what the sequential path and Ray workers compute (see :class:`FaceBatcher`)."""
+    if settings.pack_videos is not None:
+        return settings.pack_videos
+    return settings.device.startswith("cuda")
+
+
+def video_frames(prepared: PreparedVideo, ctx: RunContext, chunk: int | None = None) -> Iterator[FrameBatch]:
+    """The video's sampled frames on the run's device, ``chunk`` (default :func:`batch_frames`) at a time
+    (``decode.DecodeError`` when they cannot be decoded, raised where it happens)."""
+    s = ctx.settings
+    return decode.sample_frames(prepared.path, s.sample_interval, s.device, chunk or batch_frames(s))
+
+
+def keeps_frames(ctx: RunContext) -> bool:
+    """Whether the faces stage must keep every sampled frame on the host: to look for the logo in them."""
+    return ctx.logo is not None and ctx.logo.box is None
+
+
+def video_faces(prepared: PreparedVideo, ctx: RunContext) -> VideoFaces | VideoOutcome:
+    """The faces stage on one video's frames, batch by batch as they are decoded (the sequential path)."""
     try:
-        found = analyze_batches(batches, ctx.models, timer=ctx.timer, keep_frames=keep, frame_jpegs=s.save_frames)
+        return analyze_batches(
+            video_frames(prepared, ctx),
+            ctx.models,
+            timer=ctx.timer,
+            keep_frames=keeps_frames(ctx),
+            frame_jpegs=ctx.settings.save_frames,
+        )
     except decode.DecodeError as exc:
-        return _fail(ctx, item, "decode", exc.kind, str(exc), sha)
+        return _fail(ctx, prepared.item, "decode", exc.kind, str(exc), prepared.sha)
 
+
+def finish_video(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) -> VideoRows | VideoOutcome:
+    """Logo, audio prompts and tracks, then every row and object of the video: what :func:`flush_video` stores,
+    or the video's outcome when covering its logo failed."""
+    s, item, path, sha = ctx.settings, prepared.item, prepared.path, prepared.sha
+    info = prepared.info
+    video = info.video
     stored_path, covered_box = path, None
     if ctx.logo is not None:
         with ctx.timer("logo"):
@@ -240,16 +356,8 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
     vkey = video_key(sha, ".mp4" if covered_box else suffix)
     f = found.faces
     crop_keys = [face_key(sha, k, i) for k, i in zip(f["frame_index"].tolist(), f["face_index"].tolist(), strict=True)]
-    with ctx.timer("store"):
-        try:
-            if not ctx.store.exists(vkey) or s.force:
-                ctx.store.put_file(vkey, stored_path)
-            for key, data in zip(crop_keys, found.crops, strict=True):
-                ctx.store.put_bytes(key, data, "image/jpeg")
-            for k, data in found.frame_jpegs.items():
-                ctx.store.put_bytes(frame_key(sha, k), data, "image/jpeg")
-        except Exception as exc:  # noqa: BLE001 - a failed upload is this video's error, not the run's
-            return _fail(ctx, item, "store", "upload_failed", f"uploading {item.name} failed: {exc}", sha)
+    objects = list(zip(crop_keys, found.crops, strict=True))
+    objects += [(frame_key(sha, k), data) for k, data in found.frame_jpegs.items()]
     frame_rows = [
         {**row, "object_key": frame_key(sha, row["frame_index"]) if s.save_frames else None} for row in found.frames
     ]
@@ -293,7 +401,7 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         source_uri=item.uri,
         file_name=item.name,
         object_key=vkey,
-        size_bytes=size,
+        size_bytes=prepared.size,
         container=path.suffix.lower().lstrip(".") or None,
         video_codec=video.codec,
         width=video.width,
@@ -310,32 +418,72 @@ def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
         audio_start_s=audio.start_s if audio else None,
         sample_interval_s=s.sample_interval,
         logo_box=covered_box,
-        stages_done=sorted(needed),
+        stages_done=prepared.needed,
         run_id=ctx.run_id,
         **{
             k: v
-            for k, v in {**item.metadata, **metadata}.items()
+            for k, v in {**item.metadata, **prepared.metadata}.items()
             if k in ("source_id", "author", "description", "sound_id")
         },
     )
+    return VideoRows(
+        prepared,
+        row,
+        frame_rows,
+        subvideos,
+        face_rows,
+        found.noface_frames,
+        ROTATIONS_TRIED if ctx.models.settings.rotate else [0],
+        vkey,
+        stored_path,
+        objects,
+        found.n_tracks,
+    )
+
+
+def flush_video(rows: VideoRows, ctx: RunContext) -> VideoOutcome:
+    """Store the video's objects, then commit all its rows in one transaction: a run killed in between leaves
+    objects without rows (rewritten by the next run), never rows without their objects."""
+    item, sha = rows.prepared.item, rows.prepared.sha
+    with ctx.timer("store"):
+        try:
+            if not ctx.store.exists(rows.video_key) or ctx.settings.force:
+                ctx.store.put_file(rows.video_key, rows.stored_path)
+            for key, data in rows.objects:
+                ctx.store.put_bytes(key, data, "image/jpeg")
+        except Exception as exc:  # noqa: BLE001 - a failed upload is this video's error, not the run's
+            return _fail(ctx, item, "store", "upload_failed", f"uploading {item.name} failed: {exc}", sha)
     with ctx.timer("sql"):
         ctx.db.write_video(
-            row,
-            frame_rows,
-            subvideos,
-            face_rows,
-            found.noface_frames,
-            ROTATIONS_TRIED if ctx.models.settings.rotate else [0],
+            rows.video, rows.frames, rows.subvideos, rows.faces, rows.noface_frames, rows.rotations_tried
         )
     return VideoOutcome(
         item.name,
         "ok",
         sha,
-        frames=len(frame_rows),
-        faces=len(face_rows),
-        tracks=found.n_tracks,
-        prompts=len(subvideos),
+        frames=len(rows.frames),
+        faces=len(rows.faces),
+        tracks=rows.tracks,
+        prompts=len(rows.subvideos),
     )
+
+
+def complete_video(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) -> VideoOutcome:
+    """Everything after the faces stage: :func:`finish_video`, then :func:`flush_video`."""
+    rows = finish_video(prepared, found, ctx)
+    return rows if isinstance(rows, VideoOutcome) else flush_video(rows, ctx)
+
+
+def process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
+    """One video through every per-video stage, one after the other (Ray workers and ``--no-stream``); never
+    raises for a bad input (the error is recorded instead)."""
+    prepared = prepare_video(item, ctx)
+    if isinstance(prepared, VideoOutcome):
+        return prepared
+    found = video_faces(prepared, ctx)
+    if isinstance(found, VideoOutcome):
+        return found
+    return complete_video(prepared, found, ctx)
 
 
 def individuals_stage(
@@ -535,6 +683,136 @@ def _results(
         yield done.last
 
 
+#: Events the decoding thread sends the model thread, one video after another.
+_OUTCOME, _START, _FRAMES, _END, _FAILED = "outcome", "start", "frames", "end", "failed"
+
+
+@dataclass
+class _Event:
+    """From the decoding thread: video ``n`` needs no decoding (``outcome``: skipped or failed), or its frames
+    start, come (``batch``), end, or failed to decode (``error``)."""
+
+    n: int
+    kind: str
+    item: SourceItem
+    prepared: PreparedVideo | None = None
+    outcome: VideoOutcome | None = None
+    batch: FrameBatch | None = None
+    error: decode.DecodeError | None = None
+
+
+def _decode_ahead(items: Sequence[SourceItem], ctx: RunContext, chunk: int) -> Iterator[_Event]:
+    """The streaming pipeline's first stage (its own thread): prepare each video, then decode its frames."""
+    claimed: set[str] = set()
+    for n, item in enumerate(items):
+        prepared = prepare_video(item, ctx, claimed)
+        if isinstance(prepared, VideoOutcome):
+            yield _Event(n, _OUTCOME, item, outcome=prepared)
+            continue
+        yield _Event(n, _START, item, prepared)
+        batches = video_frames(prepared, ctx, chunk)
+        try:
+            while True:
+                with ctx.timer("decode"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                yield _Event(n, _FRAMES, item, prepared, batch=batch)
+        except decode.DecodeError as exc:
+            yield _Event(n, _FAILED, item, prepared, error=exc)
+            continue
+        finally:
+            batches.close()
+        yield _Event(n, _END, item, prepared)
+
+
+@dataclass
+class _Slot:
+    """One video of a streaming run, until its outcome is handed out (in the videos' order)."""
+
+    item: SourceItem
+    outcome: VideoOutcome | Future[VideoOutcome] | None = None
+
+    @property
+    def done(self) -> bool:
+        return isinstance(self.outcome, VideoOutcome) or (self.outcome is not None and self.outcome.done())
+
+    def result(self) -> VideoOutcome:
+        """The outcome; a flush that raised (the database went away) raises here, as it would in process_video."""
+        assert self.outcome is not None
+        return self.outcome if isinstance(self.outcome, VideoOutcome) else self.outcome.result()
+
+
+def stream_videos(
+    ctx: RunContext, items: Sequence[SourceItem], *, prefetch_batches: int = 2, flush_depth: int = 2
+) -> Iterator[VideoResult]:
+    """Every video of ``items`` through the same stages as :func:`process_video`, with the stages overlapped.
+
+    Three threads, joined by bounded queues: a decoding thread prepares the next videos (fetch, hash, skip check,
+    probe) and decodes their frames, at most ``prefetch_batches`` decode chunks ahead; this thread runs the models
+    (:class:`FaceBatcher`) on batches of :func:`batch_frames`, packed across consecutive videos where
+    :func:`packs_videos` says so, else each video's own, as :func:`process_video` runs them (the results are then
+    bit-identical to it); a flushing thread finishes each completed video (logo, prompts, tracks, rows) and stores
+    it (objects, then one SQL transaction), at most ``flush_depth`` videos waiting. Memory is bounded by those
+    depths, not by the number of videos. Outcomes come out in the videos' order; a video's failure is its
+    ``video_errors`` row, as in the sequential path, and never stops the run. Stage times go to ``ctx.timer``
+    (summed over threads, so they add up to more than the wall time).
+    """
+    device = ctx.settings.device
+    batch = batch_frames(ctx.settings)
+    batcher: FaceBatcher[int] = FaceBatcher(
+        ctx.models,
+        batch_frames=batch,
+        pack=packs_videos(ctx.settings),
+        timer=ctx.timer,
+        keep_frames=keeps_frames(ctx),
+        frame_jpegs=ctx.settings.save_frames,
+    )
+    slots: dict[int, _Slot] = {}  # videos not handed out yet, in order
+    prepared: dict[int, PreparedVideo] = {}
+    flusher: Flusher[VideoOutcome] = Flusher(flush_depth, name="flush")
+    events = prefetch(_decode_ahead(items, ctx, batch), prefetch_batches, name="decode")
+
+    def flush(completed: list[tuple[int, VideoFaces]]) -> None:
+        for n, found in completed:
+            slots[n].outcome = flusher.submit(partial(complete_video, prepared.pop(n), found, ctx))
+
+    def handed_out() -> Iterator[VideoResult]:
+        while slots:
+            n, slot = next(iter(slots.items()))
+            if not slot.done:
+                return
+            del slots[n]
+            yield VideoResult(slot.item, slot.result(), {}, [], device)
+
+    try:
+        for event in events:
+            n = event.n
+            if event.kind == _OUTCOME:
+                slots[n] = _Slot(event.item, event.outcome)
+            elif event.kind == _START:
+                slots[n] = _Slot(event.item)
+                prepared[n] = event.prepared
+            elif event.kind == _FRAMES:
+                flush(batcher.add(n, event.batch))
+            elif event.kind == _END:
+                flush(batcher.end(n))
+            else:
+                flush(batcher.drop(n))
+                p = prepared.pop(n)
+                slots[n].outcome = _fail(ctx, event.item, "decode", event.error.kind, str(event.error), p.sha)
+            yield from handed_out()
+        flush(batcher.finish())
+        for slot in slots.values():
+            assert slot.outcome is not None, f"{slot.item.name}: never completed"
+            if isinstance(slot.outcome, Future):
+                slot.outcome.exception()  # blocks until its flush has run (an error is raised below, in order)
+        yield from handed_out()
+    finally:
+        events.close()
+        flusher.close(cancel=True)  # after a normal end nothing is left to cancel
+
+
 def run_challenge(
     settings: Settings,
     challenge: Challenge,
@@ -546,9 +824,12 @@ def run_challenge(
 ) -> RunSummary:
     """Run every stage this engine has on the videos of ``videos`` (folder, URL list or s3:// prefix).
 
-    ``executor`` (``engine.executor``; default: this process, in order) spreads the videos over workers: each one
-    builds its own connection, object store and models from a picklable :class:`VideoJob` and runs the same
-    :func:`process_video`, so every video's rows still land in one transaction. The driver sums the outcomes and
+    In this process (the default executor) with ``settings.stream`` (the default), the videos go through
+    :func:`stream_videos`: decoding, models and storage overlap and model batches span videos; without it, each
+    video goes through :func:`process_video` in turn. Both give the same tables. ``executor`` (``engine.executor``)
+    can instead spread the videos over workers: each one builds its own connection, object store and models from a
+    picklable :class:`VideoJob` and runs the same :func:`process_video`, so every video's rows still land in one
+    transaction. The driver sums the outcomes and
     stage times (with Ray: worker-seconds, which can exceed the wall time), advances ``progress``, then runs the
     challenge-wide individuals stage itself. Videos already committed are skipped, so a run killed half-way is
     resumed by running it again; the killed run's row, left "running", is marked "interrupted".
@@ -556,6 +837,9 @@ def run_challenge(
     t0 = time.perf_counter()
     executor = executor or LocalExecutor()
     in_process = executor.kind == "local"
+    streaming = in_process and settings.stream
+    if streaming:
+        share_malloc_arenas()  # before the models start their threads (engine.runtime)
     db, store = open_stores(settings)
     items = list_sources(videos, settings.s3_endpoint_url)
     if settings.max_videos is not None and len(items) > settings.max_videos:
@@ -589,9 +873,14 @@ def run_challenge(
     summary = RunSummary(run_id, challenge.name, settings.db_url, settings.store_url, device, videos_found=len(items))
     devices: set[str] = set()
     status = "interrupted"
-    results = executor.map(setup, video_task, items, gpu=settings.device != "cpu")
+    if streaming:
+        ctx = setup()
+        ctx.timer = timer  # every thread of the stream times its stages into the run's timer
+        results = stream_videos(ctx, items)
+    else:
+        results = executor.map(setup, video_task, items, gpu=settings.device != "cpu")
     try:
-        for result in _results(items, results, executor.ordered, progress):
+        for result in _results(items, results, executor.ordered or streaming, progress):
             for line in result.lines:
                 log(line)
             for stage, seconds in result.stage_seconds.items():

@@ -14,15 +14,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import REPO, run_cli, synthetic_corpus
-from sqlalchemy import select
+from conftest import REPO, db_tables, run_cli, synthetic_corpus
 
 from engine.config import ConfigError, Settings
 from engine.executor import Executor, ExecutorUnavailable, LocalExecutor, get_executor, worker_device
-from engine.store import Database, open_object_store
-from engine.store.schema import ALL_MODELS, Face, Frame, Run
+from engine.store import open_object_store
 
 #: Short runs: a frame every 2 s, on the CPU. One torch thread everywhere, as in each Ray actor: with other thread
 #: counts CPU kernels sum in another order and floats differ in their last bits (embeddings by ~1e-4, so landmarks
@@ -115,46 +112,8 @@ def uninterrupted(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return work
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tobytes()
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _plain(v)) for k, v in value.items()))
-    return value
-
-
-#: Columns that differ between equal runs by design: autoincrement ids, run ids and timestamps.
-VOLATILE = {"id", "run_id", "created_at", "ingested_at"}
-
-
 def _tables(work: Path) -> dict[str, list[tuple]]:
-    """Every table but ``runs`` as sorted rows without volatile columns; frame and face ids are replaced by their
-    natural keys ((video, frame index), (video, frame index, face index)), which do not depend on insert order."""
-    db = Database(f"sqlite:///{work / 'engine.db'}")
-    out = {}
-    with db.engine.connect() as conn:
-        frames = {r.id: (r.video_sha256, r.frame_index) for r in conn.execute(select(Frame.__table__))}
-        faces = {r.id: (*frames[r.frame_id], r.face_index) for r in conn.execute(select(Face.__table__))}
-        natural = {"frame_id": frames, "face_id": faces}
-        for model in ALL_MODELS:
-            if model is Run:
-                continue
-            table = model.__table__
-            rows = []
-            for r in conn.execute(select(table)):
-                m = r._mapping
-                rows.append(
-                    tuple(
-                        (c.name, natural[c.name][m[c]] if c.name in natural else _plain(m[c]))
-                        for c in table.columns
-                        if c.name not in VOLATILE
-                    )
-                )
-            out[table.name] = sorted(rows, key=repr)
-    db.dispose()
-    return out
+    return db_tables(work)[0]
 
 
 def _objects(work: Path) -> dict[str, bytes]:
