@@ -2,10 +2,10 @@
 
 The networks are written in torch (``engine.models``) and torch runs them everywhere. On a CPU, ONNX Runtime runs
 the same graphs, exported once at load (:mod:`engine.onnx_export`), with its fused convolution + activation kernels:
-measured on the project's 2-core Xeon (``benchmarks/RESULTS.md``), RetinaFace at 360×640 took 19 instead of 33
-CPU-ms per frame and the face ResNet 5.4 instead of 8.3 per face, with outputs equal to torch's within 3e-5. On a
-GPU the frames stay on the device, so ONNX Runtime's CPU provider is never used there; TensorRT is used for the
-detector when it is installed (:mod:`engine.tensorrt`).
+on the project's 2-core Xeon (``benchmarks/test_backends_bench.py``, one thread) RetinaFace took 22.9 instead of
+25.4 CPU-ms per 720×1280 frame and the face ResNet 4.2 instead of 5.5 per face, with the same detections and
+descriptors. On a GPU the frames stay on the device, so ONNX Runtime's CPU provider is never used there; TensorRT
+is used for the detector when it is installed (:mod:`engine.tensorrt`).
 
 ``auto`` picks ONNX Runtime on a CPU when it is installed and the network runs in fp32 (bf16 stays in torch's
 oneDNN), TensorRT on CUDA when it is installed, torch otherwise.

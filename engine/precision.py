@@ -3,11 +3,11 @@
 ``fp32`` is the reference: the golden-file and dlib parity tests hold in it, and on a CPU it is also what runs
 fastest here, through ONNX Runtime (``engine.backends``). ``auto`` is fp16 on a CUDA GPU (tensor cores) for both
 networks and fp32 elsewhere, so CPU results are the same on every machine. ``bf16`` is there for the embedder on
-CPUs with AMX or AVX-512 BF16 units, where oneDNN runs it in 3.3 instead of 5.4 CPU-ms per face (measured on the
-project's Xeon); descriptors then move by about 0.015 (``tests/test_precision.py``; the same-person threshold is
-0.6). It is not offered for the detector on CPUs by ``auto`` for a stronger reason: in bf16 its box and landmark
-regressions lose whole pixels (up to 21 px on landmarks on the bench corpus) and faces near the threshold come and
-go.
+CPUs with AMX or AVX-512 BF16 units, where oneDNN runs it in 1.8 instead of 4.2 CPU-ms per face (ONNX Runtime,
+fp32), measured on the project's Xeon by ``benchmarks/test_backends_bench.py``; descriptors then move by up to 0.034
+(the same-person threshold is 0.6; ``tests/test_precision.py`` bounds it). The detector is not run in bf16 on CPUs:
+its box and landmark regressions lose whole pixels (up to 21 px on landmarks on the bench corpus) and faces near
+the threshold come and go.
 """
 
 from __future__ import annotations
