@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain: "[env ENGINE_X; default y]" must not be read as rich markup (and vanish).
+    rich_markup_mode=None,
 )
 weights_app = typer.Typer(
     help="Model weights: list what the manifest needs, pull what is missing.", no_args_is_help=True
