@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .backends import OrtForward, resolve_backend
+from .backends import OrtForward, maybe_compiled, resolve_backend
 from .faces import Detections
 from .models.dlib_resnet import load_dlib_resnet
 from .precision import resolve_precision
@@ -286,13 +286,14 @@ class FaceEmbedder:
             from .onnx_export import dlib_resnet_onnx
 
             self._ort = OrtForward(dlib_resnet_onnx(self.model))
+        self._torch = maybe_compiled(self.model, self.device)
 
     @torch.inference_mode()
     def embed_chips(self, chips: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Descriptors ``[F, 128]`` of float or uint8 chips, ``batch`` chips per network call (default: 64 on a GPU,
         :data:`CPU_CHIP_BATCH` on a CPU, where larger calls only outgrow the caches)."""
         batch = batch or (64 if self.device.type == "cuda" else CPU_CHIP_BATCH)
-        net = (lambda c: self._ort(c.to(torch.float32))[0]) if self._ort is not None else self.model
+        net = (lambda c: self._ort(c.to(torch.float32))[0]) if self._ort is not None else self._torch
         out = [net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
 

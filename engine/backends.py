@@ -74,3 +74,36 @@ class OrtForward:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = self.session.run(None, {self.input: x.detach().to(torch.float32).contiguous().numpy()})
         return tuple(torch.from_numpy(o) for o in outs)
+
+
+class CompiledForward:
+    """``torch.compile(model, mode="reduce-overhead")`` (Inductor kernels replayed as CUDA graphs), falling back to
+    the eager network for good, with one log line, if compiling or running the compiled graph fails.
+
+    Opt-in with ``ENGINE_COMPILE=1`` on CUDA only: it has never run on a GPU here (none was lent to this project), and
+    every new batch shape costs a compilation, so whether it pays has still to be measured.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.compiled: Callable[..., object] | None = torch.compile(model, mode="reduce-overhead")
+
+    def __call__(self, x: torch.Tensor) -> object:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # noqa: BLE001 - any failure: run eager from now on, and say why once
+                import logging
+
+                logging.getLogger(__name__).warning("torch.compile failed (%s): running the network eagerly", exc)
+                self.compiled = None
+        return self.model(x)
+
+
+def maybe_compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], object]:
+    """``model`` itself, or a :class:`CompiledForward` of it on CUDA when ``ENGINE_COMPILE=1``."""
+    import os
+
+    if device.type == "cuda" and os.environ.get("ENGINE_COMPILE", "0") == "1":
+        return CompiledForward(model)
+    return model

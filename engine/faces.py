@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.ops import batched_nms
 
-from .backends import Forward, OrtForward, resolve_backend
+from .backends import Forward, OrtForward, maybe_compiled, resolve_backend
 from .models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
 from .precision import resolve_precision
 from .runtime import tune_allocator
@@ -228,6 +228,7 @@ class FaceDetector:
 
             self._ort = OrtForward(retinaface_onnx(self.model))
         self._plans: dict[tuple[int, int], Forward | None] = {}
+        self._torch = maybe_compiled(self.model, self.device)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The network on a preprocessed batch, through the chosen backend. TensorRT engines are built once per
@@ -244,7 +245,7 @@ class FaceDetector:
             plan = self._plans[size]
             if plan is not None:
                 return plan(x)
-        return self.model(x)
+        return self._torch(x)
 
     @torch.inference_mode()
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -119,3 +119,24 @@ def test_allocator_tuning_once_and_switchable(monkeypatch: pytest.MonkeyPatch) -
     expected = platform.libc_ver()[0] == "glibc"
     assert runtime.tune_allocator() is expected
     assert runtime.tune_allocator() is expected  # once per process: the second call only reports
+
+
+def test_compile_is_cuda_only_and_falls_back_to_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine.backends import CompiledForward, maybe_compiled
+
+    model = torch.nn.Linear(4, 2)
+    monkeypatch.setenv("ENGINE_COMPILE", "1")
+    assert maybe_compiled(model, torch.device("cpu")) is model
+    wrapped = CompiledForward(model)
+
+    def broken(_x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no compiler")
+
+    wrapped.compiled = broken
+    x = torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="engine.backends"):
+        assert torch.equal(wrapped(x), model(x)) and torch.equal(wrapped(x), model(x))
+    assert wrapped.compiled is None
+    assert len([r for r in caplog.records if "torch.compile failed" in r.message]) == 1
