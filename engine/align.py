@@ -293,7 +293,7 @@ class FaceEmbedder:
         """Descriptors ``[F, 128]`` of float or uint8 chips, ``batch`` chips per network call (default: 64 on a GPU,
         :data:`CPU_CHIP_BATCH` on a CPU, where larger calls only outgrow the caches)."""
         batch = batch or (64 if self.device.type == "cuda" else CPU_CHIP_BATCH)
-        net = (lambda c: self._ort(c.to(torch.float32))[0]) if self._ort is not None else self._torch
+        net = (lambda c: self._ort(c)[0]) if self._ort is not None else self._torch  # OrtForward casts to fp32
         out = [net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
 

@@ -14,6 +14,8 @@ oneDNN), TensorRT on CUDA when it is installed, torch otherwise.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 from collections.abc import Callable
 
 import torch
@@ -93,8 +95,6 @@ class CompiledForward:
             try:
                 return self.compiled(x)
             except Exception as exc:  # noqa: BLE001 - any failure: run eager from now on, and say why once
-                import logging
-
                 logging.getLogger(__name__).warning("torch.compile failed (%s): running the network eagerly", exc)
                 self.compiled = None
         return self.model(x)
@@ -102,8 +102,6 @@ class CompiledForward:
 
 def maybe_compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], object]:
     """``model`` itself, or a :class:`CompiledForward` of it on CUDA when ``ENGINE_COMPILE=1``."""
-    import os
-
     if device.type == "cuda" and os.environ.get("ENGINE_COMPILE", "0") == "1":
         return CompiledForward(model)
     return model

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 
 from . import decode
-from .align import align_chips
 from .analyze import FaceModels, FaceSettings
 from .config import Settings, parse_challenge
 from .faces import Detections, resize_like_cv2
@@ -167,8 +166,7 @@ def _detect(models: FaceModels, frames: torch.Tensor) -> Detections:
 
 def _embed(models: FaceModels, frames: torch.Tensor, det: Detections) -> torch.Tensor:
     """Alignment + embedding exactly as the pipeline calls them."""
-    dev = models.embedder.device
-    return models.embedder.embed_chips(align_chips(frames.to(dev), det.to(dev)))
+    return models.embedder.embed(frames, det)
 
 
 def _naive(models: FaceModels, frames: torch.Tensor) -> int:
