@@ -3,7 +3,7 @@
 torch's CPU tensors come from ``malloc``. glibc serves blocks above its mmap threshold (128 KiB at start, raised
 only as blocks are freed) with fresh ``mmap``s and gives them back on ``free``, so each new frame batch, activation
 or chip tensor of a few MiB is paid again in page faults: on the VMs this project runs on a fault costs a few
-microseconds, and converting one 720×1280 frame to float spent more time faulting than converting. Fixing the
+microseconds, a cost paid for every megabyte of every new tensor. Fixing the
 threshold at its maximum (32 MiB) and raising the trim threshold keeps such blocks in the heap for reuse; the
 memory kept is what the run's peak already needed, so the resident size stays flat across a run.
 
