@@ -176,58 +176,11 @@ def synthetic_corpus(out: Path, **kwargs: object) -> Path:
     return build_corpus(out, **kwargs)
 
 
-#: Columns that differ between equal runs by design: autoincrement ids, run ids and timestamps.
-VOLATILE = {"id", "run_id", "created_at", "ingested_at"}
-
-
-def _plain(value: object) -> object:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tobytes()
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _plain(v)) for k, v in value.items()))
-    return value
-
-
 def db_tables(
     work: Path, apart: Mapping[str, Collection[str]] | None = None
 ) -> tuple[dict[str, list[tuple]], dict[tuple, object]]:
-    """A run's SQLite tables (``work/engine.db``) for comparing runs: every table but ``runs`` as sorted rows without
-    volatile columns, frame and face ids replaced by their natural keys ((video, frame index), (video, frame index,
-    face index)), which do not depend on insert order. Columns named in ``apart`` (per table) are left out of the
-    rows and returned separately, by (table, natural key, column), for comparisons within a tolerance."""
-    from sqlalchemy import select
+    """A run's tables for comparing runs (``benchmarks/run_dump.db_tables``: the same dump the layout check uses)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from run_dump import db_tables as dump
 
-    from engine.store import Database
-    from engine.store.schema import ALL_MODELS, Face, Frame, Run
-
-    apart = apart or {}
-    db = Database(f"sqlite:///{work / 'engine.db'}")
-    exact: dict[str, list[tuple]] = {}
-    loose: dict[tuple, object] = {}
-    with db.engine.connect() as conn:
-        frames = {r.id: (r.video_sha256, r.frame_index) for r in conn.execute(select(Frame.__table__))}
-        faces = {r.id: (*frames[r.frame_id], r.face_index) for r in conn.execute(select(Face.__table__))}
-        natural = {"frame_id": frames, "face_id": faces}
-        for model in ALL_MODELS:
-            if model is Run:
-                continue
-            table = model.__table__
-            aside = apart.get(table.name, ())
-            rows = []
-            for r in conn.execute(select(table)):
-                m = r._mapping
-                row = tuple(
-                    (c.name, natural[c.name][m[c]] if c.name in natural else _plain(m[c]))
-                    for c in table.columns
-                    if c.name not in VOLATILE and c.name not in aside
-                )
-                rows.append(row)
-                key = (*frames[m["frame_id"]], m["face_index"]) if model is Face else row
-                loose.update({(table.name, key, column): m[column] for column in aside})
-            exact[table.name] = sorted(rows, key=repr)
-    db.dispose()
-    return exact, loose
+    return dump(work, apart)

@@ -1,0 +1,165 @@
+"""Dump a run's tables and objects in a canonical form, and compare two dumps: the check that a change of code
+layout changed no result.
+
+A dump holds every table but ``runs`` as rows without volatile columns (ids, run ids, timestamps), frame and face ids
+replaced by their natural keys, and every stored object as its key and sha256. ``digest`` reduces it to one sha256 per
+table and per object list, small enough to commit (``benchmarks/demo_run_digest.json``, made from the code before the
+layout change of issue 12).
+
+Usage:
+    python benchmarks/run_dump.py demo OUT_DIR            # builds the demo corpus, runs it, writes OUT_DIR/digest.json
+    python benchmarks/run_dump.py compare A.json B.json   # exits 1 and names every table/object that differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: Columns that differ between equal runs by design: autoincrement ids, run ids and timestamps.
+VOLATILE = {"id", "run_id", "created_at", "ingested_at"}
+
+
+def _plain(value: object) -> object:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tobytes()
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _plain(v)) for k, v in value.items()))
+    return value
+
+
+def db_tables(
+    work: Path, apart: Mapping[str, Collection[str]] | None = None
+) -> tuple[dict[str, list[tuple]], dict[tuple, object]]:
+    """A run's SQLite tables (``work/engine.db``) for comparing runs: every table but ``runs`` as sorted rows without
+    volatile columns, frame and face ids replaced by their natural keys ((video, frame index), (video, frame index,
+    face index)), which do not depend on insert order. Columns named in ``apart`` (per table) are left out of the
+    rows and returned separately, by (table, natural key, column), for comparisons within a tolerance."""
+    from sqlalchemy import create_engine, select
+
+    from engine.store.schema import ALL_MODELS, Face, Frame, Run
+
+    apart = apart or {}
+    engine = create_engine(f"sqlite:///{work / 'engine.db'}")
+    exact: dict[str, list[tuple]] = {}
+    loose: dict[tuple, object] = {}
+    with engine.connect() as conn:
+        frames = {r.id: (r.video_sha256, r.frame_index) for r in conn.execute(select(Frame.__table__))}
+        faces = {r.id: (*frames[r.frame_id], r.face_index) for r in conn.execute(select(Face.__table__))}
+        natural = {"frame_id": frames, "face_id": faces}
+        for model in ALL_MODELS:
+            if model is Run:
+                continue
+            table = model.__table__
+            aside = apart.get(table.name, ())
+            rows = []
+            for r in conn.execute(select(table)):
+                m = r._mapping
+                row = tuple(
+                    (c.name, natural[c.name][m[c]] if c.name in natural else _plain(m[c]))
+                    for c in table.columns
+                    if c.name not in VOLATILE and c.name not in aside
+                )
+                rows.append(row)
+                key = (*frames[m["frame_id"]], m["face_index"]) if model is Face else row
+                loose.update({(table.name, key, column): m[column] for column in aside})
+            exact[table.name] = sorted(rows, key=repr)
+    engine.dispose()
+    return exact, loose
+
+
+def object_hashes(objects: Path) -> dict[str, str]:
+    """Every file under a local object store, by key, as its sha256."""
+    return {
+        p.relative_to(objects).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(objects.rglob("*"))
+        if p.is_file()
+    }
+
+
+def digest(work: Path, root: Path | None = None) -> dict[str, object]:
+    """One sha256 (and a row count) per table, one per object prefix, over a run's work folder. ``root`` (where
+    the corpus was built) is written as ``<root>`` in the rows, so that runs from different folders compare."""
+    tables, _ = db_tables(work)
+    out: dict[str, object] = {}
+    for name, rows in tables.items():
+        text = repr(rows) if root is None else repr(rows).replace(str(root), "<root>")
+        out[f"table {name}"] = {"rows": len(rows), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    objects = object_hashes(work / "objects")
+    prefixes = sorted({key.split("/", 1)[0] for key in objects})
+    for prefix in prefixes:
+        mine = {k: v for k, v in objects.items() if k.split("/", 1)[0] == prefix}
+        blob = json.dumps(mine, sort_keys=True).encode()
+        out[f"objects {prefix}"] = {"files": len(mine), "sha256": hashlib.sha256(blob).hexdigest()}
+    return out
+
+
+def run_demo(out: Path) -> Path:
+    """Build the demo corpus under ``out`` (as ``make run`` does) and run every stage on it, on the CPU."""
+    out = out.resolve()
+    corpus = out / "corpus"
+    env = {**os.environ, "ENGINE_RUNS_DIR": str(out / "runs")}
+    if not (corpus / "challenge.toml").exists():
+        subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "make_corpus.py"), str(corpus), "--name", "demo", "--logo-auto"],
+            check=True,
+            env=env,
+        )
+    subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "run", "--challenge", str(corpus / "challenge.toml"), "--runtype",
+         "prod", "--device", "cpu"],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
+    return out / "runs" / "demo"
+
+
+def compare(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
+    """The entries where two digests differ, one line each."""
+    return [
+        f"{key}: {a.get(key)} != {b.get(key)}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    demo = sub.add_parser("demo", help="build and run the demo corpus, write OUT/digest.json")
+    demo.add_argument("out", type=Path)
+    demo.add_argument("--against", type=Path, help="a digest to compare with (exit 1 when they differ)")
+    cmp_ = sub.add_parser("compare", help="compare two digests")
+    cmp_.add_argument("a", type=Path)
+    cmp_.add_argument("b", type=Path)
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    if args.verb == "demo":
+        work = run_demo(args.out)
+        result = digest(work, args.out.resolve())
+        (args.out / "digest.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"digest written to {args.out / 'digest.json'}")
+        if args.against is None:
+            return 0
+        reference = json.loads(args.against.read_text())
+    else:
+        result, reference = json.loads(args.a.read_text()), json.loads(args.b.read_text())
+    differences = compare(reference, result)
+    for line in differences:
+        print("differs  " + line)
+    print("identical" if not differences else f"{len(differences)} difference(s)")
+    return 1 if differences else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
