@@ -120,12 +120,12 @@ def run(
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
     A run killed half-way is resumed by running it again: videos already committed are skipped."""
-    from engine.config import ConfigError, Settings, load_challenge
-    from engine.executor import ExecutorUnavailable, get_executor
-    from engine.pipeline import run_challenge
+    from engine.config.settings import ConfigError, Settings, load_challenge
+    from engine.inference.weights import WeightError
+    from engine.pipeline.executor import ExecutorUnavailable, get_executor
+    from engine.pipeline.run import run_challenge
     from engine.sources import SourceError
     from engine.store import StoreUnreachable
-    from engine.weights import WeightError
 
     try:
         ch = load_challenge(challenge)
@@ -196,11 +196,11 @@ def monitor(
 
     from rich.markup import escape
 
-    from engine.config import Settings
-    from engine.monitor import DEFAULT_SETTLE_S, Monitor
-    from engine.people import DEFAULT_MATCH_DISTANCE
+    from engine.apps.monitor import DEFAULT_SETTLE_S, Monitor
+    from engine.apps.people import DEFAULT_MATCH_DISTANCE
+    from engine.config.settings import Settings
+    from engine.inference.weights import WeightError
     from engine.store import StoreUnreachable
-    from engine.weights import WeightError
 
     def emit(alert: dict) -> None:
         try:
@@ -247,8 +247,8 @@ def monitor(
 def _on_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None, work):  # noqa: ANN001, ANN202
     """Call ``work(name, database, object_store)`` on the challenge's stored results, as a run with the same
     options would find them; a bad challenge or an unreachable store ends the command with one clear line."""
-    from engine.config import ConfigError, Settings, load_challenge
-    from engine.pipeline import open_stores
+    from engine.config.settings import ConfigError, Settings, load_challenge
+    from engine.pipeline.run import open_stores
     from engine.store import StoreUnreachable
 
     try:
@@ -271,7 +271,7 @@ def export(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Write every unique face crop labelled with its prompt, individual, video and time."""
-    from engine.export import export_dataset
+    from engine.tools.export import export_dataset
 
     summary = _on_results(
         challenge,
@@ -298,7 +298,7 @@ def report(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Self-contained HTML: a contact sheet per individual, counts per prompt, a timeline per video, stage timings."""
-    from engine.report import write_report
+    from engine.tools.report import write_report
 
     path = _on_results(
         challenge,
@@ -322,7 +322,7 @@ def doctor(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Check FFmpeg, torch/torchcodec, CUDA, weights, database and object store, and say what to fix."""
-    from engine.doctor import run_checks
+    from engine.tools.doctor import run_checks
 
     checks = run_checks(challenge=challenge, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint)
     width = max(len(c.name) for c in checks)
@@ -356,8 +356,8 @@ def align(
 
     Absent prompts (with their best score) and unreadable files go to stderr. A bundled challenge's baseline is
     looked up beside the first video."""
-    from engine.audio import align_files
-    from engine.config import ConfigError, load_challenge, resolve_device
+    from engine.config.settings import ConfigError, load_challenge, resolve_device
+    from engine.prompts import align_files
 
     try:
         ch = load_challenge(challenge)
@@ -406,10 +406,10 @@ def detect(
     device: DeviceOpt = None,
 ) -> None:
     """Detect faces with RetinaFace MobileNet-0.25: boxes, scores and 5 landmarks in original pixels."""
-    from engine.config import ConfigError, resolve_device
-    from engine.faces import FaceDetector
-    from engine.photos import detect_files
-    from engine.weights import WeightError
+    from engine.config.settings import ConfigError, resolve_device
+    from engine.faces.detect import FaceDetector
+    from engine.faces.photos import detect_files
+    from engine.inference.weights import WeightError
 
     try:
         detector = FaceDetector(device=resolve_device(device or "auto"))
@@ -430,11 +430,11 @@ def embed(
 ) -> None:
     """Detect, align and embed faces: each face's box, score, landmarks and 128-d dlib-compatible embedding
     (two faces of one person are under 0.6 apart)."""
-    from engine.align import FaceEmbedder
-    from engine.config import ConfigError, resolve_device
-    from engine.faces import FaceDetector
-    from engine.photos import embed_files
-    from engine.weights import WeightError
+    from engine.config.settings import ConfigError, resolve_device
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import FaceEmbedder
+    from engine.faces.photos import embed_files
+    from engine.inference.weights import WeightError
 
     try:
         dev = resolve_device(device or "auto")
@@ -464,8 +464,9 @@ def _print_results(results: dict, as_json: bool) -> None:
 
 
 def _film_settings(name: str, device: str | None, executor: str | None, ray_address: str | None):  # noqa: ANN202
-    """Device and executor for `label`/`search`, from flags > env > defaults as `run` reads them (engine.config)."""
-    from engine.config import Settings
+    """Device and executor for `label`/`search`, from flags > env > defaults as `run` reads them
+    (engine.config.settings)."""
+    from engine.config.settings import Settings
 
     return Settings.load(name, device=device, executor=executor, ray_address=ray_address)
 
@@ -492,10 +493,10 @@ def label(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
-    from engine.config import ConfigError
-    from engine.decode import DecodeError
-    from engine.executor import ExecutorUnavailable, get_executor
-    from engine.film import LabelError, LabelSettings, label_film
+    from engine.apps.film import LabelError, LabelSettings, label_film
+    from engine.config.settings import ConfigError
+    from engine.media.decode import DecodeError
+    from engine.pipeline.executor import ExecutorUnavailable, get_executor
 
     settings = LabelSettings(interval=interval)
     if threshold is not None:
@@ -533,8 +534,8 @@ def merge(
     device: DeviceOpt = None,
 ) -> None:
     """Merge the shards of a film into the same files a single `label` run writes."""
-    from engine.config import resolve_device
-    from engine.film import LabelError, LabelSettings, load_models, merge
+    from engine.apps.film import LabelError, LabelSettings, load_models, merge
+    from engine.config.settings import resolve_device
 
     try:
         models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
@@ -568,11 +569,11 @@ def search(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Find the person of a reference photo in videos: one MP4 clip per appearance plus metadata JSON."""
-    from engine.config import ConfigError
-    from engine.executor import ExecutorUnavailable, get_executor
-    from engine.people import PeopleError
-    from engine.search import SearchSettings
-    from engine.search import search as run_search
+    from engine.apps.people import PeopleError
+    from engine.apps.search import SearchSettings
+    from engine.apps.search import search as run_search
+    from engine.config.settings import ConfigError
+    from engine.pipeline.executor import ExecutorUnavailable, get_executor
 
     settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=not no_clips)
     try:
@@ -608,13 +609,13 @@ def bench(
     ] = 0.5,
 ) -> None:
     """Time decode, detector, embedder and the full pipeline against peers, in one run on the same sampled frames."""
-    if not videos.is_dir():  # answered before torch loads; engine.bench checks the same for Python callers
+    if not videos.is_dir():  # answered before torch loads; engine.tools.bench checks the same for Python callers
         _fail(f"videos folder not found: {videos}" if not videos.exists() else f"{videos} is not a folder")
     from rich.table import Table
 
-    from engine.bench import DEFAULT_PEERS, BenchError, run_bench, table_rows
-    from engine.config import ConfigError, resolve_device
-    from engine.weights import WeightError
+    from engine.config.settings import ConfigError, resolve_device
+    from engine.inference.weights import WeightError
+    from engine.tools.bench import DEFAULT_PEERS, BenchError, run_bench, table_rows
 
     try:
         result = run_bench(
@@ -654,9 +655,9 @@ def export_onnx(
     opset: Annotated[int, typer.Option("--opset")] = 17,
 ) -> None:
     """Export the detector network to ONNX (dynamic batch, height, width) for onnxruntime / TensorRT."""
+    from engine.inference.onnx_export import export_retinaface
+    from engine.inference.weights import WeightError, resolve
     from engine.models.retinaface import load_retinaface
-    from engine.onnx_export import export_retinaface
-    from engine.weights import WeightError, resolve
 
     try:
         path = export_retinaface(load_retinaface(resolve("retinaface_mnet025")), out_path, opset)
@@ -672,7 +673,7 @@ def export_onnx(
 @weights_app.command("list")
 def weights_list() -> None:
     """Show each weight file of the manifest, where it would be loaded from, and whether its sha256 matches."""
-    from engine import weights
+    from engine.inference import weights
 
     for spec in weights.load_manifest().values():
         st = weights.check(spec)
@@ -685,7 +686,7 @@ def weights_list() -> None:
 @weights_app.command("pull")
 def weights_pull() -> None:
     """Fetch every missing weight file (mirror folder, package, or upstream URL), verifying its sha256."""
-    from engine import weights
+    from engine.inference import weights
 
     missing = 0
     for st in weights.pull():

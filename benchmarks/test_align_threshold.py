@@ -1,4 +1,4 @@
-"""Where the prompt threshold (``engine.audio.DEFAULT_THRESHOLD``) sits, measured on the shared real media only.
+"""Where the prompt threshold (``engine.prompts.DEFAULT_THRESHOLD``) sits, measured on the shared real media only.
 
 2.5 s templates are cut every 0.5 s from the Hamilton song. *Unrelated*: their best NCC anywhere in the shared
 speech recordings (looped to 10 s). *Real*: their NCC at the true place in the song mixed with that speech at 0 dB
@@ -19,8 +19,8 @@ RATE, TEMPLATE_S = 16_000, 2.5
 
 @pytest.mark.slow
 def test_threshold_between_unrelated_and_real_scores() -> None:
-    from engine.audio import DEFAULT_THRESHOLD, normalized_xcorr
-    from engine.decode import decode_audio
+    from engine.media.decode import decode_audio
+    from engine.prompts import DEFAULT_THRESHOLD, normalized_xcorr
 
     song = decode_audio(SHARED / "videos" / "short_hamilton_clip.mp4", RATE).samples
     m = int(TEMPLATE_S * RATE)

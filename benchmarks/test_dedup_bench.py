@@ -39,9 +39,9 @@ def _best_of(fn: Callable[[], object], repeat: int = 3, sync: bool = False) -> f
 
 
 def _crops() -> torch.Tensor:
-    from engine import decode
-    from engine.align import align_chips
-    from engine.faces import FaceDetector
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import align_chips
+    from engine.media import decode
 
     detector = FaceDetector(device="cpu")
     chips = []

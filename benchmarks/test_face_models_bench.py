@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import decode
-from engine.faces import FaceDetector
+from engine.faces.detect import FaceDetector
+from engine.media import decode
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 N_FRAMES = 32
@@ -73,7 +73,7 @@ def test_face_models_vs_face_recognition() -> None:
     assert all(v > 0 for v in ours.values())
 
     # Embedder: the faces our detector found in these frames (cycled to N_FACES), aligned + embedded per batch.
-    from engine.align import FaceEmbedder
+    from engine.faces.embed import FaceEmbedder
 
     emb = FaceEmbedder(device="cpu")
     found = det.detect(frames)
@@ -107,7 +107,7 @@ def test_golden_and_onnx_margins(tmp_path: Path) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from engine.onnx_export import export_retinaface
+    from engine.inference.onnx_export import export_retinaface
 
     det = FaceDetector(device="cpu")
     golden = json.loads((SHARED / "reference" / "retinaface_mnet025_golden.json").read_text())["images"]

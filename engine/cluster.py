@@ -156,7 +156,7 @@ class ClusterSettings:
 
 def cluster_settings(raw: dict) -> ClusterSettings:
     """Read and validate ``[clustering]`` (threshold, floor, manual_breaks); errors name the key at fault."""
-    from .config import ConfigError
+    from engine.config.settings import ConfigError
 
     table = raw.get("clustering", {})
     if not isinstance(table, dict):

@@ -6,7 +6,7 @@ the displayed picture, or in fractions of its width and height when all four are
 ``auto = true``. Detection works on the frames the engine samples anyway: a logo is the part of the picture
 that keeps *sharp edges in the temporal mean* while everything around it changes, so the mean image's edge
 contrast is compared with each pixel's temporal standard deviation. Covering re-encodes the video through
-``engine.decode``, the only module that talks to codecs.
+``engine.media.decode``, the only module that talks to codecs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine import decode
-from engine.config import ConfigError
+from engine.config.settings import ConfigError
+from engine.media import decode
 
 METHODS = decode.COVER_METHODS
 LOGO_KEYS = ("box", "auto", "method")

@@ -96,7 +96,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 def _list_s3(uri: str, endpoint_url: str | None) -> list[SourceItem]:
-    from .store import S3ObjectStore
+    from engine.store import S3ObjectStore
 
     bucket, prefix = _split_s3(uri)
     store = S3ObjectStore(f"s3://{bucket}", endpoint_url)
@@ -116,7 +116,7 @@ def fetch(item: SourceItem, cache_dir: Path, s3_endpoint_url: str | None = None)
     suffix = Path(item.name).suffix.lower() if _is_video_name(item.name) else ".mp4"
     dest = cache_dir / f"{stem}{suffix}"
     if item.kind == "s3":
-        from .store import S3ObjectStore
+        from engine.store import S3ObjectStore
 
         bucket, key = _split_s3(item.uri)
         if not dest.exists():

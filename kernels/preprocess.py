@@ -1,6 +1,6 @@
 """The detector's input in one pass: bilinear resize + pad + RGB→BGR + mean subtraction (+ fp16), uint8 in.
 
-Plain torch (:func:`engine.faces.preprocess_torch`) makes a float32 copy of the uint8 frames, resizes it
+Plain torch (:func:`engine.faces.detect.preprocess_torch`) makes a float32 copy of the uint8 frames, resizes it
 (``upsample_bilinear2d``), flips the channels, subtracts the mean, casts and makes the result channels-last: five
 passes over frame-sized tensors. :func:`preprocess` reads each uint8 frame once and writes the network's input once,
 already channels-last, optionally padded to a batch shape.
@@ -172,7 +172,7 @@ def available(device: str | torch.device) -> bool:
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """The resized size, as ``engine.faces.resize_like_cv2`` computes it (Python's round, at least 1)."""
+    """The resized size, as ``engine.faces.detect.resize_like_cv2`` computes it (Python's round, at least 1)."""
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -284,7 +284,7 @@ def preprocess_reference(
     pad_value: float = 0.0,
 ) -> torch.Tensor:
     """Plain torch: the engine's own preprocessing (kernel hooks bypassed), then padded bottom/right."""
-    from engine.faces import preprocess_torch
+    from engine.faces.detect import preprocess_torch
 
     x = preprocess_torch(frames, scale, dtype)
     pad_h, pad_w = padded_size(tuple(x.shape[-2:]), pad_multiple, pad_to)

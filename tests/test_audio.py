@@ -17,7 +17,9 @@ import pytest
 import torch
 from conftest import REPO, run_cli
 
-from engine.audio import (
+from engine.config.settings import ConfigError, Prompt, load_challenge, parse_challenge
+from engine.media.decode import AudioTrack, probe
+from engine.prompts import (
     DEFAULT_THRESHOLD,
     Alignment,
     align_config,
@@ -28,8 +30,6 @@ from engine.audio import (
     prompt_templates,
     score_prompts,
 )
-from engine.config import ConfigError, Prompt, load_challenge, parse_challenge
-from engine.decode import AudioTrack, probe
 
 TOL_S = 0.010  # the acceptance bound on start_s and end_s
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ffmpeg, run_cli
 
-from engine import decode
-from engine.bench import BenchError, bench_videos, check_peers, table_rows
+from engine.media import decode
+from engine.tools.bench import BenchError, bench_videos, check_peers, table_rows
 
 INTERVAL = 1.0
 

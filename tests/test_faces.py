@@ -11,8 +11,8 @@ import torch
 from conftest import run_cli
 from torchvision.ops import box_iou
 
-from engine import decode
-from engine.faces import FaceDetector, unrotate
+from engine.faces.detect import FaceDetector, unrotate
+from engine.media import decode
 
 BOX_TOL, LANDMARK_TOL, SCORE_TOL = 0.5, 1.0, 1e-3
 
@@ -41,7 +41,7 @@ def assert_matches_golden(ours: list[dict], ref: list[dict], key: str) -> None:
 
 
 def test_golden_parity_every_photo_both_scales(detector: FaceDetector, golden: dict, shared_data: Path) -> None:
-    from engine.faces import detections_to_json
+    from engine.faces.detect import detections_to_json
 
     assert len(golden) == 22
     for key, ref in golden.items():
@@ -151,7 +151,7 @@ def test_awkward_images_give_errors_or_results(verb: str, tmp_path: Path, shared
 )
 def test_whole_factor_resize_equals_bilinear(shape: tuple[int, int], scale: float) -> None:
     """The strided pick / 2x2 mean taken for whole factors (from uint8) equals the general bilinear resize."""
-    from engine.faces import resize_like_cv2
+    from engine.faces.detect import resize_like_cv2
 
     h, w = shape
     frames = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.film import LabelError, LabelSettings, label_film, merge
-from engine.shots import shot_ids
+from engine.apps.film import LabelError, LabelSettings, label_film, merge
+from engine.apps.shots import shot_ids
 
 SETTINGS = LabelSettings(interval=0.25)  # every 8th frame of the 30 fps clip: the test stays fast
 FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")

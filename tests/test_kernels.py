@@ -6,7 +6,7 @@ also change every other Triton user there, so the interpreter checks run in a fr
 script (``python tests/test_kernels.py preprocess|phash SHARED_DATA``) with ``TRITON_INTERPRET=1``, printing one JSON
 report that the tests below read. The CUDA tests run the compiled kernels in this process and print timings.
 
-Exactness: the fused preprocessing must equal ``engine.faces.preprocess_torch`` bit for bit (on a CPU torch build
+Exactness: the fused preprocessing must equal ``engine.faces.detect.preprocess_torch`` bit for bit (on a CPU torch build
 without FMA kernels — capability DEFAULT — only within one float32 rounding, see kernels/preprocess.py); the PHash
 kernel must give the very hashes of ``engine.dedup.phash``.
 """
@@ -123,7 +123,8 @@ def test_phash_interpreted_equals_engine(phash_report: dict) -> None:
 
 def test_cpu_paths_never_touch_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU tensors take the plain-torch code whatever the switch says: same function, same bytes."""
-    from engine import dedup, faces
+    from engine import dedup
+    from engine.faces.detect import detect as faces
 
     frames = torch.randint(0, 256, (2, 3, 41, 67), dtype=torch.uint8)
     for switch in ("1", "0"):
@@ -181,7 +182,7 @@ def _cuda_ms(fn, repeat: int = 20) -> float:
 
 @needs_cuda
 def test_cuda_preprocess_equals_torch_and_timing(hamilton: Path) -> None:
-    from engine import decode
+    from engine.media import decode
     from kernels import preprocess as kp
 
     frames = next(decode.sample_frames(hamilton, 0.5, chunk=8)).frames.cuda()  # channels-last, as decoded
@@ -207,8 +208,8 @@ def test_cuda_preprocess_equals_torch_and_timing(hamilton: Path) -> None:
 
 @needs_cuda
 def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
-    from engine import decode
     from engine.dedup import phash_torch
+    from engine.media import decode
     from kernels import phash as kph
 
     gen = torch.Generator().manual_seed(1)
@@ -230,7 +231,8 @@ def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
 
 @needs_cuda
 def test_cuda_hooks_and_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import dedup, faces
+    from engine import dedup
+    from engine.faces.detect import detect as faces
 
     frames = torch.randint(0, 256, (2, 3, 200, 300), dtype=torch.uint8).cuda()
     called = []
@@ -286,7 +288,7 @@ def _nhwc_formula(frames: torch.Tensor, scale: float) -> np.ndarray:
 
 
 def _check_preprocess(shared_data: Path) -> dict:
-    from engine import decode
+    from engine.media import decode
     from kernels import preprocess as kp
 
     cases = []
@@ -359,10 +361,10 @@ def _check_preprocess(shared_data: Path) -> dict:
 def _check_phash(shared_data: Path) -> dict:
     import torch.nn.functional as F
 
-    from engine import decode
-    from engine.align import align_chips
     from engine.dedup import hashes_to_hex, phash_reference
-    from engine.faces import FaceDetector
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import align_chips
+    from engine.media import decode
     from kernels import phash as kph
 
     cases = []

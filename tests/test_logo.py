@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import decode, logo
-from engine.config import ConfigError, parse_challenge
+from engine import logo
+from engine.config.settings import ConfigError, parse_challenge
 from engine.logo import LogoBox, LogoSettings
+from engine.media import decode
 
 # Where the "WH.GOV" logo of the shared Hamilton clip is (640 x 360): the static blue square, measured on the
 # temporal mean of its sampled frames (bluish pixels: columns 576..607, rows 18..49).

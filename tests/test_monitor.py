@@ -22,11 +22,11 @@ import pytest
 import torch
 from conftest import REPO, ffmpeg, free_port, run_cli
 
-from engine.analyze import FaceModels, VideoFaces
-from engine.config import Settings, resolve_device
+from engine.apps.monitor import Monitor, alert_payload, check_source, is_settled, nearest_faces, post_json
+from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, PeopleError, load_people
+from engine.config.settings import Settings, resolve_device
+from engine.faces.batching import FaceModels, VideoFaces
 from engine.hashing import sha256_file
-from engine.monitor import Monitor, alert_payload, check_source, is_settled, nearest_faces, post_json
-from engine.people import DEFAULT_MATCH_DISTANCE, People, PeopleError, load_people
 from engine.store import Database, StoreUnreachable
 from engine.store.objects import alert_key
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import decode
-from engine.align import FaceEmbedder, align_chips
-from engine.backends import onnxruntime_available, resolve_backend
-from engine.faces import FaceDetector
-from engine.precision import cpu_has_fast_bf16, resolve_precision
+from engine.faces.detect import FaceDetector
+from engine.faces.embed import FaceEmbedder, align_chips
+from engine.inference.backends import onnxruntime_available, resolve_backend
+from engine.inference.precision import cpu_has_fast_bf16, resolve_precision
+from engine.media import decode
 
 
 def test_resolve_precision() -> None:
@@ -47,13 +47,13 @@ def test_bf16_embedder_keeps_people_apart(shared_data: Path) -> None:
 
 
 def test_tensorrt_falls_back_to_torch_and_says_so_once(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    from engine import tensorrt
+    from engine.inference import tensorrt
 
     if tensorrt.available():
         pytest.skip("tensorrt is installed here: the fallback is not what runs")
     model = torch.nn.Conv2d(3, 3, 1)
     assert tensorrt.detector_forward(model, torch.device("cpu"), 64, 64, 8, tmp_path) is None
-    with caplog.at_level(logging.WARNING, logger="engine.tensorrt"):
+    with caplog.at_level(logging.WARNING, logger="engine.inference.tensorrt"):
         for _ in range(2):
             assert tensorrt.detector_forward(model, torch.device("cuda"), 64, 64, 8, tmp_path) is None
     said = [r.message for r in caplog.records if "tensorrt" in r.message.lower()]
@@ -61,7 +61,7 @@ def test_tensorrt_falls_back_to_torch_and_says_so_once(caplog: pytest.LogCapture
 
 
 def test_tensorrt_cache_key_separates_gpus_and_shapes(tmp_path: Path) -> None:
-    from engine.tensorrt import cache_path
+    from engine.inference.tensorrt import cache_path
 
     a = cache_path(tmp_path, "NVIDIA H100", "10.3", 360, 640, 256)
     assert a.parent == tmp_path / "trt" and a.suffix == ".plan"
@@ -109,7 +109,7 @@ def test_onnxruntime_backend_equals_torch(hamilton: Path) -> None:
 def test_allocator_tuning_once_and_switchable(monkeypatch: pytest.MonkeyPatch) -> None:
     import platform
 
-    from engine import runtime
+    from engine.inference import runtime
 
     monkeypatch.setattr(runtime, "_done", None)
     monkeypatch.setenv("ENGINE_MALLOC_TUNE", "0")
@@ -124,7 +124,7 @@ def test_allocator_tuning_once_and_switchable(monkeypatch: pytest.MonkeyPatch) -
 def test_compile_is_cuda_only_and_falls_back_to_eager(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from engine.backends import CompiledForward, maybe_compiled
+    from engine.inference.backends import CompiledForward, maybe_compiled
 
     model = torch.nn.Linear(4, 2)
     monkeypatch.setenv("ENGINE_COMPILE", "1")
@@ -136,7 +136,7 @@ def test_compile_is_cuda_only_and_falls_back_to_eager(
 
     wrapped.compiled = broken
     x = torch.randn(3, 4)
-    with caplog.at_level(logging.WARNING, logger="engine.backends"):
+    with caplog.at_level(logging.WARNING, logger="engine.inference.backends"):
         assert torch.equal(wrapped(x), model(x)) and torch.equal(wrapped(x), model(x))
     assert wrapped.compiled is None
     assert len([r for r in caplog.records if "torch.compile failed" in r.message]) == 1

@@ -16,9 +16,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from engine.decode import probe
-from engine.people import PeopleError
-from engine.search import SearchSettings, appearances, search
+from engine.apps.people import PeopleError
+from engine.apps.search import SearchSettings, appearances, search
+from engine.media.decode import probe
 
 
 @pytest.fixture(scope="module")

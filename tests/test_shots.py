@@ -1,4 +1,4 @@
-"""Shot cuts (engine.shots) against PySceneDetect's ContentDetector and OpenCV, on the shared clips.
+"""Shot cuts (engine.apps.shots) against PySceneDetect's ContentDetector and OpenCV, on the shared clips.
 
 PySceneDetect 0.7 (OpenCV backend) is the reference: its per-frame ``content_val`` comes from its stats file and its
 cuts from ``scenedetect.detect`` with a default ``ContentDetector``. Both decode the same frames as torchcodec (same
@@ -18,8 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import decode
-from engine.shots import (
+from engine.apps.shots import (
     ShotCuts,
     ShotScorer,
     ShotSettings,
@@ -29,6 +28,7 @@ from engine.shots import (
     scene_changes,
     shot_ids,
 )
+from engine.media import decode
 
 DEFAULT = ShotSettings()
 

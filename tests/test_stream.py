@@ -1,4 +1,5 @@
-"""The streaming pipeline: its concurrency helpers (engine/stream.py), frames of several videos packed into model
+"""The streaming pipeline: its concurrency helpers (engine/pipeline/threads.py), frames of several videos packed into
+model
 batches (FaceBatcher), and a run through the streaming path giving the same tables and objects as the sequential
 path on a small corpus with bad files among its videos."""
 
@@ -17,14 +18,14 @@ import pytest
 import torch
 from conftest import db_tables, ffmpeg
 
-from engine import decode
-from engine.analyze import FaceBatcher, FaceModels, VideoFaces, analyze_batches
-from engine.config import ConfigError, Settings, parse_challenge
-from engine.pipeline import RunSummary, batch_frames, packs_videos, run_challenge
+from engine.config.settings import ConfigError, Settings, parse_challenge
+from engine.faces.batching import FaceBatcher, FaceModels, VideoFaces, analyze_batches
+from engine.media import decode
+from engine.pipeline.run import RunSummary, batch_frames, packs_videos, run_challenge
+from engine.pipeline.threads import Flusher, prefetch
 from engine.store import face_key, open_object_store
-from engine.stream import Flusher, prefetch
 
-# --- engine/stream.py --------------------------------------------------------------------------------------------
+# --- engine/pipeline/threads.py ---
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:

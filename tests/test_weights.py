@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import weights
+from engine.inference import weights
 
 RETINA = "mobilenet0.25_Final.pth"
 

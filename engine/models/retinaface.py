@@ -5,7 +5,7 @@ Written here from the paper and from reading the public Pytorch_Retinaface layou
 ``mobilenet0.25_Final.pth`` state dict loads with strict key matching: a MobileNetV1 (width 0.25) body whose three
 stages feed a 3-level FPN, one SSH context module per level, and 1×1 heads giving, per anchor, 2 class logits,
 4 box offsets and 10 landmark offsets. Only network definition and weight loading live here; priors, decoding and
-NMS are in ``engine.faces``.
+NMS are in ``engine.faces.detect``.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .backends import OrtForward, maybe_compiled, resolve_backend
-from .faces import Detections
-from .models.dlib_resnet import load_dlib_resnet
-from .precision import resolve_precision
-from .runtime import tune_allocator
+from engine.faces.detect import Detections
+from engine.inference.backends import OrtForward, maybe_compiled, resolve_backend
+from engine.inference.precision import resolve_precision
+from engine.inference.runtime import tune_allocator
+from engine.models.dlib_resnet import load_dlib_resnet
 
 CHIP_SIZE = 150
 #: RetinaFace's points (image-left eye, image-right eye, nose tip, left and right mouth corner) in chip pixels.
@@ -55,7 +55,7 @@ DLIB_5POINT_TEMPLATE = (
     (74.01123136, 87.77975316),
 )
 _PYRAMID_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
-#: Chips per embedder call on a CPU (see ``engine.faces.CPU_MICRO_BATCH``).
+#: Chips per embedder call on a CPU (see ``engine.faces.detect.CPU_MICRO_BATCH``).
 CPU_CHIP_BATCH = 16
 
 
@@ -265,16 +265,16 @@ class FaceEmbedder:
     def __init__(
         self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", backend: str = "auto"
     ) -> None:
-        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise);
-        ``backend``: see :mod:`engine.backends` (ONNX Runtime on a CPU when installed; torch on a GPU)."""
+        """``precision``: see :mod:`engine.inference.precision` (``fp32``, the reference, unless asked otherwise);
+        ``backend``: see :mod:`engine.inference.backends` (ONNX Runtime on a CPU when installed; torch on a GPU)."""
         if weights is None:
-            from .weights import resolve
+            from engine.inference.weights import resolve
 
             weights = resolve("dlib_resnet_v1")
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
-            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.runtime)
+            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.inference.runtime)
         self.model = load_dlib_resnet(weights, self.device)
         mean = self.model.mean.clone()
         self.model.to(self.dtype).mean = mean  # the input normalisation stays float32 (see DlibResNet.forward)
@@ -283,7 +283,7 @@ class FaceEmbedder:
         self.backend = "torch" if self.backend == "tensorrt" else self.backend
         self._ort: OrtForward | None = None
         if self.backend == "onnxruntime":
-            from .onnx_export import dlib_resnet_onnx
+            from engine.inference.onnx_export import dlib_resnet_onnx
 
             self._ort = OrtForward(dlib_resnet_onnx(self.model))
         self._torch = maybe_compiled(self.model, self.device)

@@ -93,7 +93,7 @@ def check_cuda() -> Check:
 
 
 def check_weights() -> list[Check]:
-    from . import weights
+    from engine.inference import weights
 
     out = []
     for spec in weights.load_manifest().values():
@@ -111,8 +111,8 @@ def check_weights() -> list[Check]:
 
 
 def check_stores(challenge: str, db_url: str | None, store_url: str | None, s3_endpoint_url: str | None) -> list[Check]:
-    from .config import Settings
-    from .store import Database, open_object_store, redact
+    from engine.config.settings import Settings
+    from engine.store import Database, open_object_store, redact
 
     settings = Settings.load(
         challenge, db_url=db_url, store_url=store_url, s3_endpoint_url=s3_endpoint_url, resolve=False

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torchvision.ops import batched_nms
 
-from .backends import Forward, OrtForward, maybe_compiled, resolve_backend
-from .models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
-from .precision import resolve_precision
-from .runtime import tune_allocator
+from engine.inference.backends import Forward, OrtForward, maybe_compiled, resolve_backend
+from engine.inference.precision import resolve_precision
+from engine.inference.runtime import tune_allocator
+from engine.models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
 
 #: Thresholds of the reference evaluation: candidates above CONF_CANDIDATE go to NMS; results keep SCORE_MIN.
 CONF_CANDIDATE = 0.02
@@ -210,21 +210,21 @@ class FaceDetector:
     def __init__(
         self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", backend: str = "auto"
     ) -> None:
-        """``precision``: see :mod:`engine.precision` (``fp32``, the reference, unless asked otherwise);
-        ``backend``: see :mod:`engine.backends` (ONNX Runtime on a CPU, TensorRT on CUDA when installed)."""
+        """``precision``: see :mod:`engine.inference.precision` (``fp32``, the reference, unless asked otherwise);
+        ``backend``: see :mod:`engine.inference.backends` (ONNX Runtime on a CPU, TensorRT on CUDA when installed)."""
         if weights is None:
-            from .weights import resolve
+            from engine.inference.weights import resolve
 
             weights = resolve("retinaface_mnet025")
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
         if self.device.type == "cpu":
-            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.runtime)
+            tune_allocator()  # heavy CPU work ahead: keep large blocks for reuse (engine.inference.runtime)
         self.model = load_retinaface(weights, self.device).to(self.dtype).to(memory_format=torch.channels_last)
         self.backend = resolve_backend(backend, self.device, self.dtype)
         self._ort: OrtForward | None = None
         if self.backend == "onnxruntime":
-            from .onnx_export import retinaface_onnx
+            from engine.inference.onnx_export import retinaface_onnx
 
             self._ort = OrtForward(retinaface_onnx(self.model))
         self._plans: dict[tuple[int, int], Forward | None] = {}
@@ -232,14 +232,15 @@ class FaceDetector:
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The network on a preprocessed batch, through the chosen backend. TensorRT engines are built once per
-        input size and cached on disk (``engine.tensorrt``); a size whose engine cannot be had runs in torch."""
+        input size and cached on disk (``engine.inference.tensorrt``); a size whose engine cannot be had runs in
+        torch."""
         if self._ort is not None:
             return self._ort(x)
         if self.backend == "tensorrt" and x.shape[0] <= TRT_MAX_BATCH:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             if size not in self._plans:
-                from .tensorrt import detector_forward
-                from .weights import weights_dir
+                from engine.inference.tensorrt import detector_forward
+                from engine.inference.weights import weights_dir
 
                 self._plans[size] = detector_forward(self.model, self.device, *size, TRT_MAX_BATCH, weights_dir())
             plan = self._plans[size]

@@ -12,7 +12,8 @@ In this process the videos stream by default (``stream_videos``): a decoding thr
 videos, this thread runs the models (on a GPU, on batches packed across videos), and a flushing thread finishes and
 stores the previous ones, all joined by bounded queues, so memory stays flat however many videos a run has.
 ``--no-stream`` (``Settings.stream``) runs each video through ``process_video``, one stage after another, as Ray
-actors (``engine.executor``) always do. The per-video stages are the same functions on every path (``prepare_video``,
+actors (``engine.pipeline.executor``) always do. The per-video stages are the same functions on every path
+(``prepare_video``,
 ``video_frames`` + ``FaceBatcher``, ``finish_video``, ``flush_video``), and every video commits its own rows in one
 transaction.
 """
@@ -33,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import decode
-from .analyze import (
+from engine.cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
+from engine.config.settings import Challenge, ConfigError, Settings
+from engine.dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
+from engine.faces.batching import (
     ROTATIONS_TRIED,
     FaceBatcher,
     FaceModels,
@@ -44,18 +47,16 @@ from .analyze import (
     assign_tracks,
     face_settings,
 )
-from .audio import PromptTemplates, align_config, baseline_templates, find_prompts
-from .cluster import ClusterSettings, cluster_settings, group_tracks, similar_pairs, track_means
-from .config import Challenge, ConfigError, Settings
-from .decode import FrameBatch
-from .dedup import duplicates_to_remove, hash_to_hex, hex_to_hashes
-from .executor import Executor, LocalExecutor, worker_device
-from .hashing import sha256_file
-from .logo import LogoSettings, cover_logo, logo_box, logo_settings
-from .runtime import share_malloc_arenas
-from .sources import FetchError, SourceItem, fetch, list_sources
-from .store import Database, ObjectStore, face_key, frame_key, open_object_store, redact, video_key
-from .stream import Flusher, prefetch
+from engine.hashing import sha256_file
+from engine.inference.runtime import share_malloc_arenas
+from engine.logo import LogoSettings, cover_logo, logo_box, logo_settings
+from engine.media import decode
+from engine.media.decode import FrameBatch
+from engine.pipeline.executor import Executor, LocalExecutor, worker_device
+from engine.pipeline.threads import Flusher, prefetch
+from engine.prompts import PromptTemplates, align_config, baseline_templates, find_prompts
+from engine.sources import FetchError, SourceItem, fetch, list_sources
+from engine.store import Database, ObjectStore, face_key, frame_key, open_object_store, redact, video_key
 
 Log = Callable[[str], None]
 
@@ -262,7 +263,7 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
 
 #: Frames per model batch (and decode chunk) when ``Settings.batch_frames`` is 0. A GPU takes a whole batch in one
 #: network call, so bigger is better there; a CPU runs micro-batches of a few frames whatever it is given
-#: (``engine.faces.CPU_MICRO_BATCH``), so small batches cost nothing and keep less memory in flight.
+#: (``engine.faces.detect.CPU_MICRO_BATCH``), so small batches cost nothing and keep less memory in flight.
 GPU_BATCH_FRAMES = 64
 CPU_BATCH_FRAMES = 16
 
@@ -826,7 +827,8 @@ def run_challenge(
 
     In this process (the default executor) with ``settings.stream`` (the default), the videos go through
     :func:`stream_videos`: decoding, models and storage overlap and model batches span videos; without it, each
-    video goes through :func:`process_video` in turn. Both give the same tables. ``executor`` (``engine.executor``)
+    video goes through :func:`process_video` in turn. Both give the same tables. ``executor``
+    (``engine.pipeline.executor``)
     can instead spread the videos over workers: each one builds its own connection, object store and models from a
     picklable :class:`VideoJob` and runs the same :func:`process_video`, so every video's rows still land in one
     transaction. The driver sums the outcomes and
@@ -839,7 +841,7 @@ def run_challenge(
     in_process = executor.kind == "local"
     streaming = in_process and settings.stream
     if streaming:
-        share_malloc_arenas()  # before the models start their threads (engine.runtime)
+        share_malloc_arenas()  # before the models start their threads (engine.inference.runtime)
     db, store = open_stores(settings)
     items = list_sources(videos, settings.s3_endpoint_url)
     if settings.max_videos is not None and len(items) > settings.max_videos:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import decode
-from .analyze import FaceModels, Timer, VideoFaces, analyze_batches
-from .shots import ShotScorer, ShotSettings, find_cuts
+from engine.apps.shots import ShotScorer, ShotSettings, find_cuts
+from engine.faces.batching import FaceModels, Timer, VideoFaces, analyze_batches
+from engine.media import decode
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """TensorRT for the detector, when the ``tensorrt`` package is importable on a CUDA machine; torch otherwise.
 
-The engine is built from the ONNX export (:mod:`engine.onnx_export`) with FP16 enabled and one optimisation profile
+The engine is built from the ONNX export (:mod:`engine.inference.onnx_export`) with FP16 enabled and one optimisation
+profile
 (batch 1..``max_batch`` at the input's height and width), then cached beside the weights under ``trt/``, keyed by
 GPU, TensorRT version and shapes, because a TensorRT plan only runs on the GPU and version it was built for and a
 build takes a minute. When ``tensorrt`` is missing (or the build fails) the detector stays in torch and says so once.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_export import OUTPUT_NAMES, retinaface_onnx
+from engine.inference.onnx_export import OUTPUT_NAMES, retinaface_onnx
 
 log = logging.getLogger(__name__)
 _said: set[str] = set()

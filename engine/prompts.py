@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .config import Challenge, ConfigError, Prompt
-from .decode import AudioTrack, DecodeError, decode_audio
+from engine.config.settings import Challenge, ConfigError, Prompt
+from engine.media.decode import AudioTrack, DecodeError, decode_audio
 
 #: Rate every track is decoded at. Both 44.1 and 48 kHz uploads resample to it, so templates and tracks agree.
 DEFAULT_RATE = 16_000

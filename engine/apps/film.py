@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from .analyze import FaceModels, FaceSettings
-from .cluster import DEFAULT_THRESHOLD, group_tracks, similar_pairs, track_means
-from .people import PeopleError, knn_vote, load_gallery
-from .scan import scan_frames, stride_for
-from .shots import ShotSettings, shot_ids
-from .track import TrackerSettings, track_faces
+from engine.apps.people import PeopleError, knn_vote, load_gallery
+from engine.apps.scan import scan_frames, stride_for
+from engine.apps.shots import ShotSettings, shot_ids
+from engine.cluster import DEFAULT_THRESHOLD, group_tracks, similar_pairs, track_means
+from engine.faces.batching import FaceModels, FaceSettings
+from engine.track import TrackerSettings, track_faces
 
 FORMAT_VERSION = 1
 OUTPUT_FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")
@@ -85,7 +85,7 @@ class ShardSpec:
 
 def plan_shards(film: str | Path, count: int, settings: LabelSettings) -> list[ShardSpec]:
     """The ``count`` shards of a film (by frame number) with their overlaps."""
-    from .decode import probe
+    from engine.media.decode import probe
 
     info = probe(film).video
     total = info.num_frames or 0
@@ -398,7 +398,7 @@ def _cluster(faces: dict[str, torch.Tensor], means: torch.Tensor, n_traj: int, t
 def load_models(device: str, settings: LabelSettings) -> FaceModels:
     """The models a labelling worker holds (picklable entry point for executors; inside a Ray actor the actor's
     own device wins over the driver's)."""
-    from .executor import worker_device
+    from engine.pipeline.executor import worker_device
 
     return FaceModels.load(worker_device(device), settings.faces)
 
@@ -428,7 +428,7 @@ def label_film(
     if gallery is not None and not Path(gallery).is_dir():
         raise LabelError(f"gallery {gallery} is not a folder")
     if executor is None:
-        from .executor import get_executor
+        from engine.pipeline.executor import get_executor
 
         executor = get_executor("local")
     metas = []

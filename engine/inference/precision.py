@@ -1,7 +1,8 @@
 """Which float format the networks run in, per device.
 
 ``fp32`` is the reference: the golden-file and dlib parity tests hold in it, and on a CPU it is also what runs
-fastest here, through ONNX Runtime (``engine.backends``). ``auto`` is fp16 on a CUDA GPU (tensor cores) for both
+fastest here, through ONNX Runtime (``engine.inference.backends``). ``auto`` is fp16 on a CUDA GPU (tensor cores) for
+both
 networks and fp32 elsewhere, so CPU results are the same on every machine. ``bf16`` is there for the embedder on
 CPUs with AMX or AVX-512 BF16 units, where oneDNN runs it in 1.8 instead of 4.2 CPU-ms per face (ONNX Runtime,
 fp32), measured on the project's Xeon by ``benchmarks/test_backends_bench.py``; descriptors then move by up to 0.034

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .hashing import sha256_file
+from engine.hashing import sha256_file
 
-REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
 
 class WeightError(RuntimeError):

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .executor import KINDS as EXECUTORS
+from engine.pipeline.executor import KINDS as EXECUTORS
 
 RUNTYPES = ("test", "prod")
 DEVICES = ("auto", "cpu", "cuda")
@@ -186,7 +186,7 @@ class Settings:
     audio_rate: int = 16_000
     save_frames: bool = False
     force: bool = False
-    executor: str = "local"  # where videos are processed: this process, or Ray actors (engine.executor)
+    executor: str = "local"  # where videos are processed: this process, or Ray actors (engine.pipeline.executor)
     ray_address: str | None = None  # a running Ray cluster; None starts a private local instance
     stream: bool = True  # local executor: decoding, models and storage overlapped (pipeline.stream_videos)
     batch_frames: int = 0  # frames per model batch and decode chunk; 0: automatic (pipeline.batch_frames)

@@ -1,6 +1,6 @@
 """Reference-person search (the seed ``face-tracking``): every appearance of one person as a clip, plus metadata.
 
-Per video, one pass (:func:`engine.scan.scan_frames`) gives shot cuts on every frame and faces on a grid of
+Per video, one pass (:func:`engine.apps.scan.scan_frames`) gives shot cuts on every frame and faces on a grid of
 ``interval`` seconds. Faces are tracked inside shots, and a track is the reference person when its median
 distance to the reference photo's descriptor is under ``threshold`` (dlib's 0.6 by default). Matched samples
 form one *appearance* while they stay in one shot and no more than ``max_gap_s`` apart; each appearance becomes
@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from .analyze import FaceModels, FaceSettings
-from .decode import DecodeError, cut_clip
-from .people import DEFAULT_MATCH_DISTANCE, People, distances, reference_embedding
-from .scan import scan_frames, stride_for
-from .shots import ShotSettings, shot_ids
-from .track import TrackerSettings, track_faces
+from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, distances, reference_embedding
+from engine.apps.scan import scan_frames, stride_for
+from engine.apps.shots import ShotSettings, shot_ids
+from engine.faces.batching import FaceModels, FaceSettings
+from engine.media.decode import DecodeError, cut_clip
+from engine.track import TrackerSettings, track_faces
 
 Log = Callable[[str], None]
 
@@ -105,7 +105,7 @@ def search_video(
 ) -> dict[str, Any]:
     """Find the reference person in one video; write its clips and ``<stem>.json`` under ``out``."""
     out, video = Path(out), Path(video)
-    from .decode import probe
+    from engine.media.decode import probe
 
     info = probe(video)
     fps = info.video.fps
@@ -174,7 +174,7 @@ def search_video(
 
 
 def _setup(device: str, settings: SearchSettings, reference: str) -> tuple[FaceModels, Reference]:
-    from .executor import worker_device
+    from engine.pipeline.executor import worker_device
 
     models = FaceModels.load(worker_device(device), settings.faces)
     return models, load_reference(reference, models)
@@ -205,7 +205,7 @@ def search(
     """
     settings = settings or SearchSettings()
     if executor is None:
-        from .executor import get_executor
+        from engine.pipeline.executor import get_executor
 
         executor = get_executor("local")
     results = []

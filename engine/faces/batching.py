@@ -18,12 +18,12 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from . import decode
-from .align import FaceEmbedder, align_chips
-from .config import Challenge, ConfigError
-from .dedup import phash
-from .faces import FaceDetector
-from .track import TrackerSettings, split_track, track_faces
+from engine.config.settings import Challenge, ConfigError
+from engine.dedup import phash
+from engine.faces.detect import FaceDetector
+from engine.faces.embed import FaceEmbedder, align_chips
+from engine.media import decode
+from engine.track import TrackerSettings, split_track, track_faces
 
 ROTATIONS_TRIED = [0, 90, 270]
 Timer = Callable[[str], AbstractContextManager[None]]
@@ -71,7 +71,7 @@ class FaceModels:
     @classmethod
     def load(cls, device: str, settings: FaceSettings | None = None, precision: str = "auto") -> FaceModels:
         """Both networks on ``device``: fp16 on a GPU, fp32 on a CPU (through ONNX Runtime where installed) by
-        default; see ``engine.precision`` and ``engine.backends``."""
+        default; see ``engine.inference.precision`` and ``engine.inference.backends``."""
         return cls(
             FaceDetector(device=device, precision=precision),
             FaceEmbedder(device=device, precision=precision),

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import decode
+from engine.media import decode
 
 #: OpenCV's fixed-point precision for 8-bit RGB→HSV (``hsv_shift`` in its colour code).
 _HSV_SHIFT = 12

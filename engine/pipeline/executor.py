@@ -42,7 +42,7 @@ def worker_device(requested: str = "cpu") -> str:
     """
     if _WORKER_GPU is None:
         if requested == "auto":
-            from .config import resolve_device
+            from engine.config.settings import resolve_device
 
             return resolve_device(requested)
         return requested

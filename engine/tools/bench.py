@@ -12,7 +12,7 @@ allocator growth, oneDNN primitive creation or dlib's lazy set-up are excluded f
 2. **detector only**: the pipeline's call (``detect_with_rotation`` at the challenge's long side, batched as decode
    delivers them), on the decoded frames;
 3. **embedder only**: alignment + embedding (``align_chips`` + ``embed_chips``, batched) of the faces found in 2;
-4. **full pipeline**: :func:`engine.pipeline.run_challenge` into a throw-away SQLite database and local object store
+4. **full pipeline**: :func:`engine.pipeline.run.run_challenge` into a throw-away SQLite database and local object store
    in a temporary folder: decode, detect with rotate-and-retry, embed, crops, PHash, tracks, individuals, SQL,
    objects. Its wall time runs from the first video's start (models already loaded) to the run's end; its stage
    times are the run's own ``RunSummary.stage_seconds``. The challenge has no prompts and no logo: audio alignment
@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import decode
-from .analyze import FaceModels, FaceSettings
-from .config import Settings, parse_challenge
-from .faces import Detections, resize_like_cv2
-from .precision import cpu_has_fast_bf16
-from .sources import VIDEO_EXTENSIONS, SourceItem
+from engine.config.settings import Settings, parse_challenge
+from engine.faces.batching import FaceModels, FaceSettings
+from engine.faces.detect import Detections, resize_like_cv2
+from engine.inference.precision import cpu_has_fast_bf16
+from engine.media import decode
+from engine.sources import VIDEO_EXTENSIONS, SourceItem
 
 Log = Callable[[str], None]
 
@@ -277,7 +277,7 @@ def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: 
     """The whole product path, twice: once on the first video (warm-up, its own database), then on every video into a
     fresh SQLite database and local object store. The measured wall time starts when the first video starts (models
     loaded, run row written) and ends when ``run_challenge`` returns (individuals and the run's last row included)."""
-    from .pipeline import run_challenge
+    from engine.pipeline.run import run_challenge
 
     challenge = parse_challenge(BENCH_CHALLENGE)
     quiet: Log = lambda _line: None  # noqa: E731 - per-video notes would only interleave with the benchmark's lines

@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from .export import NO_PROMPT, prompt_at
-from .store import Database, ObjectStore
+from engine.store import Database, ObjectStore
+from engine.tools.export import NO_PROMPT, prompt_at
 
 #: Thumbnails per individual on its contact sheet.
 SHEET_SIZE = 24

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import Database, ObjectStore
+from engine.store import Database, ObjectStore
 
 FORMATS = ("imagefolder", "parquet")
 #: Label of a face seen while no prompt of the challenge plays.

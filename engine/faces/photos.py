@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from .align import FaceEmbedder
-from .decode import DecodeError, load_image
-from .faces import Detections, FaceDetector, detections_to_json
+from engine.faces.detect import Detections, FaceDetector, detections_to_json
+from engine.faces.embed import FaceEmbedder
+from engine.media.decode import DecodeError, load_image
 
 Result = dict[str, list[dict] | dict[str, str]]
 

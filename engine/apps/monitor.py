@@ -35,15 +35,15 @@ from typing import Any
 
 import torch
 
-from . import decode
-from .analyze import FaceModels, VideoFaces, analyze_batches
-from .config import ConfigError, Settings
-from .hashing import sha256_file
-from .people import DEFAULT_MATCH_DISTANCE, People, distances, load_people
-from .pipeline import open_stores
-from .sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
-from .store import Database, ObjectStore
-from .store.objects import alert_key
+from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, distances, load_people
+from engine.config.settings import ConfigError, Settings
+from engine.faces.batching import FaceModels, VideoFaces, analyze_batches
+from engine.hashing import sha256_file
+from engine.media import decode
+from engine.pipeline.run import open_stores
+from engine.sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
+from engine.store import Database, ObjectStore
+from engine.store.objects import alert_key
 
 Log = Callable[[str], None]
 Emit = Callable[[dict[str, Any]], None]
@@ -214,7 +214,7 @@ def check_source(source: str, s3_endpoint_url: str | None = None) -> None:
     """Refuse, before the first poll, a source that cannot be right: a missing local folder or list file, or an
     S3 bucket that does not answer (a typo must not poll nothing forever). An empty folder or prefix is fine."""
     if source.startswith("s3://"):
-        from .store import S3ObjectStore
+        from engine.store import S3ObjectStore
 
         bucket = source[len("s3://") :].split("/", 1)[0]
         try:
