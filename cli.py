@@ -120,7 +120,7 @@ def run(
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
     A run killed half-way is resumed by running it again: videos already committed are skipped."""
-    from engine.config.settings import ConfigError, Settings, load_challenge
+    from engine.config import ConfigError, Settings, load_challenge
     from engine.inference.weights import WeightError
     from engine.pipeline.executor import ExecutorUnavailable, get_executor
     from engine.pipeline.run import run_challenge
@@ -142,7 +142,7 @@ def run(
             ray_address=ray_address,
             stream=stream,
         )
-        source = videos or ch.raw.get("videos")
+        source = videos or ch.videos
         if not source:
             _fail("no videos given: pass --videos FOLDER|URLFILE|s3://... (or set `videos` in the challenge TOML)")
         if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
@@ -198,7 +198,7 @@ def monitor(
 
     from engine.apps.monitor import DEFAULT_SETTLE_S, Monitor
     from engine.apps.people import DEFAULT_MATCH_DISTANCE
-    from engine.config.settings import Settings
+    from engine.config import Settings
     from engine.inference.weights import WeightError
     from engine.store import StoreUnreachable
 
@@ -247,14 +247,13 @@ def monitor(
 def _on_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None, work):  # noqa: ANN001, ANN202
     """Call ``work(name, database, object_store)`` on the challenge's stored results, as a run with the same
     options would find them; a bad challenge or an unreachable store ends the command with one clear line."""
-    from engine.config.settings import ConfigError, Settings, load_challenge
-    from engine.pipeline.run import open_stores
-    from engine.store import StoreUnreachable
+    from engine.config import ConfigError, Settings, load_challenge
+    from engine.store import StoreUnreachable, open_stores
 
     try:
         ch = load_challenge(challenge)
         settings = Settings.load(ch.name, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint, resolve=False)
-        return work(ch.name, *open_stores(settings))
+        return work(ch.name, *open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url))
     except (ConfigError, StoreUnreachable, ValueError) as exc:
         _fail(str(exc))
 
@@ -356,7 +355,7 @@ def align(
 
     Absent prompts (with their best score) and unreadable files go to stderr. A bundled challenge's baseline is
     looked up beside the first video."""
-    from engine.config.settings import ConfigError, load_challenge, resolve_device
+    from engine.config import ConfigError, load_challenge, resolve_device
     from engine.prompts import align_files
 
     try:
@@ -406,7 +405,7 @@ def detect(
     device: DeviceOpt = None,
 ) -> None:
     """Detect faces with RetinaFace MobileNet-0.25: boxes, scores and 5 landmarks in original pixels."""
-    from engine.config.settings import ConfigError, resolve_device
+    from engine.config import ConfigError, resolve_device
     from engine.faces.detect import FaceDetector
     from engine.faces.photos import detect_files
     from engine.inference.weights import WeightError
@@ -430,7 +429,7 @@ def embed(
 ) -> None:
     """Detect, align and embed faces: each face's box, score, landmarks and 128-d dlib-compatible embedding
     (two faces of one person are under 0.6 apart)."""
-    from engine.config.settings import ConfigError, resolve_device
+    from engine.config import ConfigError, resolve_device
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import FaceEmbedder
     from engine.faces.photos import embed_files
@@ -466,7 +465,7 @@ def _print_results(results: dict, as_json: bool) -> None:
 def _film_settings(name: str, device: str | None, executor: str | None, ray_address: str | None):  # noqa: ANN202
     """Device and executor for `label`/`search`, from flags > env > defaults as `run` reads them
     (engine.config.settings)."""
-    from engine.config.settings import Settings
+    from engine.config import Settings
 
     return Settings.load(name, device=device, executor=executor, ray_address=ray_address)
 
@@ -494,8 +493,8 @@ def label(
 ) -> None:
     """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
     from engine.apps.film import LabelError, LabelSettings, label_film
-    from engine.config.settings import ConfigError
-    from engine.media.decode import DecodeError
+    from engine.config import ConfigError
+    from engine.media import DecodeError
     from engine.pipeline.executor import ExecutorUnavailable, get_executor
 
     settings = LabelSettings(interval=interval)
@@ -535,7 +534,7 @@ def merge(
 ) -> None:
     """Merge the shards of a film into the same files a single `label` run writes."""
     from engine.apps.film import LabelError, LabelSettings, load_models, merge
-    from engine.config.settings import resolve_device
+    from engine.config import resolve_device
 
     try:
         models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
@@ -572,7 +571,7 @@ def search(
     from engine.apps.people import PeopleError
     from engine.apps.search import SearchSettings
     from engine.apps.search import search as run_search
-    from engine.config.settings import ConfigError
+    from engine.config import ConfigError
     from engine.pipeline.executor import ExecutorUnavailable, get_executor
 
     settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=not no_clips)
@@ -613,7 +612,7 @@ def bench(
         _fail(f"videos folder not found: {videos}" if not videos.exists() else f"{videos} is not a folder")
     from rich.table import Table
 
-    from engine.config.settings import ConfigError, resolve_device
+    from engine.config import ConfigError, resolve_device
     from engine.inference.weights import WeightError
     from engine.tools.bench import DEFAULT_PEERS, BenchError, run_bench, table_rows
 

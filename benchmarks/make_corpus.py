@@ -157,102 +157,27 @@ def build_corpus(
     Hamilton footage carries a static "WH.GOV" logo).
     """
     challenge_name = name or f"synthetic-{seed}"
-    shared = Path(shared) if shared else shared_data_dir()
-    sound_src = shared / "videos" / "short_hamilton_clip.mp4"
-    pictures = [sound_src, shared / "videos" / "ryan-reynolds.mp4"]
-    voices = [shared / "audio" / "stereo_diarization.wav", shared / "audio" / "hotwords.mp3"]
-    for path in (*pictures, *voices):
-        if not path.is_file():
-            raise FileNotFoundError(f"shared media missing: {path} (set ENGINE_SHARED_DATA)")
+    sound_src, pictures, voices = _shared_media(Path(shared) if shared else shared_data_dir())
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
 
-    baseline = out / "baseline.mp4"
-    _ffmpeg("-i", str(sound_src), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-movflags", "+faststart", str(baseline))  # fmt: skip
+    baseline = _write_baseline(sound_src, out)
     b0 = _audio_start(baseline)
     sounds = {r: _decode_stereo(baseline, r) for r in RATES}
     beds = {r: torch.cat([_decode_stereo(v, r) for v in voices]) for r in RATES}
 
     plans = _plans(seed, n_videos, n_decoys, pictures, max_trim_s)
     truth: dict[str, dict] = {}
-    jobs: list[tuple[_Plan, torch.Tensor, float]] = []
+    jobs: list[tuple[_Plan, _Mix]] = []
     for plan in plans:
-        r = plan.rate
-        sound, bed = sounds[r], beds[r]
-        i_a = round(plan.trim_s * r)
-        i_b = len(sound) - round(plan.end_cut_s * r)
-        kept = sound[i_a:i_b] if not plan.decoy else sound[:0]
-        o = round(plan.offset_s * r) if not plan.decoy else 0
-        total = o + len(kept) + round(plan.tail_s * r)
-        duration = total / r
-        start = round(plan.bed_start * len(bed))
-        reps = math.ceil((start + total) / len(bed))
-        voice = bed.repeat(reps, 1)[start : start + total]
-        voice_gain = 1.0
-        if len(kept):
-            # SNR over the overlap: sound RMS against the voice's RMS on the same samples.
-            voice_gain = _rms(kept) / max(_rms(voice[o : o + len(kept)]), 1e-9) / 10 ** (plan.snr_db / 20)
-        mix = voice * voice_gain
-        mix[o : o + len(kept)] += kept
-        mix *= plan.volume
-        peak = float(mix.abs().max())
-        if peak > PEAK:
-            mix *= PEAK / peak
-        jobs.append((plan, mix, duration))
-
-        kept_from, kept_to = b0 + i_a / r, b0 + i_b / r  # baseline seconds of the kept sound
-        prompts = {}
-        for name, p_start, p_end in PROMPTS:
-            status = "absent" if plan.decoy else _status(p_start, p_end, kept_from, kept_to)
-            where = o / r + (p_start - kept_from)
-            prompts[name] = {
-                "status": status,
-                "start_s": None if status == "absent" else where,
-                "end_s": None if status == "absent" else where + (p_end - p_start),
-            }
-        truth[f"videos/{plan.name}"] = {
-            "picture": plan.picture.name,
-            "decoy": plan.decoy,
-            "duration_s": duration,
-            "sample_rate": r,
-            "snr_db": plan.snr_db,
-            "voice_gain": voice_gain,
-            "volume": plan.volume,
-            "sound_from_s": None if plan.decoy else kept_from,
-            "sound_to_s": None if plan.decoy else kept_to,
-            "trim_start_s": None if plan.decoy else kept_from - b0,
-            "trim_end_s": None if plan.decoy else (len(sound) - i_b) / r,
-            "offset_s": None if plan.decoy else o / r,
-            "prompts": prompts,
-        }
-
-    def encode(job: tuple[_Plan, torch.Tensor, float]) -> None:
-        plan, mix, duration = job
-        _ffmpeg(
-            "-stream_loop", "-1", "-i", str(plan.picture),
-            "-f", "f32le", "-ar", str(plan.rate), "-ac", "2", "-i", "pipe:0",
-            "-map", "0:v:0", "-map", "1:a:0", "-t", f"{duration:.6f}",
-            "-vf", _picture_filter(plan.picture, fps),
-            "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-ar", str(plan.rate), "-movflags", "+faststart",
-            str(out / "videos" / plan.name),
-            stdin=mix.contiguous().numpy().tobytes(),
-        )  # fmt: skip
+        mixed = _mix(plan, sounds[plan.rate], beds[plan.rate])
+        jobs.append((plan, mixed))
+        truth[f"videos/{plan.name}"] = _truth(plan, mixed, len(sounds[plan.rate]), b0)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(encode, jobs))
+        list(pool.map(lambda job: _encode(job[0], job[1], out, fps), jobs))
 
-    prompt_tables = "".join(
-        f'\n[[prompts]]\nname = "{name}"\nstart = {start}\nend = {end}\n' for name, start, end in PROMPTS
-    )
-    challenge = out / "challenge.toml"
-    challenge.write_text(
-        f"# Synthetic prompt-alignment challenge written by benchmarks/make_corpus.py (seed {seed}).\n"
-        f'name = "{challenge_name}"\nbaseline = "baseline.mp4"\nvideos = "videos"\n{prompt_tables}'
-        + ("\n[logo]\nauto = true\n" if logo_auto else ""),
-        encoding="utf-8",
-    )
+    challenge = _write_challenge(out, seed, challenge_name, logo_auto)
     (out / "ground_truth.json").write_text(
         json.dumps(
             {
@@ -265,6 +190,120 @@ def build_corpus(
             },
             indent=2,
         ),
+        encoding="utf-8",
+    )
+    return challenge
+
+
+def _shared_media(shared: Path) -> tuple[Path, list[Path], list[Path]]:
+    """The clip whose sound carries the prompts, the pictures participants film, the voices they talk over."""
+    sound_src = shared / "videos" / "short_hamilton_clip.mp4"
+    pictures = [sound_src, shared / "videos" / "ryan-reynolds.mp4"]
+    voices = [shared / "audio" / "stereo_diarization.wav", shared / "audio" / "hotwords.mp3"]
+    for path in (*pictures, *voices):
+        if not path.is_file():
+            raise FileNotFoundError(f"shared media missing: {path} (set ENGINE_SHARED_DATA)")
+    return sound_src, pictures, voices
+
+
+def _write_baseline(sound_src: Path, out: Path) -> Path:
+    """The baseline: the sound's clip re-encoded (H.264 + AAC at 44.1 kHz)."""
+    baseline = out / "baseline.mp4"
+    _ffmpeg("-i", str(sound_src), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-movflags", "+faststart", str(baseline))  # fmt: skip
+    return baseline
+
+
+@dataclass
+class _Mix:
+    """One video's sound track, and where the kept part of the baseline's sound landed in it (in samples)."""
+
+    samples: torch.Tensor  # float32 [n, 2] at the plan's rate
+    duration: float  # seconds
+    kept_from: int  # first baseline sample kept
+    kept_to: int  # baseline sample after the last one kept
+    offset: int  # video sample where the kept sound starts
+    voice_gain: float
+
+
+def _mix(plan: _Plan, sound: torch.Tensor, bed: torch.Tensor) -> _Mix:
+    """The kept stretch of the sound over a stretch of the looped voices at the plan's SNR, scaled to its volume."""
+    r = plan.rate
+    i_a = round(plan.trim_s * r)
+    i_b = len(sound) - round(plan.end_cut_s * r)
+    kept = sound[i_a:i_b] if not plan.decoy else sound[:0]
+    o = round(plan.offset_s * r) if not plan.decoy else 0
+    total = o + len(kept) + round(plan.tail_s * r)
+    start = round(plan.bed_start * len(bed))
+    reps = math.ceil((start + total) / len(bed))
+    voice = bed.repeat(reps, 1)[start : start + total]
+    voice_gain = 1.0
+    if len(kept):
+        # SNR over the overlap: sound RMS against the voice's RMS on the same samples.
+        voice_gain = _rms(kept) / max(_rms(voice[o : o + len(kept)]), 1e-9) / 10 ** (plan.snr_db / 20)
+    mix = voice * voice_gain
+    mix[o : o + len(kept)] += kept
+    mix *= plan.volume
+    peak = float(mix.abs().max())
+    if peak > PEAK:
+        mix *= PEAK / peak
+    return _Mix(mix, total / r, i_a, i_b, o, voice_gain)
+
+
+def _truth(plan: _Plan, mixed: _Mix, sound_samples: int, b0: float) -> dict:
+    """The ground truth of one video: every random choice, and where each prompt truly plays in it."""
+    r = plan.rate
+    kept_from, kept_to = b0 + mixed.kept_from / r, b0 + mixed.kept_to / r  # baseline seconds of the kept sound
+    prompts = {}
+    for prompt, p_start, p_end in PROMPTS:
+        status = "absent" if plan.decoy else _status(p_start, p_end, kept_from, kept_to)
+        where = mixed.offset / r + (p_start - kept_from)
+        prompts[prompt] = {
+            "status": status,
+            "start_s": None if status == "absent" else where,
+            "end_s": None if status == "absent" else where + (p_end - p_start),
+        }
+    return {
+        "picture": plan.picture.name,
+        "decoy": plan.decoy,
+        "duration_s": mixed.duration,
+        "sample_rate": r,
+        "snr_db": plan.snr_db,
+        "voice_gain": mixed.voice_gain,
+        "volume": plan.volume,
+        "sound_from_s": None if plan.decoy else kept_from,
+        "sound_to_s": None if plan.decoy else kept_to,
+        "trim_start_s": None if plan.decoy else kept_from - b0,
+        "trim_end_s": None if plan.decoy else (sound_samples - mixed.kept_to) / r,
+        "offset_s": None if plan.decoy else mixed.offset / r,
+        "prompts": prompts,
+    }
+
+
+def _encode(plan: _Plan, mixed: _Mix, out: Path, fps: int) -> None:
+    """The participant video: its picture looped and fitted to 720x1280, with the mixed sound piped in."""
+    _ffmpeg(
+        "-stream_loop", "-1", "-i", str(plan.picture),
+        "-f", "f32le", "-ar", str(plan.rate), "-ac", "2", "-i", "pipe:0",
+        "-map", "0:v:0", "-map", "1:a:0", "-t", f"{mixed.duration:.6f}",
+        "-vf", _picture_filter(plan.picture, fps),
+        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "128k", "-ar", str(plan.rate), "-movflags", "+faststart",
+        str(out / "videos" / plan.name),
+        stdin=mixed.samples.contiguous().numpy().tobytes(),
+    )  # fmt: skip
+
+
+def _write_challenge(out: Path, seed: int, challenge_name: str, logo_auto: bool) -> Path:
+    """``challenge.toml``: the name, the baseline, the videos folder and the prompts (and ``[logo]`` when asked)."""
+    prompt_tables = "".join(
+        f'\n[[prompts]]\nname = "{name}"\nstart = {start}\nend = {end}\n' for name, start, end in PROMPTS
+    )
+    challenge = out / "challenge.toml"
+    challenge.write_text(
+        f"# Synthetic prompt-alignment challenge written by benchmarks/make_corpus.py (seed {seed}).\n"
+        f'name = "{challenge_name}"\nbaseline = "baseline.mp4"\nvideos = "videos"\n{prompt_tables}'
+        + ("\n[logo]\nauto = true\n" if logo_auto else ""),
         encoding="utf-8",
     )
     return challenge

@@ -19,7 +19,7 @@ RATE, TEMPLATE_S = 16_000, 2.5
 
 @pytest.mark.slow
 def test_threshold_between_unrelated_and_real_scores() -> None:
-    from engine.media.decode import decode_audio
+    from engine.media import decode_audio
     from engine.prompts import DEFAULT_THRESHOLD, normalized_xcorr
 
     song = decode_audio(SHARED / "videos" / "short_hamilton_clip.mp4", RATE).samples

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from engine import media
 from engine.faces.detect import FaceDetector
 from engine.faces.embed import FaceEmbedder, align_chips
-from engine.media import decode
 
 CORPUS = Path(__file__).resolve().parents[1] / "runs" / "bench-corpus" / "videos"
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -29,7 +29,7 @@ SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().p
 def _frames() -> torch.Tensor:
     """The sampled frames of the first three bench-corpus videos (720×1280), or of the shared clips without it."""
     videos = sorted(CORPUS.glob("*.mp4"))[:3] or sorted((SHARED / "videos").glob("*.mp4"))
-    return torch.cat([b.frames for v in videos for b in decode.sample_frames(v, 0.5, "cpu")])
+    return torch.cat([b.frames for v in videos for b in media.sample_frames(v, 0.5, "cpu")])
 
 
 def _cpu_ms(fn: Callable[[], object], n: int) -> float:

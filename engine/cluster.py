@@ -22,26 +22,16 @@ way to move it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 
-#: Cosine between track mean descriptors above which two tracks are one person (see the module docstring).
-DEFAULT_THRESHOLD = 0.936
-#: Pairs under this cosine are not stored (and count as this value in the average linkage).
-DEFAULT_FLOOR = 0.85
+from engine.config.sections import CLUSTER_FLOOR as DEFAULT_FLOOR
+from engine.config.sections import CLUSTER_THRESHOLD as DEFAULT_THRESHOLD
+from engine.types import TrackPairs as Pairs
 
-
-@dataclass(frozen=True)
-class Pairs:
-    """Sparse similarities between tracks: ``a[i] < b[i]`` index tracks, ``cosine[i]`` their similarity."""
-
-    a: torch.Tensor
-    b: torch.Tensor
-    cosine: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.a.numel())
+# The ``[clustering]`` defaults (``ClusterSettings``, in ``engine.config``) imported above: DEFAULT_THRESHOLD, the
+# cosine between track mean descriptors above which two tracks are one person (see the module docstring), and
+# DEFAULT_FLOOR: pairs under this cosine are not stored (and count as this value in the average linkage).
 
 
 def track_means(track_of_face: torch.Tensor, embeddings: torch.Tensor, n_tracks: int) -> torch.Tensor:
@@ -128,58 +118,3 @@ def group_tracks(
             link[other][rx] = entry
     ids: dict[int, int] = {}
     return torch.tensor([ids.setdefault(root(t), len(ids)) for t in range(n_tracks)], dtype=torch.long)
-
-
-@dataclass(frozen=True)
-class ManualBreak:
-    """Split ``track`` of ``video`` (a file name or a sha256 prefix) at ``at_s`` seconds before grouping."""
-
-    video: str
-    track: int
-    at_s: float
-
-    def matches(self, file_name: str, sha256: str) -> bool:
-        return self.video == file_name or (len(self.video) >= 6 and sha256.startswith(self.video.lower()))
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """The challenge's ``[clustering]`` table."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    floor: float = DEFAULT_FLOOR
-    manual_breaks: tuple[ManualBreak, ...] = ()
-
-    def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
-        return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
-
-
-def cluster_settings(raw: dict) -> ClusterSettings:
-    """Read and validate ``[clustering]`` (threshold, floor, manual_breaks); errors name the key at fault."""
-    from engine.config.settings import ConfigError
-
-    table = raw.get("clustering", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[clustering] must be a table")
-    unknown = sorted(set(table) - {"threshold", "floor", "manual_breaks"})
-    if unknown:
-        raise ConfigError(
-            f"[clustering] has unknown key(s) {', '.join(unknown)}; allowed: threshold, floor, manual_breaks"
-        )
-    threshold = table.get("threshold", DEFAULT_THRESHOLD)
-    floor = table.get("floor", min(DEFAULT_FLOOR, threshold))
-    for key, value in (("threshold", threshold), ("floor", floor)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
-            raise ConfigError(f"[clustering] {key} must be a cosine between -1 and 1 (got {value!r})")
-    if floor > threshold:
-        raise ConfigError(f"[clustering] floor ({floor}) must not exceed threshold ({threshold})")
-    breaks = []
-    for i, entry in enumerate(table.get("manual_breaks", [])):
-        try:
-            breaks.append(ManualBreak(str(entry["video"]), int(entry["track"]), float(entry["at_s"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f'[clustering] manual_breaks[{i}] must be {{ video = "<file name or sha256 prefix>", track = N, '
-                f"at_s = seconds }} ({exc})"
-            ) from exc
-    return ClusterSettings(float(threshold), float(floor), tuple(breaks))

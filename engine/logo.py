@@ -1,4 +1,4 @@
-"""Platform logos: read the challenge's ``[logo]`` table, find a static logo by itself, and cover it.
+"""Platform logos: the challenge's ``[logo]`` table (``Challenge.logo``), a static logo found by itself, covered.
 
 A re-posted social video carries the platform's watermark in every frame; stored as is, it would leak into
 face crops and near-duplicate checks. The challenge either names the box (``box = [x, y, w, h]`` in pixels of
@@ -6,7 +6,7 @@ the displayed picture, or in fractions of its width and height when all four are
 ``auto = true``. Detection works on the frames the engine samples anyway: a logo is the part of the picture
 that keeps *sharp edges in the temporal mean* while everything around it changes, so the mean image's edge
 contrast is compared with each pixel's temporal standard deviation. Covering re-encodes the video through
-``engine.media.decode``, the only module that talks to codecs.
+``engine.media``, the only package that opens codecs.
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from engine.config.settings import ConfigError
-from engine.media import decode
-
-METHODS = decode.COVER_METHODS
-LOGO_KEYS = ("box", "auto", "method")
+from engine import media
+from engine.config import ConfigError, LogoSettings
 
 #: At least this many sampled frames: with fewer, "static" cannot be told from "one moment".
 MIN_FRAMES = 3
@@ -70,63 +66,6 @@ class LogoBox:
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.w, self.h)
-
-
-@dataclass(frozen=True)
-class LogoSettings:
-    """The validated ``[logo]`` table: an explicit ``box`` (pixels or fractions) or ``auto`` detection."""
-
-    box: tuple[float, float, float, float] | None = None
-    auto: bool = False
-    method: str = "blur"
-
-    @property
-    def fractional(self) -> bool:
-        """Fractions of width/height when every value is <= 1, as the TOML documentation promises."""
-        return self.box is not None and all(v <= 1 for v in self.box)
-
-
-def logo_settings(raw: dict[str, Any]) -> LogoSettings | None:
-    """The ``[logo]`` table of a challenge (``Challenge.raw``), or ``None`` when there is none or it is off.
-
-    Errors name the key at fault, so a challenge author can fix the TOML without reading this code.
-    """
-    table = raw.get("logo")
-    if table is None:
-        return None
-    if not isinstance(table, dict):
-        raise ConfigError("'logo' must be a table: [logo] with box = [x, y, w, h] or auto = true")
-    unknown = sorted(set(table) - set(LOGO_KEYS))
-    if unknown:
-        raise ConfigError(f"logo.{unknown[0]} is not a known key (use {', '.join(LOGO_KEYS)})")
-    method = table.get("method", "blur")
-    if method not in METHODS:
-        raise ConfigError(f"logo.method must be one of {', '.join(METHODS)} (got {method!r})")
-    auto = table.get("auto", False)
-    if not isinstance(auto, bool):
-        raise ConfigError(f"logo.auto must be true or false (got {auto!r})")
-    box = table.get("box")
-    if box is not None and auto:
-        raise ConfigError("logo: give either logo.box or logo.auto = true, not both")
-    if box is None:
-        if "auto" not in table:
-            raise ConfigError("logo: the table needs box = [x, y, w, h] or auto = true")
-        return LogoSettings(auto=True, method=method) if auto else None
-    if not isinstance(box, list) or len(box) != 4:
-        raise ConfigError(f"logo.box must be a list of four numbers [x, y, w, h] (got {box!r})")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box):
-        raise ConfigError(f"logo.box values must be numbers (got {box!r})")
-    x, y, w, h = (float(v) for v in box)
-    if x < 0 or y < 0:
-        raise ConfigError(f"logo.box: x and y must be >= 0 (got {box!r})")
-    if w <= 0 or h <= 0:
-        raise ConfigError(f"logo.box: width and height must be > 0 (got {box!r})")
-    settings = LogoSettings(box=(x, y, w, h), method=method)
-    if settings.fractional and (x + w > 1 + 1e-9 or y + h > 1 + 1e-9):
-        raise ConfigError(
-            f"logo.box in fractions must stay inside the picture: x + w <= 1 and y + h <= 1 (got {box!r})"
-        )
-    return settings
 
 
 def resolve_box(settings: LogoSettings, width: int, height: int) -> LogoBox:
@@ -284,7 +223,7 @@ def find_logo(frames: torch.Tensor) -> LogoBox | None:
 
 def sampled_frames(path: str | Path, interval: float = 0.5, device: str = "cpu") -> torch.Tensor:
     """All frames the engine samples from ``path`` as one uint8 ``[N, 3, H, W]`` tensor (display-rotated)."""
-    return torch.cat([batch.frames for batch in decode.sample_frames(path, interval, device)])
+    return torch.cat([batch.frames for batch in media.sample_frames(path, interval, device)])
 
 
 def logo_box(settings: LogoSettings, width: int, height: int, frames: torch.Tensor | None) -> LogoBox | None:
@@ -297,7 +236,7 @@ def logo_box(settings: LogoSettings, width: int, height: int, frames: torch.Tens
 
 def locate_logo(settings: LogoSettings, path: str | Path, interval: float = 0.5, device: str = "cpu") -> LogoBox | None:
     """:func:`logo_box` for a video file: probes it, and samples its frames only when the box must be found."""
-    video = decode.probe(path).video
+    video = media.probe(path).video
     frames = sampled_frames(path, interval, device) if settings.box is None else None
     return logo_box(settings, video.width, video.height, frames)
 
@@ -312,4 +251,4 @@ def cover_logo(src: str | Path, dst: str | Path, box: LogoBox, method: str = "bl
     """
     if box.w <= 0 or box.h <= 0:
         raise ValueError(f"cannot cover an empty box {box}")
-    return decode.encode_with_region_covered(src, dst, box.x, box.y, box.w, box.h, method, strength)
+    return media.encode_with_region_covered(src, dst, box.x, box.y, box.w, box.h, method, strength)

@@ -24,24 +24,14 @@ from pathlib import Path
 
 import torch
 
-from engine.config.settings import Challenge, ConfigError, Prompt
-from engine.media.decode import AudioTrack, DecodeError, decode_audio
+from engine.config import Challenge, ConfigError, Prompt
+from engine.config.sections import ALIGN_RATE as DEFAULT_RATE
+from engine.config.sections import ALIGN_THRESHOLD as DEFAULT_THRESHOLD
+from engine.media import AudioTrack, DecodeError, decode_audio
 
-#: Rate every track is decoded at. Both 44.1 and 48 kHz uploads resample to it, so templates and tracks agree.
-DEFAULT_RATE = 16_000
-
-#: A prompt is present when its best NCC reaches this. It sits between what unrelated sound scores and what a real
-#: copy under voice-over scores, both measured on the shared real media (the speech of ``audio/``, the Hamilton
-#: song), never on a synthetic corpus, by ``benchmarks/test_align_threshold.py`` (2.5 s templates at 16 kHz):
-#:
-#: * unrelated: against a template of M_eff effectively independent samples, unrelated sound gives NCC values of
-#:   standard deviation about 1/sqrt(M_eff); the best score of any song template anywhere in the speech was 0.084.
-#:   Shorter templates score higher by chance: prompts should last 2 s or more for this default.
-#: * real: a copy under uncorrelated voice-over scores 1 / sqrt(1 + 10 ** (-snr / 10)) in theory (0.71 at 0 dB);
-#:   the weakest template at its true place in the song under 0 dB speech scored 0.572.
-#:
-#: 0.3 leaves a wide margin on both sides: as an SNR it accepts copies down to about -10 dB local voice-over.
-DEFAULT_THRESHOLD = 0.3
+# The ``[align]`` defaults imported above: DEFAULT_RATE, the rate every track is decoded at (both 44.1 and 48 kHz
+# uploads resample to it, so templates and tracks agree), and DEFAULT_THRESHOLD, the NCC at which a prompt is
+# present (how it was measured on the shared real media is told beside it, in ``engine.config.sections``).
 
 #: Batches are cut so that one ``[videos, prompts, lags]`` tensor holds at most this many elements, whatever the
 #: number and length of the videos: the float64 window sums then take about 64 MiB each, a few hundred MiB in all.
@@ -96,32 +86,6 @@ class PromptTemplates:
         return PromptTemplates(
             self.prompts, self.samples.to(device), self.lengths.to(device), self.first_s, self.sample_rate
         )
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    """The challenge's ``[align]`` table: ``threshold`` (NCC in (0, 1)) and ``rate`` (Hz)."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    rate: int = DEFAULT_RATE
-
-
-def align_config(challenge: Challenge) -> AlignConfig:
-    """Read and validate ``[align]`` of the challenge TOML; absent keys take the defaults."""
-    where = str(challenge.path) if challenge.path else f"challenge {challenge.name!r}"
-    table = challenge.raw.get("align", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: 'align' must be a table ([align] with threshold = ..., rate = ...)")
-    unknown = sorted(set(table) - {"threshold", "rate"})
-    if unknown:
-        raise ConfigError(f"{where}: [align] has unknown key(s) {', '.join(unknown)}; allowed: threshold, rate")
-    threshold = table.get("threshold", DEFAULT_THRESHOLD)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
-        raise ConfigError(f"{where}: [align] threshold must be a number between 0 and 1 (got {threshold!r})")
-    rate = table.get("rate", DEFAULT_RATE)
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 4_000 <= rate <= 96_000:
-        raise ConfigError(f"{where}: [align] rate must be an integer number of Hz in 4000..96000 (got {rate!r})")
-    return AlignConfig(float(threshold), rate)
 
 
 def prompt_templates(baseline: AudioTrack, prompts: Sequence[Prompt]) -> PromptTemplates:
@@ -360,9 +324,8 @@ def align_files(
     ``ConfigError``, since nothing can be aligned without it. ``log`` receives one line per absent prompt with its
     best score.
     """
-    cfg = align_config(challenge)
-    threshold = cfg.threshold if threshold is None else threshold
-    rate = cfg.rate if rate is None else rate
+    threshold = challenge.align.threshold if threshold is None else threshold
+    rate = challenge.align.rate if rate is None else rate
     if not 0 < threshold < 1:
         raise ConfigError(f"align threshold must be between 0 and 1 (got {threshold})")
     templates = baseline_templates(challenge, videos_dir, rate, device)

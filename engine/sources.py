@@ -96,10 +96,10 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 def _list_s3(uri: str, endpoint_url: str | None) -> list[SourceItem]:
-    from engine.store import S3ObjectStore
+    from engine.store import open_s3_bucket
 
     bucket, prefix = _split_s3(uri)
-    store = S3ObjectStore(f"s3://{bucket}", endpoint_url)
+    store = open_s3_bucket(bucket, endpoint_url)
     keys = sorted(k for k in store.list(prefix) if _is_video_name(k))
     if not keys:
         raise SourceError(f"no video objects under {uri}")
@@ -116,12 +116,12 @@ def fetch(item: SourceItem, cache_dir: Path, s3_endpoint_url: str | None = None)
     suffix = Path(item.name).suffix.lower() if _is_video_name(item.name) else ".mp4"
     dest = cache_dir / f"{stem}{suffix}"
     if item.kind == "s3":
-        from engine.store import S3ObjectStore
+        from engine.store import open_s3_bucket
 
         bucket, key = _split_s3(item.uri)
         if not dest.exists():
             try:
-                S3ObjectStore(f"s3://{bucket}", s3_endpoint_url).download(key, dest)
+                open_s3_bucket(bucket, s3_endpoint_url).download(key, dest)
             except Exception as exc:  # noqa: BLE001 - any failure of one object is reported for that object
                 raise FetchError(f"cannot download {item.uri}: {exc}") from exc
         return dest, {}

@@ -11,12 +11,15 @@ so moving the tiny box tensor once is cheaper than any device-side assignment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
+
+from engine.types import Faces, Tracks
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,15 @@ def split_track(tracks: torch.Tensor, times_s: torch.Tensor, track: int, at_s: f
     if bool(move.any()):
         out[move] = int(tracks.max()) + 1
     return out
+
+
+def track_video(
+    faces: Faces, breaks: Sequence[tuple[int, float]] = (), settings: TrackerSettings | None = None
+) -> Tracks:
+    """The tracks of one video's faces (:func:`track_faces`), then its manual breaks ``(track, at_s)``, in order."""
+    if len(faces) == 0:
+        return Tracks(torch.zeros(0, dtype=torch.long))
+    tracks = track_faces(faces.frame_index, faces.boxes, settings)
+    for track, at_s in breaks:
+        tracks = split_track(tracks, faces.pts_s, track, at_s)
+    return Tracks(tracks)

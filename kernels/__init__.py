@@ -8,11 +8,11 @@ here only while it beats plain torch on the device.
 
 from __future__ import annotations
 
-import os
+from engine.config import environment
 
 __all__ = ["enabled"]
 
 
 def enabled() -> bool:
     """False when ``ENGINE_KERNELS`` is ``0`` / ``false`` / ``no`` / ``off``: force the plain-torch paths."""
-    return os.environ.get("ENGINE_KERNELS", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return environment.kernels_enabled()

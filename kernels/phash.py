@@ -1,12 +1,12 @@
 """imagededup's PHash of many uint8 images in one kernel launch: one program per image, nothing in float64 memory.
 
-Plain torch (:func:`engine.dedup.phash_torch`) turns a chunk of chips into a float64 copy (8× the uint8 bytes), runs
+Plain torch (:func:`engine.phash.phash_torch`) turns a chunk of chips into a float64 copy (8× the uint8 bytes), runs
 two batched float64 matrix products for Pillow's Lanczos resize, then the luma, the DCT products, ``kthvalue`` and
 the bit packing as separate launches. Here each program reads its image once (uint8, any strides) and keeps
 everything else in registers:
 
 1. **Resize** to 32×32 per channel: Pillow's two 8-bit passes (horizontal, then vertical) with Pillow's own
-   fixed-point weights (``engine.dedup._resample_weights``), each pass ``(acc + 2^21) >> 22`` clipped to 0..255, as
+   fixed-point weights (``engine.phash.resample_weights``), each pass ``(acc + 2^21) >> 22`` clipped to 0..255, as
    int8 tensor-core products (``tl.dot`` int8 × int8 → int32) over 32 × 32 source tiles: the pixel offset to int8
    (``x − 128``; ``128 · Σ w`` added back per output), each 22-bit weight split into three signed bytes
    (``w = d2·2^16 + d1·2^8 + d0``), one product per byte, recombined in int64. Integer arithmetic throughout, so the
@@ -16,7 +16,7 @@ everything else in registers:
    (Why not float64 ``tl.dot``: Triton 3.6 cannot lower a float64 MMA whose operand was converted from uint8 on
    sm_90 — "fp64 don't support largeK MMA" — which the interpreter does not show; int8 compiles, checked offline.)
 2. **Luma** ``(19595 R + 38470 G + 7471 B + 0x8000) >> 16`` in int32 (1-channel input: the resized channel itself).
-3. **DCT** through the same factors as the reference (``engine.dedup._dct_factors_cpu``): the integer butterfly
+3. **DCT** through the same factors as the reference (``engine.phash.dct_factors_cpu``): the integer butterfly
    ``B G Bᵀ`` (exact), then the cosines, arranged as ``coef[8k + l] = Σ_i C[k, i] (E Cᵀ)[i, l]`` so that the 64
    coefficients come out as one vector. Coefficients that are mathematically zero (flat or mirror-symmetric images)
    are exact zeros here as in the reference and in scipy.
@@ -26,7 +26,7 @@ everything else in registers:
 **Exactness.** Steps 1, 2 and the butterfly (float64 products of whole numbers below 2^19) are exact. The cosine
 products are float64 sums in another order than the reference's BLAS, so a coefficient may differ in its last bits; a
 hash bit can then differ only where two coefficients tie to within ~1e-12 relative without being exactly equal — e.g.
-images symmetric about their diagonal, which the reference itself cannot match scipy on (see ``engine.dedup``). On
+images symmetric about their diagonal, which the reference itself cannot match scipy on (see ``engine.phash``). On
 real face chips, random images, and flat or mirrored images the hashes are equal (tests/test_kernels.py).
 
 **Status: not yet timed on a GPU.** No GPU was available when this was written; the CUDA test prints kernel vs
@@ -42,9 +42,18 @@ import functools
 import numpy as np
 import torch
 
+from engine.phash import (
+    PRECISION_BITS,
+    bit_weights_cpu,
+    dct_factors_cpu,
+    phash_torch,
+    pillow_tall_images_vertical_first,
+    resample_weights,
+)
+
 from ._triton import HAVE_TRITON, is_interpreted, runnable_on, tl, triton
 
-#: imagededup's geometry (``engine.dedup.PHASH_SIZE`` / ``PHASH_BLOCK``), which the kernel's shapes assume.
+#: imagededup's geometry (``engine.phash.PHASH_SIZE`` / ``PHASH_BLOCK``), which the kernel's shapes assume.
 SIZE = 32
 BLOCK = 8
 
@@ -56,6 +65,7 @@ if HAVE_TRITON:
         acc = (d2.to(tl.int64) << 16) + (d1.to(tl.int64) << 8) + d0.to(tl.int64) + offset
         return tl.minimum(tl.maximum((acc + 2097152) >> 22, 0), 255)
 
+    # layout: long function — one Triton program per image: resize, luma, DCT and median stay in registers
     @triton.jit
     def _phash_kernel(
         img_ptr,
@@ -160,11 +170,9 @@ def available(device: str | torch.device) -> bool:
 
 def _resample_matrix(in_size: int) -> np.ndarray:
     """Pillow's whole-number weights ``[32, in_size]`` for one pass; 2^22 × identity where Pillow skips the pass."""
-    from engine.dedup import _PRECISION_BITS, _resample_weights
-
     if in_size == SIZE:
-        return np.eye(SIZE, dtype=np.int64) << _PRECISION_BITS
-    return _resample_weights(in_size, SIZE).astype(np.int64)
+        return np.eye(SIZE, dtype=np.int64) << PRECISION_BITS
+    return resample_weights(in_size, SIZE).astype(np.int64)
 
 
 def _signed_bytes(weights: np.ndarray) -> np.ndarray:
@@ -189,15 +197,13 @@ def _operands(height: int, width: int, transposed: bool, device: str) -> tuple[t
     (each output's weight sum, for the −128 pixel offset); ``wv`` ``[3, 32, height]``, ``wv_sum`` likewise; the DCT
     factors (float64); the bit weights (int64, transposed to match a transposed walk).
     """
-    from engine.dedup import _bit_weights_cpu, _dct_factors_cpu
-
     horizontal = _resample_matrix(width)  # [32, width]
     vertical = _resample_matrix(height)  # [32, height]
-    cos, butterfly = _dct_factors_cpu()
+    cos, butterfly = dct_factors_cpu()
     p = torch.arange(BLOCK * BLOCK)
     cos_l = cos[p % BLOCK].T  # [32, 64]
     cos_k = cos[p // BLOCK].T  # [32, 64]
-    bits = _bit_weights_cpu()
+    bits = bit_weights_cpu()
     if transposed:  # the kernel's coefficient [k, l] is the image's [l, k]
         bits = bits.view(BLOCK, BLOCK).T.reshape(-1)
     tensors = (
@@ -215,11 +221,9 @@ def _operands(height: int, width: int, transposed: bool, device: str) -> tuple[t
 
 
 def _walk_transposed(height: int, width: int) -> bool:
-    """Whether the installed Pillow resizes this size vertical pass first (``engine.dedup._resize_32``'s rule)."""
-    from engine.dedup import _pillow_tall_images_vertical_first
-
+    """Whether the installed Pillow resizes this size vertical pass first (``engine.phash``'s resize rule)."""
     tall = height > SIZE and height - SIZE > 2 * (width - SIZE)
-    return tall and _pillow_tall_images_vertical_first()
+    return tall and pillow_tall_images_vertical_first()
 
 
 def phash(images: torch.Tensor, tile: int | None = None) -> torch.Tensor:
@@ -280,8 +284,6 @@ def phash(images: torch.Tensor, tile: int | None = None) -> torch.Tensor:
 
 def phash_reference(images: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """Plain torch: ``engine.dedup.phash``'s batch computation (kernel hooks bypassed), chunked as it chunks."""
-    from engine.dedup import phash_torch
-
     if chunk is None:
         chunk = 1024 if images.device.type == "cuda" else 16
     parts = [phash_torch(images[lo : lo + chunk]) for lo in range(0, len(images), chunk)]

@@ -1,6 +1,6 @@
 """The detector's input in one pass: bilinear resize + pad + RGB→BGR + mean subtraction (+ fp16), uint8 in.
 
-Plain torch (:func:`engine.faces.detect.preprocess_torch`) makes a float32 copy of the uint8 frames, resizes it
+Plain torch (:func:`engine.faces.preprocess.preprocess_torch`) makes a float32 copy of the uint8 frames, resizes it
 (``upsample_bilinear2d``), flips the channels, subtracts the mean, casts and makes the result channels-last: five
 passes over frame-sized tensors. :func:`preprocess` reads each uint8 frame once and writes the network's input once,
 already channels-last, optionally padded to a batch shape.
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.models.retinaface import BGR_MEAN
+from engine.faces.preprocess import BGR_MEAN, preprocess_torch
 
 from ._triton import HAVE_TRITON, is_interpreted, runnable_on, tl, triton
 
@@ -172,7 +172,7 @@ def available(device: str | torch.device) -> bool:
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """The resized size, as ``engine.faces.detect.resize_like_cv2`` computes it (Python's round, at least 1)."""
+    """The resized size, as ``engine.faces.preprocess.resize_like_cv2`` computes it (Python's round, at least 1)."""
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -284,8 +284,6 @@ def preprocess_reference(
     pad_value: float = 0.0,
 ) -> torch.Tensor:
     """Plain torch: the engine's own preprocessing (kernel hooks bypassed), then padded bottom/right."""
-    from engine.faces.detect import preprocess_torch
-
     x = preprocess_torch(frames, scale, dtype)
     pad_h, pad_w = padded_size(tuple(x.shape[-2:]), pad_multiple, pad_to)
     if (pad_h, pad_w) == tuple(x.shape[-2:]):

@@ -17,12 +17,11 @@ import pytest
 import torch
 from conftest import REPO, run_cli
 
-from engine.config.settings import ConfigError, Prompt, load_challenge, parse_challenge
-from engine.media.decode import AudioTrack, probe
+from engine.config import ConfigError, Prompt, load_challenge, parse_challenge
+from engine.media import AudioTrack, probe
 from engine.prompts import (
     DEFAULT_THRESHOLD,
     Alignment,
-    align_config,
     align_files,
     find_prompts,
     normalized_xcorr,
@@ -295,8 +294,8 @@ def test_align_files_rejects_a_bad_align_table(corpus: Path, tmp_path: Path) -> 
 
 def test_align_config_validation() -> None:
     base = 'name = "x"\nbaseline = "b.mp4"\n'
-    assert align_config(parse_challenge(base)).threshold == DEFAULT_THRESHOLD
-    cfg = align_config(parse_challenge(base + "[align]\nthreshold = 0.4\nrate = 8000\n"))
+    assert parse_challenge(base).align.threshold == DEFAULT_THRESHOLD
+    cfg = parse_challenge(base + "[align]\nthreshold = 0.4\nrate = 8000\n").align
     assert (cfg.threshold, cfg.rate) == (0.4, 8000)
     for bad, word in (
         ("[align]\nthreshold = 1.5\n", "threshold"),
@@ -306,4 +305,4 @@ def test_align_config_validation() -> None:
         ('align = "yes"\n', "table"),
     ):
         with pytest.raises(ConfigError, match=word):
-            align_config(parse_challenge(base + bad))
+            parse_challenge(base + bad)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ffmpeg, run_cli
 
-from engine.media import decode
+from engine import media
 from engine.tools.bench import BenchError, bench_videos, check_peers, table_rows
 
 INTERVAL = 1.0
@@ -38,8 +38,8 @@ def bench_json(tiny_corpus: Path) -> dict:
 def test_json_has_every_key_and_consistent_numbers(bench_json: dict, tiny_corpus: Path) -> None:
     r = bench_json
     assert set(r) >= {"frames", "engine", "peers", "speedup_vs", "decode_only_fraction", "machine"}
-    # frames: exactly the samples the engine takes (decode.sample_times on each video's probed stream).
-    expected = sum(len(decode.sample_times(decode.probe(v).video, INTERVAL)) for v in sorted(tiny_corpus.iterdir()))
+    # frames: exactly the samples the engine takes (media.sample_times on each video's probed stream).
+    expected = sum(len(media.sample_times(media.probe(v).video, INTERVAL)) for v in sorted(tiny_corpus.iterdir()))
     assert r["frames"] == expected > 0
     eng = r["engine"]
     x = eng["ms_per_sampled_frame"]

@@ -10,8 +10,8 @@ import pytest
 from conftest import ffmpeg, run_cli
 from sqlalchemy import select
 
+from engine import media
 from engine.hashing import sha256_file
-from engine.media import decode
 from engine.store import Database, open_object_store
 from engine.store.schema import Frame, Video, VideoError
 
@@ -22,7 +22,7 @@ def run_demo(videos: object, db: str, store: str, *extra: str, **kw: object):  #
 
 
 def _expected_frames(path: Path) -> int:
-    info = decode.probe(path).video
+    info = media.probe(path).video
     return math.floor((info.end_s - info.start_s) / 0.5) + 1
 
 

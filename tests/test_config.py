@@ -6,7 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.settings import ConfigError, Settings, bundled_challenges, load_challenge, normalize_db_url
+from engine.config import (
+    AlignSettings,
+    ClusterSettings,
+    ConfigError,
+    FaceSettings,
+    ManualBreak,
+    Settings,
+    bundled_challenges,
+    device,
+    environment,
+    load_challenge,
+    normalize_db_url,
+    parse_challenge,
+    resolve_device,
+)
 
 
 def test_demo_is_bundled_and_valid() -> None:
@@ -32,7 +46,7 @@ def test_challenge_file_relative_baseline_and_extra_keys(tmp_path: Path) -> None
     ch = load_challenge(f)
     assert ch.prompts[0].duration == pytest.approx(4.5)
     assert ch.baseline_uri() == str((tmp_path / "base.mp4").resolve())
-    assert ch.raw["clustering"]["threshold"] == 0.9  # later stages read their own tables
+    assert ch.cluster.threshold == 0.9  # the optional tables are parsed with the challenge
 
 
 @pytest.mark.parametrize(
@@ -92,3 +106,106 @@ def test_postgres_urls_use_the_installed_driver() -> None:
     assert normalize_db_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
     assert normalize_db_url("postgres://u@h/db").startswith("postgresql+psycopg://")
     assert normalize_db_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+# ------------------------------------------------------------------------ typed sections, parsed with the challenge
+
+
+BASE = 'name = "c"\nbaseline = "b.mp4"\n'
+
+
+def test_sections_default_when_absent() -> None:
+    ch = parse_challenge(BASE)
+    assert (ch.faces, ch.align, ch.logo, ch.cluster, ch.videos) == (
+        FaceSettings(),
+        AlignSettings(),
+        None,
+        ClusterSettings(),
+        None,
+    )
+    assert parse_challenge(BASE + 'videos = "clips/"\n').videos == "clips/"
+    with pytest.raises(ConfigError, match="'videos' must be"):
+        parse_challenge(BASE + "videos = 3\n")
+
+
+def test_faces_table() -> None:
+    faces = parse_challenge(BASE + "[faces]\nlong_side = 0\nthreshold = 0.7\nrotate = false\njpeg_quality = 80\n").faces
+    assert faces == FaceSettings(long_side=0, threshold=0.7, rotate=False, jpeg_quality=80)
+    for bad, fragment in (
+        ('faces = "big"\n', "challenge 'c' \\[faces\\] must be a table"),
+        ("[faces]\nsize = 3\n", "unknown key\\(s\\) size"),
+        ("[faces]\nlong_side = 16\n", "long_side must be 0"),
+        ("[faces]\nthreshold = 1\n", "threshold must be a number between 0 and 1"),
+        ("[faces]\njpeg_quality = 101\n", "jpeg_quality must be an integer 1..100"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            parse_challenge(BASE + bad)
+
+
+def test_clustering_table_and_manual_breaks() -> None:
+    cluster = parse_challenge(
+        BASE + '[clustering]\nthreshold = 0.8\nmanual_breaks = [{ video = "a.mp4", track = 2, at_s = 1.5 },'
+        ' { video = "ABCDEF01", track = 0, at_s = 3 }]\n'
+    ).cluster
+    assert (cluster.threshold, cluster.floor) == (0.8, 0.8)  # the floor follows a threshold below 0.85
+    assert cluster.manual_breaks[0] == ManualBreak("a.mp4", 2, 1.5)
+    assert cluster.breaks_for("a.mp4", "ff" * 32) == [(2, 1.5)]
+    assert cluster.breaks_for("b.mp4", "abcdef01" + "0" * 56) == [(0, 3.0)]  # sha256 prefix, any case
+    for bad, fragment in (
+        ("clustering = 1\n", "\\[clustering\\] must be a table"),
+        ("[clustering]\nfloors = 1\n", "unknown key\\(s\\) floors"),
+        ("[clustering]\nthreshold = 2\n", "threshold must be a cosine"),
+        ("[clustering]\nthreshold = 0.9\nfloor = 0.95\n", "must not exceed threshold"),
+        ('[clustering]\nmanual_breaks = [{ video = "a.mp4" }]\n', "manual_breaks\\[0\\] must be"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            parse_challenge(BASE + bad)
+
+
+def test_align_errors_name_the_file_or_the_challenge(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^challenge 'c': \\[align\\] threshold"):
+        parse_challenge(BASE + "[align]\nthreshold = 2\n")
+    f = tmp_path / "c.toml"
+    f.write_text(BASE + "[align]\nrate = 10\n")
+    with pytest.raises(ConfigError, match=f"^{f.resolve()}: \\[align\\] rate"):
+        load_challenge(f)
+
+
+# ------------------------------------------------------------------------------------- the device, the environment
+
+
+def test_device_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    gpu = torch.cuda.is_available()
+    visible = "cuda" if gpu else "cpu"
+    assert resolve_device("auto") == visible and resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="device must be one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not gpu:
+        with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")
+    # Outside an executor worker, "worker" keeps what was asked (auto resolved); "process" falls back to the CPU.
+    assert (resolve_device("cuda", "worker"), resolve_device("auto", "worker")) == ("cuda", visible)
+    assert (resolve_device("cuda", "process"), resolve_device("cpu", "process")) == (visible, "cpu")
+    # Inside a worker, the executor's answer wins over what the driver asked.
+    monkeypatch.setattr(device, "_worker_gpu", False)
+    assert resolve_device("cuda", "worker") == "cpu" == resolve_device("auto", "process")
+    monkeypatch.setattr(device, "_worker_gpu", True)
+    assert resolve_device("cpu", "worker") == "cuda"
+    assert resolve_device("cpu", "process") == visible
+
+
+def test_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ENGINE_WEIGHTS_MIRROR", "")
+    assert environment.weights_mirror() is None and environment.read("ENGINE_WEIGHTS_MIRROR") is None
+    monkeypatch.setenv("ENGINE_WEIGHTS_MIRROR", str(tmp_path))
+    assert environment.weights_mirror() == tmp_path
+    assert Settings.load("demo", resolve=False).weights_mirror == tmp_path
+    assert Settings.load("demo", weights_mirror="elsewhere", resolve=False).weights_mirror == Path("elsewhere")
+    monkeypatch.setenv("ENGINE_COMPILE", "1")
+    monkeypatch.setenv("ENGINE_MALLOC_TUNE", "0")
+    assert environment.compile_enabled() and not environment.malloc_tune_enabled()
+    monkeypatch.delenv("ENGINE_COMPILE")
+    monkeypatch.delenv("ENGINE_MALLOC_TUNE")
+    assert not environment.compile_enabled() and environment.malloc_tune_enabled()

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.media import decode
+from engine import media
+from engine.media import streams
 
 
-def _check_sampling(path: Path, interval: float = 0.5) -> tuple[decode.VideoInfo, int]:
-    info = decode.probe(path).video
-    batches = list(decode.sample_frames(path, interval, "cpu", chunk=16))
+def _check_sampling(path: Path, interval: float = 0.5) -> tuple[media.VideoInfo, int]:
+    info = media.probe(path).video
+    batches = list(media.sample_frames(path, interval, "cpu", chunk=16))
     pts = torch.cat([b.pts_s for b in batches])
     index = torch.cat([b.index for b in batches])
     n = math.floor((info.end_s - info.start_s) / interval) + 1
@@ -51,9 +52,9 @@ def test_display_rotation_is_honoured(media_dir: Path) -> None:
 
     import numpy as np
 
-    info = decode.probe(media_dir / "rotated.mp4").video
+    info = media.probe(media_dir / "rotated.mp4").video
     assert info.rotation == 90 and (info.width, info.height) == (360, 640)
-    rotated = next(decode.sample_frames(media_dir / "rotated.mp4", 0.5)).frames[0]
+    rotated = next(media.sample_frames(media_dir / "rotated.mp4", 0.5)).frames[0]
     assert rotated.shape == (3, 640, 360)
     raw = subprocess.run(
         [
@@ -75,22 +76,22 @@ def test_display_rotation_is_honoured(media_dir: Path) -> None:
     ).stdout
     reference = torch.from_numpy(np.frombuffer(raw, np.uint8).copy().reshape(640, 360, 3)).permute(2, 0, 1)
     assert torch.equal(rotated, reference)
-    plain = next(decode.sample_frames(media_dir / "plain2s.mp4", 0.5)).frames[0]
+    plain = next(media.sample_frames(media_dir / "plain2s.mp4", 0.5)).frames[0]
     assert torch.equal(rotated, torch.rot90(plain, k=1, dims=(1, 2)))
 
 
 def test_audio_is_mono_float_at_requested_rate(hamilton: Path) -> None:
-    track = decode.decode_audio(hamilton, 16_000)
+    track = media.decode_audio(hamilton, 16_000)
     assert track.sample_rate == 16_000 and track.samples.dtype == torch.float32 and track.samples.ndim == 1
     assert track.duration_s == pytest.approx(10.0, abs=0.1)
     assert 0.01 < track.samples.abs().max().item() <= 1.0
-    assert decode.decode_audio(hamilton, 44_100).samples.numel() == pytest.approx(44_100 * 10.0, rel=0.01)
+    assert media.decode_audio(hamilton, 44_100).samples.numel() == pytest.approx(44_100 * 10.0, rel=0.01)
 
 
 def test_no_audio_stream(ryan: Path) -> None:
-    assert not decode.probe(ryan).has_audio
-    with pytest.raises(decode.DecodeError) as info:
-        decode.decode_audio(ryan)
+    assert not media.probe(ryan).has_audio
+    with pytest.raises(media.DecodeError) as info:
+        media.decode_audio(ryan)
     assert info.value.kind == "no_audio"
 
 
@@ -105,8 +106,8 @@ def test_no_audio_stream(ryan: Path) -> None:
     ],
 )
 def test_bad_inputs_raise_clear_errors(bad_inputs: dict[str, Path], name: str, kind: str) -> None:
-    with pytest.raises(decode.DecodeError) as info:
-        decode.probe(bad_inputs[name])
+    with pytest.raises(media.DecodeError) as info:
+        media.probe(bad_inputs[name])
     assert info.value.kind == kind
     assert "SingleStreamDecoder" not in str(info.value) and ".cpp" not in str(info.value)
 
@@ -118,17 +119,17 @@ def test_truncated_but_indexed_file_keeps_what_decodes(tmp_path: Path, hamilton:
     ffmpeg("-i", str(hamilton), "-c", "copy", "-movflags", "+faststart", str(faststart))
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[:300_000])
-    info = decode.probe(cut).video
-    assert info.truncated_s > decode.TRUNCATION_TOLERANCE_S
-    frames = sum(len(b) for b in decode.sample_frames(cut))
+    info = media.probe(cut).video
+    assert info.truncated_s > media.TRUNCATION_TOLERANCE_S
+    frames = sum(len(b) for b in media.sample_frames(cut))
     assert frames == math.floor(info.duration_s / 0.5) + 1
 
 
 def test_jpeg_encoding_roundtrip(hamilton: Path) -> None:
     from torchvision.io import decode_jpeg
 
-    frames = next(decode.sample_frames(hamilton, 0.5, chunk=2)).frames
-    jpegs = decode.encode_jpegs(frames)
+    frames = next(media.sample_frames(hamilton, 0.5, chunk=2)).frames
+    jpegs = media.encode_jpegs(frames)
     assert len(jpegs) == 2 and all(j[:2] == b"\xff\xd8" for j in jpegs)
     back = decode_jpeg(torch.frombuffer(bytearray(jpegs[0]), dtype=torch.uint8))
     assert back.shape == frames[0].shape
@@ -141,10 +142,18 @@ def test_gpu_decoding_falls_back_to_the_cpu_once(hamilton: Path, caplog: pytest.
 
     if "cpu" not in getattr(torchcodec, "__version__", "cpu"):
         pytest.skip("this torchcodec build may decode on CUDA")
-    decode._cpu_fallback_said = False
-    with caplog.at_level(logging.WARNING, logger="engine.media.decode"):
-        first = decode._open_video(hamilton, "cuda")
-        second = decode._open_video(hamilton, "cuda")
+    streams._cpu_fallback_said = False
+    with caplog.at_level(logging.WARNING, logger="engine.media.streams"):
+        first = streams._open_video(hamilton, "cuda")
+        second = streams._open_video(hamilton, "cuda")
     assert first.get_frame_at(0).data.device.type == "cpu" and len(second) == len(first)
     said = [r.message for r in caplog.records if "decoding on the CPU" in r.message]
     assert len(said) == 1 and "NVDEC" in said[0]
+
+
+def test_codec_facts_for_doctor_and_bench() -> None:
+    """``doctor`` and ``bench`` ask ``engine.media`` about the codecs instead of importing torchcodec themselves."""
+    import torchcodec
+
+    assert media.codecs_load() is None
+    assert media.torchcodec_version() == torchcodec.__version__

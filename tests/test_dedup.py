@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine import media
 from engine.dedup import (
     DEFAULT_MAX_DISTANCE,
     duplicates_to_remove,
@@ -29,11 +30,10 @@ from engine.dedup import (
     phash,
     phash_reference,
     popcount64,
-    resize_like_pil,
 )
 from engine.faces.detect import FaceDetector
 from engine.faces.embed import align_chips
-from engine.media import decode
+from engine.phash import resize_like_pil
 
 PHOTO_LONG_SIDE = 480  # detection scale for the photos (chips are still cut from the full-resolution image)
 
@@ -45,7 +45,7 @@ def detector() -> FaceDetector:
 
 def video_chips(detector: FaceDetector, path: Path) -> torch.Tensor:
     chips = []
-    for batch in decode.sample_frames(path, 0.5):
+    for batch in media.sample_frames(path, 0.5):
         det = detector.detect(batch.frames)
         chips.append(align_chips(batch.frames, det).to(torch.uint8))
     return torch.cat(chips)
@@ -63,7 +63,7 @@ def ryan_chips(detector: FaceDetector, ryan: Path) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def photos(shared_data: Path) -> dict[str, torch.Tensor]:
-    return {p.name: decode.load_image(p) for p in sorted((shared_data / "faces").iterdir())}
+    return {p.name: media.load_image(p) for p in sorted((shared_data / "faces").iterdir())}
 
 
 @pytest.fixture(scope="module")

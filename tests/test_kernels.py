@@ -6,9 +6,9 @@ also change every other Triton user there, so the interpreter checks run in a fr
 script (``python tests/test_kernels.py preprocess|phash SHARED_DATA``) with ``TRITON_INTERPRET=1``, printing one JSON
 report that the tests below read. The CUDA tests run the compiled kernels in this process and print timings.
 
-Exactness: the fused preprocessing must equal ``engine.faces.detect.preprocess_torch`` bit for bit (on a CPU torch build
-without FMA kernels — capability DEFAULT — only within one float32 rounding, see kernels/preprocess.py); the PHash
-kernel must give the very hashes of ``engine.dedup.phash``.
+Exactness: the fused preprocessing must equal ``engine.faces.preprocess.preprocess_torch`` bit for bit (on a CPU
+torch build without FMA kernels — capability DEFAULT — only within one float32 rounding, see kernels/preprocess.py);
+the PHash kernel must give the very hashes of ``engine.dedup.phash``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def test_phash_interpreted_equals_engine(phash_report: dict) -> None:
 def test_cpu_paths_never_touch_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU tensors take the plain-torch code whatever the switch says: same function, same bytes."""
     from engine import dedup
-    from engine.faces.detect import detect as faces
+    from engine.faces import detect as faces
+    from engine.phash import phash_torch
 
     frames = torch.randint(0, 256, (2, 3, 41, 67), dtype=torch.uint8)
     for switch in ("1", "0"):
@@ -132,7 +133,7 @@ def test_cpu_paths_never_touch_the_kernels(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(faces, "_fused_preprocess_ok", lambda *a: pytest.fail("kernel consulted for CPU"))
         monkeypatch.setattr(dedup, "_phash_kernel_ok", lambda *a: pytest.fail("kernel consulted for CPU"))
         assert torch.equal(faces.preprocess(frames, 0.6), faces.preprocess_torch(frames, 0.6))
-        assert torch.equal(dedup.phash(frames), dedup.phash_torch(frames))
+        assert torch.equal(dedup.phash(frames), phash_torch(frames))
 
 
 def test_switch_and_availability(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,10 +183,10 @@ def _cuda_ms(fn, repeat: int = 20) -> float:
 
 @needs_cuda
 def test_cuda_preprocess_equals_torch_and_timing(hamilton: Path) -> None:
-    from engine.media import decode
+    from engine import media
     from kernels import preprocess as kp
 
-    frames = next(decode.sample_frames(hamilton, 0.5, chunk=8)).frames.cuda()  # channels-last, as decoded
+    frames = next(media.sample_frames(hamilton, 0.5, chunk=8)).frames.cuda()  # channels-last, as decoded
     gen = torch.Generator().manual_seed(0)
     odd = torch.randint(0, 256, (3, 3, 361, 643), generator=gen, dtype=torch.uint8).cuda()
     for x in (frames, frames[:1], frames.contiguous(), odd, odd.contiguous(memory_format=torch.channels_last)):
@@ -208,8 +209,8 @@ def test_cuda_preprocess_equals_torch_and_timing(hamilton: Path) -> None:
 
 @needs_cuda
 def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
-    from engine.dedup import phash_torch
-    from engine.media import decode
+    from engine import media
+    from engine.phash import phash_torch
     from kernels import phash as kph
 
     gen = torch.Generator().manual_seed(1)
@@ -218,7 +219,7 @@ def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
     assert torch.equal(kph.phash(chips).cpu(), kph.phash_reference(chips.cpu()))
     assert torch.equal(kph.phash(chips[:, :1]), kph.phash_reference(chips[:, :1]))
     for path in sorted((shared_data / "faces").iterdir()):
-        img = decode.load_image(path).cuda()[None]
+        img = media.load_image(path).cuda()[None]
         assert torch.equal(kph.phash(img), phash_torch(img)), path.name
 
     many = torch.randint(0, 256, (8192, 3, 150, 150), dtype=torch.uint8, device="cuda")
@@ -232,7 +233,7 @@ def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
 @needs_cuda
 def test_cuda_hooks_and_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine import dedup
-    from engine.faces.detect import detect as faces
+    from engine.faces import detect as faces
 
     frames = torch.randint(0, 256, (2, 3, 200, 300), dtype=torch.uint8).cuda()
     called = []
@@ -288,7 +289,7 @@ def _nhwc_formula(frames: torch.Tensor, scale: float) -> np.ndarray:
 
 
 def _check_preprocess(shared_data: Path) -> dict:
-    from engine.media import decode
+    from engine import media
     from kernels import preprocess as kp
 
     cases = []
@@ -340,12 +341,12 @@ def _check_preprocess(shared_data: Path) -> dict:
     check("random", rand(2, 275, 282), 0.37)
     torch.set_num_threads(threads)
 
-    frames = next(decode.sample_frames(shared_data / "videos" / "short_hamilton_clip.mp4", 0.5, chunk=4)).frames
+    frames = next(media.sample_frames(shared_data / "videos" / "short_hamilton_clip.mp4", 0.5, chunk=4)).frames
     for scale in (1.0, 0.5, 0.75, 1 / 3):
         check("hamilton", frames, scale)
     check("hamilton", frames[:1], 0.5, torch.float16, pad_multiple=32)
     for name in ("obama_small.jpg", "alex-lacamoire.png", "two_people.jpg"):
-        img = decode.load_image(shared_data / "faces" / name)[None]
+        img = media.load_image(shared_data / "faces" / name)[None]
         check("photo", img, 1.0)
         check("photo", img, 640 / max(img.shape[-2:]))
         check("photo", img, 160 / max(img.shape[-2:]), torch.float16)
@@ -361,10 +362,10 @@ def _check_preprocess(shared_data: Path) -> dict:
 def _check_phash(shared_data: Path) -> dict:
     import torch.nn.functional as F
 
+    from engine import media
     from engine.dedup import hashes_to_hex, phash_reference
     from engine.faces.detect import FaceDetector
     from engine.faces.embed import align_chips
-    from engine.media import decode
     from kernels import phash as kph
 
     cases = []
@@ -387,10 +388,10 @@ def _check_phash(shared_data: Path) -> dict:
         return got
 
     detector = FaceDetector(device="cpu")
-    batch = next(decode.sample_frames(shared_data / "videos" / "short_hamilton_clip.mp4", 0.5, chunk=12)).frames
+    batch = next(media.sample_frames(shared_data / "videos" / "short_hamilton_clip.mp4", 0.5, chunk=12)).frames
     hamilton = align_chips(batch, detector.detect(batch)).to(torch.uint8)
     photo_chips = []
-    photos = [decode.load_image(p) for p in sorted((shared_data / "faces").iterdir())]
+    photos = [media.load_image(p) for p in sorted((shared_data / "faces").iterdir())]
     for img in photos:
         det = detector.detect(img[None], min(1.0, 480 / max(img.shape[-2:])))
         photo_chips.append(align_chips(img[None], det).to(torch.uint8))

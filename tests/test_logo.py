@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import logo
-from engine.config.settings import ConfigError, parse_challenge
-from engine.logo import LogoBox, LogoSettings
-from engine.media import decode
+from engine import logo, media
+from engine.config import ConfigError, LogoSettings, parse_challenge
+from engine.config.sections import parse_logo
+from engine.logo import LogoBox
 
 # Where the "WH.GOV" logo of the shared Hamilton clip is (640 x 360): the static blue square, measured on the
 # temporal mean of its sampled frames (bluish pixels: columns 576..607, rows 18..49).
@@ -62,14 +62,15 @@ def centre(frames: torch.Tensor) -> torch.Tensor:
 
 def test_settings_from_challenge_toml() -> None:
     base = 'name = "c"\nbaseline = "b.mp4"\n'
-    assert logo.logo_settings(parse_challenge(base).raw) is None
-    pixels = logo.logo_settings(parse_challenge(base + "[logo]\nbox = [570, 10, 50, 44]\n").raw)
+    assert parse_challenge(base).logo is None
+    pixels = parse_challenge(base + "[logo]\nbox = [570, 10, 50, 44]\n").logo
     assert pixels == LogoSettings(box=(570.0, 10.0, 50.0, 44.0), method="blur") and not pixels.fractional
-    fractions = logo.logo_settings(parse_challenge(base + '[logo]\nbox = [0.9, 0, 0.1, 0.15]\nmethod = "inpaint"').raw)
+    fractions = parse_challenge(base + '[logo]\nbox = [0.9, 0, 0.1, 0.15]\nmethod = "inpaint"').logo
     assert fractions is not None and fractions.fractional and fractions.method == "inpaint"
-    auto = logo.logo_settings(parse_challenge(base + "[logo]\nauto = true\n").raw)
+    auto = parse_challenge(base + "[logo]\nauto = true\n").logo
     assert auto == LogoSettings(auto=True)
-    assert logo.logo_settings({"logo": {"auto": False}}) is None  # switched off explicitly
+    assert parse_challenge(base + "[logo]\nauto = false\n").logo is None  # switched off explicitly
+    assert parse_logo({"auto": False}) is None
 
 
 @pytest.mark.parametrize(
@@ -91,12 +92,12 @@ def test_settings_from_challenge_toml() -> None:
 )
 def test_invalid_logo_tables(table: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment.replace("+", r"\+").replace("(", r"\(")):
-        logo.logo_settings({"logo": table})
+        parse_logo(table)
 
 
 def test_logo_must_be_a_table() -> None:
     with pytest.raises(ConfigError, match="'logo' must be a table"):
-        logo.logo_settings({"logo": [1, 2, 3, 4]})
+        parse_logo([1, 2, 3, 4])
 
 
 def test_resolve_box_pixels_fractions_and_clipping() -> None:
@@ -179,13 +180,13 @@ def test_cover_blurs_the_logo_and_leaves_the_rest(hamilton: Path, hamilton_frame
     diff = (centre(after) - centre(hamilton_frames)).abs().mean((1, 2, 3))
     assert diff.max().item() < 4.0, diff  # only re-encode noise where no logo was
 
-    src, out = decode.probe(hamilton), decode.probe(covered)
+    src, out = media.probe(hamilton), media.probe(covered)
     assert (out.video.width, out.video.height) == (src.video.width, src.video.height)
     assert out.video.codec == "h264" and out.video.num_frames == src.video.num_frames
     assert out.video.header_duration_s == pytest.approx(src.video.header_duration_s, abs=1e-3)
     # Every frame keeps its time: samples line up, and video and audio keep their offset.
-    src_pts = torch.cat([b.pts_s for b in decode.sample_frames(hamilton)]) - src.video.start_s
-    out_pts = torch.cat([b.pts_s for b in decode.sample_frames(covered)]) - out.video.start_s
+    src_pts = torch.cat([b.pts_s for b in media.sample_frames(hamilton)]) - src.video.start_s
+    out_pts = torch.cat([b.pts_s for b in media.sample_frames(covered)]) - out.video.start_s
     assert torch.allclose(src_pts, out_pts, atol=1e-3)
     assert src.audio is not None and out.audio is not None
     assert out.video.start_s - out.audio.start_s == pytest.approx(src.video.start_s - src.audio.start_s, abs=1e-3)
@@ -220,14 +221,14 @@ def test_letterboxed_clip_and_explicit_fraction_box(tmp_path: Path, hamilton: Pa
     iou, inside = overlap(found, logo_there)
     assert inside == 1.0 and iou >= 0.5, found
 
-    settings = logo.logo_settings({"logo": {"box": [0.89, 0.15, 0.07, 0.1]}})
+    settings = parse_logo({"box": [0.89, 0.15, 0.07, 0.1]})
     assert settings is not None
     box = logo.locate_logo(settings, boxed)
     assert box == LogoBox(570, 72, 44, 48)
     out = logo.cover_logo(boxed, tmp_path / "covered.mp4", box)
     after = logo.sampled_frames(out)
     assert edge_energy(after, logo_there) < 0.02 * edge_energy(frames, logo_there)
-    assert decode.probe(out).has_audio
+    assert media.probe(out).has_audio
 
 
 def test_static_synthetic_clips_give_nothing_or_a_small_box(tmp_path: Path) -> None:
@@ -246,10 +247,10 @@ def test_cover_errors(tmp_path: Path, hamilton: Path) -> None:
         logo.cover_logo(hamilton, tmp_path / "x.mp4", LogoBox(700, 10, 20, 20))
     with pytest.raises(ValueError, match="method must be one of"):
         logo.cover_logo(hamilton, tmp_path / "x.mp4", HAMILTON_LOGO, method="pixelate")
-    with pytest.raises(decode.DecodeError) as missing:
+    with pytest.raises(media.DecodeError) as missing:
         logo.cover_logo(tmp_path / "nope.mp4", tmp_path / "x.mp4", HAMILTON_LOGO)
     assert missing.value.kind == "unreadable_path"
-    with pytest.raises(decode.DecodeError) as failed:  # FFmpeg itself refuses: its reason is in the message
+    with pytest.raises(media.DecodeError) as failed:  # FFmpeg itself refuses: its reason is in the message
         logo.cover_logo(hamilton, tmp_path / "x.unknownext", HAMILTON_LOGO)
     assert failed.value.kind == "encode_failed" and "output format" in str(failed.value)
     assert list(tmp_path.iterdir()) == []  # no half-written file is left behind

@@ -22,13 +22,17 @@ import pytest
 import torch
 from conftest import REPO, ffmpeg, free_port, run_cli
 
-from engine.apps.monitor import Monitor, alert_payload, check_source, is_settled, nearest_faces, post_json
+from engine.apps.monitor import Monitor
+from engine.apps.monitor_match import alert_payload, nearest_faces
+from engine.apps.monitor_source import check_source, is_settled
 from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, PeopleError, load_people
-from engine.config.settings import Settings, resolve_device
-from engine.faces.batching import FaceModels, VideoFaces
+from engine.apps.webhook import post_json
+from engine.config import Settings, resolve_device
+from engine.faces.batching import FaceModels
 from engine.hashing import sha256_file
 from engine.store import Database, StoreUnreachable
 from engine.store.objects import alert_key
+from engine.types import Faces, VideoFaces
 
 LIN, BIDEN, RYAN = "lin-manuel-miranda", "biden", "ryan-reynolds-reference"
 MONITOR_TEST = "monitor"
@@ -179,12 +183,16 @@ def test_nearest_faces_takes_each_persons_best_face() -> None:
     faces[1, 2] = 0.9  # 0.1 from a's second photo
     faces[2, 0] = 0.5  # 0.5 from a's first photo
     found = VideoFaces(
-        faces={
-            "embedding": faces,
-            "pts_s": torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
-            "boxes": torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 12, 12]], dtype=torch.float32),
-            "frame_index": torch.tensor([0, 1, 2]),
-        }
+        faces=Faces(
+            frame_index=torch.tensor([0, 1, 2]),
+            face_index=torch.zeros(3, dtype=torch.int64),
+            pts_s=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+            boxes=torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [2, 2, 12, 12]], dtype=torch.float32),
+            scores=torch.ones(3),
+            landmarks=torch.zeros(3, 10),
+            rotation=torch.zeros(3, dtype=torch.int64),
+            embedding=faces,
+        )
     )
     best = {m.person: m for m in nearest_faces(found, people)}
     assert set(best) == {"a", "b"}

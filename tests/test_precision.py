@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import media
 from engine.faces.detect import FaceDetector
 from engine.faces.embed import FaceEmbedder, align_chips
 from engine.inference.backends import onnxruntime_available, resolve_backend
 from engine.inference.precision import cpu_has_fast_bf16, resolve_precision
-from engine.media import decode
 
 
 def test_resolve_precision() -> None:
@@ -33,7 +33,7 @@ def test_bf16_embedder_keeps_people_apart(shared_data: Path) -> None:
     detector = FaceDetector()
     faces = []
     for photo in sorted((shared_data / "faces").glob("*.jpg"))[:8]:
-        img = decode.load_image(photo)
+        img = media.load_image(photo)
         det = detector.detect(img[None], 640 / max(img.shape[-2:]))
         faces.append(align_chips(img[None], det))
     chips = torch.cat(faces)
@@ -94,7 +94,7 @@ def test_resolve_backend() -> None:
 @pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
 def test_onnxruntime_backend_equals_torch(hamilton: Path) -> None:
     """The exported graphs in ONNX Runtime give torch's detections and descriptors (up to float rounding)."""
-    frames = next(decode.sample_frames(hamilton, 0.5, "cpu")).frames[:6]
+    frames = next(media.sample_frames(hamilton, 0.5, "cpu")).frames[:6]
     by_torch, by_ort = FaceDetector(backend="torch"), FaceDetector(backend="onnxruntime")
     assert by_ort.backend == "onnxruntime"
     a, b = by_torch.detect_with_rotation(frames, 0.5), by_ort.detect_with_rotation(frames, 0.5)

@@ -18,7 +18,7 @@ from torchvision.ops import box_iou
 
 from engine.apps.people import PeopleError
 from engine.apps.search import SearchSettings, appearances, search
-from engine.media.decode import probe
+from engine.media import probe
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine import media
 from engine.apps.shots import (
     ShotCuts,
     ShotScorer,
@@ -28,7 +29,6 @@ from engine.apps.shots import (
     scene_changes,
     shot_ids,
 )
-from engine.media import decode
 
 DEFAULT = ShotSettings()
 
@@ -64,7 +64,7 @@ def _stream(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Our scores of every frame and their frame numbers, scored chunk by chunk as a film would be."""
     scorer = ShotScorer()
     scores, index = [], []
-    for batch in decode.iter_frames(path):
+    for batch in media.iter_frames(path):
         scores.append(scorer.update(batch.frames))
         index.append(batch.index)
     return torch.cat(scores), torch.cat(index)
@@ -82,7 +82,7 @@ def _near(a: list[int], b: list[int], tol: int = 1) -> list[int]:
 
 
 def _frames(path: Path, start: int, stop: int) -> torch.Tensor:
-    return torch.cat([b.frames for b in decode.iter_frames(path, start, stop)])
+    return torch.cat([b.frames for b in media.iter_frames(path, start, stop)])
 
 
 def _hwc(frames: torch.Tensor) -> np.ndarray:

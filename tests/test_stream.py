@@ -18,12 +18,15 @@ import pytest
 import torch
 from conftest import db_tables, ffmpeg
 
-from engine.config.settings import ConfigError, Settings, parse_challenge
-from engine.faces.batching import FaceBatcher, FaceModels, VideoFaces, analyze_batches
-from engine.media import decode
-from engine.pipeline.run import RunSummary, batch_frames, packs_videos, run_challenge
+from engine import media
+from engine.config import ConfigError, Settings, parse_challenge
+from engine.faces.batching import FaceBatcher, FaceModels, analyze_batches
+from engine.pipeline.run import run_challenge
+from engine.pipeline.stages import batch_frames, packs_videos
+from engine.pipeline.summary import RunSummary
 from engine.pipeline.threads import Flusher, prefetch
 from engine.store import face_key, open_object_store
+from engine.types import VideoFaces
 
 # --- engine/pipeline/threads.py ---
 
@@ -170,20 +173,22 @@ def _same_faces(got: VideoFaces, want: VideoFaces, exact: bool = False) -> None:
     """The same frames, faces and images; unless ``exact``, boxes, scores, landmarks and descriptors within float
     tolerance (see FaceBatcher: packing moves their last bits), and the crops of faces whose landmarks moved may
     differ."""
-    assert got.frames == want.frames and got.noface_frames == want.noface_frames and got.frame_jpegs == want.frame_jpegs
+    frames = zip(got.frames.state().values(), want.frames.state().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in frames)
+    assert torch.equal(got.noface_frames, want.noface_frames) and got.frame_jpegs == want.frame_jpegs
     assert (got.sampled is None) == (want.sampled is None)
     if want.sampled is not None:
         assert torch.equal(got.sampled, want.sampled)
-    assert got.faces.keys() == want.faces.keys()
+    assert got.faces.state().keys() == want.faces.state().keys()
     tolerance = {} if exact else {"boxes": 1e-3, "scores": 1e-4, "landmarks": 1e-3, "embedding": 1e-5}
-    for name, value in want.faces.items():
+    for name, value in want.faces.state().items():
         if name in tolerance:
-            torch.testing.assert_close(got.faces[name], value, rtol=0, atol=tolerance[name])
+            torch.testing.assert_close(getattr(got.faces, name), value, rtol=0, atol=tolerance[name])
         else:
-            assert torch.equal(got.faces[name], value), name
-    same = (got.faces["landmarks"] == want.faces["landmarks"]).all(1).tolist()
-    assert len(got.crops) == len(want.crops)
-    assert all(a == b for a, b, s in zip(got.crops, want.crops, same, strict=True) if s)
+            assert torch.equal(getattr(got.faces, name), value), name
+    same = (got.faces.landmarks == want.faces.landmarks).all(1).tolist()
+    assert len(got.faces.crops) == len(want.faces.crops)
+    assert all(a == b for a, b, s in zip(got.faces.crops, want.faces.crops, same, strict=True) if s)
 
 
 def _batcher_videos(ryan: Path, media_dir: Path) -> dict[str, tuple[Path, float]]:
@@ -205,7 +210,7 @@ KEEP: dict[str, Any] = dict(keep_frames=True, frame_jpegs=True)
 def one_by_one(models: FaceModels, media_dir: Path, ryan: Path) -> dict[str, VideoFaces]:
     """Each video alone through ``analyze_batches``, in decode chunks (= model batches) of 3 frames."""
     return {
-        name: analyze_batches(decode.sample_frames(path, interval, chunk=3), models, **KEEP)
+        name: analyze_batches(media.sample_frames(path, interval, chunk=3), models, **KEEP)
         for name, (path, interval) in _batcher_videos(ryan, media_dir).items()
         if name != "dropped"
     }
@@ -226,7 +231,7 @@ def _through(batcher: FaceBatcher[str], videos: dict[str, tuple[Path, float]], c
     try:
         models.detector.detect_with_rotation = counting  # type: ignore[method-assign]
         for name, (path, interval) in videos.items():
-            for batch in decode.sample_frames(path, interval, chunk=chunk):
+            for batch in media.sample_frames(path, interval, chunk=chunk):
                 got += batcher.add(name, batch)
             got += batcher.drop(name) if name == "dropped" else batcher.end(name)
         got += batcher.finish()

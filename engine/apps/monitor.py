@@ -17,32 +17,31 @@ monitor carries on where it stopped:
 * **Alerts** are printed once (the ``emit`` callback: one JSON line) right after they are committed, and POSTed to
   the webhook with exponential back-off on connection errors, timeouts, 5xx, 408 and 429; an alert the webhook did
   not take stays undelivered in the database and is POSTed again at the next poll, never printed again.
+
+The source side (the settle rule, the source check) is in ``engine.apps.monitor_source``, the face side (a video's
+faces, the nearest one per watched person, the alert's JSON) in ``engine.apps.monitor_match``, the webhook's
+delivery in ``engine.apps.webhook``; this module is the loop that keeps the rules above.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, distances, load_people
-from engine.config.settings import ConfigError, Settings
-from engine.faces.batching import FaceModels, VideoFaces, analyze_batches
+from engine import media
+from engine.apps.monitor_match import alert_payload, faces_in_video, nearest_faces
+from engine.apps.monitor_source import Stat, check_source, file_stat, is_settled
+from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, load_people
+from engine.apps.webhook import WEBHOOK_ATTEMPTS, WEBHOOK_BASE_DELAY_S, post_json
+from engine.config import ConfigError, Settings
+from engine.faces.batching import FaceModels
 from engine.hashing import sha256_file
-from engine.media import decode
-from engine.pipeline.run import open_stores
 from engine.sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
-from engine.store import Database, ObjectStore
+from engine.store import Database, ObjectStore, open_stores
 from engine.store.objects import alert_key
 
 Log = Callable[[str], None]
@@ -56,133 +55,6 @@ DEFAULT_SETTLE_S = 10.0
 DEFAULT_INTERVAL_S = 30.0
 #: Times a video that fails (unreadable, not a video, download error) is tried before it is left for good.
 MAX_VIDEO_ATTEMPTS = 3
-#: Webhook requests per alert and poll, and the first back-off delay (doubled after each failure, capped).
-WEBHOOK_ATTEMPTS = 5
-WEBHOOK_BASE_DELAY_S = 1.0
-WEBHOOK_MAX_DELAY_S = 60.0
-WEBHOOK_TIMEOUT_S = 10.0
-#: HTTP statuses worth retrying besides 5xx: the receiver timed out or asked us to slow down.
-RETRY_STATUSES = frozenset({408, 429})
-
-
-# --- the settle rule ----------------------------------------------------------------------------------------------
-Stat = tuple[int, int]  # (size in bytes, mtime in ns)
-
-
-def is_settled(stat: Stat, previous: Stat | None, unchanged_for_s: float, now_s: float, settle_s: float) -> bool:
-    """Whether a local file is complete enough to take: a writer that is still copying changes its size and mtime.
-
-    ``stat`` is the file's (size, mtime_ns) now, ``previous`` what the previous listing saw (``None``: not listed
-    before), ``unchanged_for_s`` how long this process has seen ``stat`` unchanged, ``now_s`` the wall clock. The
-    file is taken when it did not change since the previous listing and it has been unchanged for ``settle_s``:
-    by its mtime's age, or by our own observation when its mtime is in the future (a server whose clock runs
-    ahead). A file that is already old when first listed (``cp -p``, an rsync rename, a restart) is taken at once.
-    """
-    if previous is not None and previous != stat:
-        return False
-    age_s = now_s - stat[1] / 1e9
-    return age_s >= settle_s or unchanged_for_s >= settle_s
-
-
-# --- the webhook ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Delivery:
-    """How one alert's webhook delivery ended: ``ok`` after ``attempts`` requests, else the last ``error``."""
-
-    ok: bool
-    attempts: int
-    error: str | None = None
-
-
-def post_json(
-    url: str,
-    payload: dict[str, Any],
-    *,
-    attempts: int = WEBHOOK_ATTEMPTS,
-    base_delay_s: float = WEBHOOK_BASE_DELAY_S,
-    timeout_s: float = WEBHOOK_TIMEOUT_S,
-    sleep: Callable[[float], Any] = time.sleep,
-) -> Delivery:
-    """POST ``payload`` as JSON; retry transient failures with exponential back-off (``base``, 2×, 4×...).
-
-    Transient: no connection, a timeout, a broken response, 5xx, 408 or 429: the receiver may be restarting or
-    overloaded, and waiting longer each time lets it recover without being hammered. Any other 4xx means the
-    receiver refuses this request as it is, so it is not repeated now (the monitor tries again at its next poll).
-    """
-    body = json.dumps(payload).encode("utf-8")
-    headers = {"Content-Type": "application/json", "User-Agent": "faceengine-monitor/0.1"}
-    error = "no attempt made"
-    for n in range(1, max(1, attempts) + 1):
-        try:
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                response.read()
-            return Delivery(True, n)
-        except urllib.error.HTTPError as exc:
-            error = f"HTTP {exc.code} {exc.reason}"
-            if exc.code < 500 and exc.code not in RETRY_STATUSES:
-                return Delivery(False, n, f"{error} (a client error: not repeated)")
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            error = f"{type(exc).__name__}: {reason}"
-        if n < attempts:
-            sleep(min(base_delay_s * 2 ** (n - 1), WEBHOOK_MAX_DELAY_S))
-    return Delivery(False, attempts, error)
-
-
-# --- matching -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Match:
-    """A watched person's nearest face in one video: ``index`` is its row in the faces stage's output."""
-
-    person: str
-    index: int
-    distance: float
-    time_s: float
-    box: list[float]
-
-
-def nearest_faces(found: VideoFaces, people: People) -> list[Match]:
-    """Each watched person's nearest face in the video (none when the video has no face at all).
-
-    A person with several reference rows is as near as their nearest row. The distance is dlib's Euclidean one.
-    """
-    if len(found) == 0 or len(people) == 0:
-        return []
-    d = distances(found.faces["embedding"], people)  # [F, R]
-    row_names = people.names
-    out = []
-    for person in people.unique_names:
-        columns = torch.tensor([i for i, n in enumerate(row_names) if n == person], device=d.device)
-        per_face = d.index_select(1, columns).min(dim=1).values
-        index = int(per_face.argmin())
-        out.append(
-            Match(
-                person=person,
-                index=index,
-                distance=float(per_face[index]),
-                time_s=float(found.faces["pts_s"][index]),
-                box=[round(float(v), 1) for v in found.faces["boxes"][index].tolist()],
-            )
-        )
-    return out
-
-
-def alert_payload(alert: dict[str, Any]) -> dict[str, Any]:
-    """The JSON an alert is announced with (stdout and webhook), built from its ``monitor_alerts`` row so that a
-    retried delivery sends exactly what was printed. ``score`` is ``1 - distance`` (1: the same descriptor; a match
-    has at least ``1 - threshold``); (``sha256``, ``person``) identifies the alert for receivers that dedupe."""
-    return {
-        "person": alert["person"],
-        "video": alert["video_name"],
-        "uri": alert["source_uri"],
-        "sha256": alert["video_sha256"],
-        "time_s": alert["time_s"],
-        "distance": alert["distance"],
-        "score": alert["score"],
-        "box": alert["box"],
-        "thumbnail_key": alert["thumbnail_key"],
-    }
 
 
 # --- the monitor ------------------------------------------------------------------------------------------------------
@@ -208,24 +80,6 @@ class MonitorTotals:
             f"{self.failed} failure(s), {self.alerts} alert(s), webhook: {self.delivered} delivered, "
             f"{self.undelivered} owed · {self.seconds:.1f}s"
         )
-
-
-def check_source(source: str, s3_endpoint_url: str | None = None) -> None:
-    """Refuse, before the first poll, a source that cannot be right: a missing local folder or list file, or an
-    S3 bucket that does not answer (a typo must not poll nothing forever). An empty folder or prefix is fine."""
-    if source.startswith("s3://"):
-        from engine.store import S3ObjectStore
-
-        bucket = source[len("s3://") :].split("/", 1)[0]
-        try:
-            S3ObjectStore(f"s3://{bucket}", s3_endpoint_url).check()
-        except ValueError as exc:
-            raise ConfigError(f"watched source {source}: {exc}") from exc
-        return
-    if is_url(source):
-        return
-    if not Path(source).exists():
-        raise ConfigError(f"watched source not found: {source} (give a folder, a file of URLs, or s3://bucket/prefix)")
 
 
 class Monitor:
@@ -270,7 +124,7 @@ class Monitor:
         self.webhook_attempts = webhook_attempts
         self.webhook_base_delay_s = webhook_base_delay_s
         if db is None or store is None:
-            db, store = open_stores(settings)
+            db, store = open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
         self.db = db
         self.store = store
         self.stop = threading.Event()
@@ -295,10 +149,10 @@ class Monitor:
         each, named by its file's stem). Every problem is a ``ConfigError``, ``PeopleError``, ``StoreUnreachable`` or
         ``WeightError`` raised before the first poll, so a misconfigured monitor never starts."""
         check_source(str(source), settings.s3_endpoint_url)
-        models = models or FaceModels.load(settings.device)
+        models = models or FaceModels.load(settings.device, mirror=settings.weights_mirror)
         people = load_people(list(watch), models)  # before the stores: a bad photo leaves no database behind
         log(f"watch  {len(people.unique_names)} person(s): {', '.join(people.unique_names)}")
-        db, store = open_stores(settings)
+        db, store = open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
         try:
             return cls(settings, people, models, source, emit=emit, log=log, db=db, store=store, **options)
         except BaseException:
@@ -350,7 +204,7 @@ class Monitor:
                 break
             if item.kind == "file" and item.name.startswith("."):
                 continue  # a temporary file of a copy or download in progress
-            stat = _stat(item)
+            stat = file_stat(item)
             previous = self._listing.get(item.uri)  # (stat, since when) at the previous listing
             if stat is not None:
                 since = previous[1] if previous and previous[0] == stat else time.monotonic()
@@ -407,7 +261,7 @@ class Monitor:
             path, _meta = fetch(item, s.work_dir / "downloads", s.s3_endpoint_url)
             fetched.append(path)
             sha = sha256_file(path)
-            if stat is not None and _stat(item) != stat:  # written to again while we read it: not settled after all
+            if stat is not None and file_stat(item) != stat:  # written to again while we read it: not settled after all
                 self._note_waiting(item)
                 return None
             twin = self.db.monitor_video_by_sha(sha)
@@ -421,20 +275,20 @@ class Monitor:
                 self.totals.outcomes.append((item.name, "duplicate", message))
                 self.log(f"skip   {item.name}: {message}")
                 return "duplicate"
-            video = decode.probe(path).video
-            if video.truncated_s > decode.TRUNCATION_TOLERANCE_S and attempts + 1 < self.max_attempts:
+            video = media.probe(path).video
+            if video.truncated_s > media.TRUNCATION_TOLERANCE_S and attempts + 1 < self.max_attempts:
                 # A second guard after the settle rule: a file that is still being copied looks truncated.
-                raise decode.DecodeError(
+                raise media.DecodeError(
                     "truncated",
                     f"{item.name} is truncated ({video.duration_s:.1f}s of {video.header_duration_s:.1f}s decodable); "
                     "still being copied? Its decodable part is checked at the last attempt",
                 )
-            found = analyze_batches(decode.sample_frames(path, s.sample_interval, s.device), self.models)
+            found = faces_in_video(path, s, self.models)
             matches = nearest_faces(found, self.people)
             hits = [m for m in matches if m.distance <= self.threshold]
             for m in hits:
-                self.store.put_bytes(alert_key(sha, m.person), found.crops[m.index], "image/jpeg")
-        except (FetchError, decode.DecodeError, OSError) as exc:
+                self.store.put_bytes(alert_key(sha, m.person), found.faces.crops[m.index], "image/jpeg")
+        except (FetchError, media.DecodeError, OSError) as exc:
             return self._failed(item, base, sha, attempts, _reason(exc))
         except Exception as exc:  # noqa: BLE001 - one video must never stop the monitor, whatever it triggers
             return self._failed(item, base, sha, attempts, f"{type(exc).__name__}: {exc}")
@@ -506,17 +360,6 @@ class Monitor:
                     f"error  webhook: alert {alert['person']} in {alert['video_name']} not delivered after "
                     f"{result.attempts} attempt(s): {result.error}; kept for the next poll"
                 )
-
-
-def _stat(item: SourceItem) -> Stat | None:
-    """(size, mtime_ns) of a local file; ``None`` for remote items and for paths that cannot be read."""
-    if item.kind != "file":
-        return None
-    try:
-        st = os.stat(item.uri)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.faces.batching import FaceModels
-from engine.media.decode import DecodeError, load_image
+from engine.media import DecodeError, load_image
 
 #: dlib's documented decision distance for its 128-d descriptors.
 DEFAULT_MATCH_DISTANCE = 0.6

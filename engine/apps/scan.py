@@ -15,19 +15,20 @@ from pathlib import Path
 import torch
 
 from engine.apps.shots import ShotScorer, ShotSettings, find_cuts
-from engine.faces.batching import FaceModels, Timer, VideoFaces, analyze_batches
-from engine.media import decode
+from engine.faces.batching import FaceModels, Timer, analyze_batches
+from engine.media import FrameBatch, MediaInfo, VideoInfo, iter_frames, probe
+from engine.types import VideoFaces
 
 
 @dataclass
 class Scan:
     """What one pass found over frames ``first .. first + len(pts_s) - 1``.
 
-    ``faces.faces["frame_index"]`` holds frame numbers (not sample numbers); ``scores[i]`` is the shot-change score
+    ``faces.faces.frame_index`` holds frame numbers (not sample numbers); ``scores[i]`` is the shot-change score
     of frame ``first + i`` against the frame before it (0 for the stream's first frame).
     """
 
-    info: decode.VideoInfo
+    info: VideoInfo
     first: int
     faces: VideoFaces
     scores: torch.Tensor  # float32 [N], host
@@ -63,7 +64,7 @@ def scan_frames(
     crops: bool = False,
     timer: Timer | None = None,
     on_frames: Callable[[int], None] | None = None,
-    media: decode.MediaInfo | None = None,
+    media: MediaInfo | None = None,
 ) -> Scan:
     """Decode frames ``[start, stop)`` once on the models' device: shot scores for all, faces for the grid.
 
@@ -71,20 +72,20 @@ def scan_frames(
     the caller already has it (the file is then not probed twice).
     """
     device = str(models.detector.device)
-    info = (media or decode.probe(path)).video
+    info = (media or probe(path)).video
     scorer = ShotScorer(shot_settings)
     scores: list[torch.Tensor] = []
     pts: list[torch.Tensor] = []
 
-    def face_frames() -> Iterator[decode.FrameBatch]:
-        for batch in decode.iter_frames(path, start, stop, device):
+    def face_frames() -> Iterator[FrameBatch]:
+        for batch in iter_frames(path, start, stop, device):
             scores.append(scorer.update(batch.frames).float().cpu())
             pts.append(batch.pts_s)
             if on_frames is not None:
                 on_frames(len(batch))
             keep = (batch.index % stride == 0).nonzero().flatten()
             if len(keep):
-                yield decode.FrameBatch(
+                yield FrameBatch(
                     frames=batch.frames[keep.to(batch.frames.device)],
                     index=batch.index[keep],
                     target_s=batch.target_s[keep],

@@ -26,8 +26,9 @@ import torch
 from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, distances, reference_embedding
 from engine.apps.scan import scan_frames, stride_for
 from engine.apps.shots import ShotSettings, shot_ids
-from engine.faces.batching import FaceModels, FaceSettings
-from engine.media.decode import DecodeError, cut_clip
+from engine.config import FaceSettings, resolve_device
+from engine.faces.batching import FaceModels
+from engine.media import DecodeError, cut_clip
 from engine.track import TrackerSettings, track_faces
 
 Log = Callable[[str], None]
@@ -105,7 +106,7 @@ def search_video(
 ) -> dict[str, Any]:
     """Find the reference person in one video; write its clips and ``<stem>.json`` under ``out``."""
     out, video = Path(out), Path(video)
-    from engine.media.decode import probe
+    from engine.media import probe
 
     info = probe(video)
     fps = info.video.fps
@@ -119,11 +120,11 @@ def search_video(
     clips: list[dict[str, Any]] = []
     matched = 0
     if len(scan.faces):
-        d = distances(faces["embedding"], reference.as_people())[:, 0].cpu()
-        frame = faces["frame_index"]
-        best = matched_faces(frame, faces["boxes"], faces["embedding"], d, cuts, stride, settings)
+        d = distances(faces.embedding, reference.as_people())[:, 0].cpu()
+        frame = faces.frame_index
+        best = matched_faces(frame, faces.boxes, faces.embedding, d, cuts, stride, settings)
         matched = len(best)
-        times = faces["pts_s"][best]
+        times = faces.pts_s[best]
         shot = shot_ids(frame[best], cuts)
         half = settings.interval / 2
         for k, (a, b) in enumerate(appearances(times, shot, settings.max_gap_s)):
@@ -150,7 +151,7 @@ def search_video(
                         w=round(float(x2 - x1)), h=round(float(y2 - y1)), distance=round(float(e), 4),
                     )
                     for f, t, (x1, y1, x2, y2), e in zip(
-                        frame[rows], faces["pts_s"][rows], faces["boxes"][rows], dist, strict=True
+                        frame[rows], faces.pts_s[rows], faces.boxes[rows], dist, strict=True
                     )
                 ],
             )  # fmt: skip
@@ -174,9 +175,7 @@ def search_video(
 
 
 def _setup(device: str, settings: SearchSettings, reference: str) -> tuple[FaceModels, Reference]:
-    from engine.pipeline.executor import worker_device
-
-    models = FaceModels.load(worker_device(device), settings.faces)
+    models = FaceModels.load(resolve_device(device, "worker"), settings.faces)
     return models, load_reference(reference, models)
 
 

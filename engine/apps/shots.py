@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.media import decode
+from engine import media
 
 #: OpenCV's fixed-point precision for 8-bit RGB→HSV (``hsv_shift`` in its colour code).
 _HSV_SHIFT = 12
@@ -308,7 +308,7 @@ class ShotCuts:
 
 
 def _score_batches(
-    batches: Iterator[decode.FrameBatch], settings: ShotSettings
+    batches: Iterator[media.FrameBatch], settings: ShotSettings
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scores, frame numbers and pts of a stream of consecutive frame batches (frames themselves are dropped)."""
     scorer = ShotScorer(settings)
@@ -339,7 +339,7 @@ def scene_changes(
     s = settings or ShotSettings()
     first = max(0, start - s.context)
     last = None if stop is None else stop + s.context
-    scores, index, pts = _score_batches(decode.iter_frames(path, first, last, device), s)
+    scores, index, pts = _score_batches(media.iter_frames(path, first, last, device), s)
     valid_hi = len(index) if stop is None else int(torch.searchsorted(index, torch.tensor(stop)))
     valid_lo = int(torch.searchsorted(index, torch.tensor(max(0, start))))
     pos = find_cuts(scores, s, valid=(valid_lo, valid_hi)).cpu()

@@ -1,138 +1,35 @@
-"""Configuration in one place: typed run settings and the challenge TOML model.
+"""Typed run settings: everything a run needs besides the challenge itself.
 
-Settings are read from explicit flags first, then ``ENGINE_*`` environment variables, then defaults, so the
-CLI, tests and a Ray worker all build the same object the same way. A challenge is a TOML file (a path, or the
-name of one bundled in ``engine/challenges``); later stages read their own tables from ``Challenge.raw``.
+Settings are read from explicit flags first, then ``ENGINE_*`` environment variables (read through
+:mod:`engine.config.environment`), then defaults, so the CLI, tests and a Ray worker all build the same object the
+same way.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.pipeline.executor import KINDS as EXECUTORS
+from engine.config import environment
+from engine.config.device import check_device, resolve_device
+from engine.config.errors import ConfigError
 
 RUNTYPES = ("test", "prod")
-DEVICES = ("auto", "cpu", "cuda")
+#: Where a run's videos are processed: this process, or Ray actors (``engine.pipeline.executor``).
+EXECUTORS = ("local", "ray")
 #: RUNTYPE ``test`` processes only this many videos, as the seed pipeline did.
 TEST_RUN_VIDEOS = 4
 #: How boolean environment variables (``ENGINE_STREAM``, ``ENGINE_PACK_VIDEOS``) may be written.
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-class ConfigError(ValueError):
-    """A setting or a challenge file is wrong; the message says which and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One audio prompt of the challenge's baseline, in seconds of the baseline."""
-
-    name: str
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """A parsed challenge TOML. ``raw`` keeps every table so later stages can read their own keys."""
-
-    name: str
-    baseline: str
-    prompts: tuple[Prompt, ...]
-    path: Path | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def baseline_uri(self, videos_dir: Path | None = None) -> str:
-        """Where the baseline lives: a URL or ``s3://`` key as written, else a local path.
-
-        A relative path is taken relative to the TOML file; for a bundled challenge, whose TOML sits inside the
-        package, it is looked up in the videos folder instead.
-        """
-        if "://" in self.baseline:
-            return self.baseline
-        candidates = []
-        if self.path is not None:
-            candidates.append(self.path.parent / self.baseline)
-        if videos_dir is not None:
-            candidates.append(Path(videos_dir) / self.baseline)
-        for candidate in candidates:
-            if candidate.exists():
-                return str(candidate.resolve())
-        return str(candidates[0]) if candidates else self.baseline
-
-
-def bundled_challenges() -> list[str]:
-    """Names of the challenge TOMLs shipped inside the package."""
-    root = resources.files("engine.challenges")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
-
-
-def load_challenge(name_or_path: str | Path) -> Challenge:
-    """Load a challenge from a TOML path, or by the name of a bundled one (``demo``)."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"challenge file not found: {path}")
-        return parse_challenge(path.read_text(encoding="utf-8"), path.resolve())
-    bundled = resources.files("engine.challenges") / f"{name_or_path}.toml"
-    if bundled.is_file():
-        return parse_challenge(bundled.read_text(encoding="utf-8"), Path(str(bundled)), bundled=True)
-    raise ConfigError(
-        f"unknown challenge {str(name_or_path)!r}: give a TOML path or one of the bundled challenges "
-        f"({', '.join(bundled_challenges())})"
-    )
-
-
-def parse_challenge(text: str, path: Path | None = None, bundled: bool = False) -> Challenge:
-    """Validate a challenge TOML's text; every error names the key at fault."""
-    where = str(path) if path else "<challenge>"
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{where}: 'name' must be a non-empty string")
-    if any(c in name for c in "/\\") or name.startswith("."):
-        raise ConfigError(f"{where}: 'name' {name!r} must not contain path separators")
-    baseline = raw.get("baseline")
-    if not isinstance(baseline, str) or not baseline:
-        raise ConfigError(f"{where}: 'baseline' must be a path, URL or s3:// key")
-    prompts = []
-    for i, entry in enumerate(raw.get("prompts", [])):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: prompts[{i}] must be a table with name, start, end")
-        try:
-            prompt = Prompt(str(entry["name"]), float(entry["start"]), float(entry["end"]))
-        except KeyError as exc:
-            raise ConfigError(f"{where}: prompts[{i}] lacks {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: prompts[{i}]: start and end must be numbers") from exc
-        if not 0 <= prompt.start < prompt.end:
-            raise ConfigError(f"{where}: prompt {prompt.name!r}: need 0 <= start < end")
-        prompts.append(prompt)
-    names = [p.name for p in prompts]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: prompt names must be unique")
-    # A bundled challenge's baseline is resolved against the videos folder, not the package.
-    return Challenge(name.strip(), baseline, tuple(prompts), None if bundled else path, raw)
-
-
 def _pick(flag: Any, env: str, default: Any) -> Any:
     """Flag beats environment beats default; an empty environment variable counts as unset."""
     if flag is not None:
         return flag
-    value = os.environ.get(env)
-    return value if value not in (None, "") else default
+    value = environment.read(env)
+    return value if value is not None else default
 
 
 def _flag(flag: bool | None, env: str, default: bool | None) -> bool | None:
@@ -157,19 +54,6 @@ def normalize_db_url(url: str) -> str:
     return url
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)} (got {device!r})")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA GPU: use --device cpu or auto")
-    return device
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs besides the challenge itself."""
@@ -181,7 +65,7 @@ class Settings:
     device: str = "cpu"
     runs_dir: Path = Path("runs")
     s3_endpoint_url: str | None = None
-    weights_mirror: Path | None = None
+    weights_mirror: Path | None = None  # weight files' mirror folder: this process's models resolve with it
     sample_interval: float = 0.5
     audio_rate: int = 16_000
     save_frames: bool = False
@@ -241,9 +125,9 @@ class Settings:
         dev = str(_pick(device, "ENGINE_DEVICE", "auto")).lower()
         if resolve and ex == "local":
             dev = resolve_device(dev)
-        elif resolve and dev not in DEVICES and not dev.startswith("cuda:"):
+        elif resolve:
             # With Ray the workers, not this driver, hold the GPUs: each one resolves auto/cuda where it runs.
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)} (got {dev!r})")
+            check_device(dev)
         mirror = _pick(weights_mirror, "ENGINE_WEIGHTS_MIRROR", None)
         interval = float(_pick(sample_interval, "ENGINE_SAMPLE_INTERVAL", 0.5))
         if interval <= 0:

@@ -10,7 +10,7 @@ packed into model batches together (the streaming pipeline).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,46 +18,17 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from engine.config.settings import Challenge, ConfigError
+from engine import media
+from engine.config import FaceSettings
 from engine.dedup import phash
 from engine.faces.detect import FaceDetector
 from engine.faces.embed import FaceEmbedder, align_chips
-from engine.media import decode
-from engine.track import TrackerSettings, split_track, track_faces
+from engine.inference.weights import resolve as resolve_weights
+from engine.types import Faces, Frames, VideoFaces
 
 ROTATIONS_TRIED = [0, 90, 270]
 Timer = Callable[[str], AbstractContextManager[None]]
 K = TypeVar("K")
-
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """The challenge's ``[faces]`` table: detection size and score threshold, and whether frames are retried
-    rotated. ``long_side`` resizes frames whose long side is larger (never upscales); 0 keeps the original size."""
-
-    long_side: int = 640
-    threshold: float = 0.5
-    rotate: bool = True
-    jpeg_quality: int = 90
-
-
-def face_settings(challenge: Challenge) -> FaceSettings:
-    """Read and validate ``[faces]``; errors name the key at fault."""
-    table = challenge.raw.get("faces", {})
-    where = f"challenge {challenge.name!r} [faces]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(table) - {"long_side", "threshold", "rotate", "jpeg_quality"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    out = FaceSettings(**table)
-    if not isinstance(out.long_side, int) or not (out.long_side == 0 or out.long_side >= 32):
-        raise ConfigError(f"{where}: long_side must be 0 (original size) or an integer >= 32")
-    if not isinstance(out.threshold, int | float) or not 0 < out.threshold < 1:
-        raise ConfigError(f"{where}: threshold must be a number between 0 and 1")
-    if not isinstance(out.jpeg_quality, int) or not 1 <= out.jpeg_quality <= 100:
-        raise ConfigError(f"{where}: jpeg_quality must be an integer 1..100")
-    return out
 
 
 @dataclass
@@ -69,37 +40,18 @@ class FaceModels:
     settings: FaceSettings = field(default_factory=FaceSettings)
 
     @classmethod
-    def load(cls, device: str, settings: FaceSettings | None = None, precision: str = "auto") -> FaceModels:
+    def load(
+        cls, device: str, settings: FaceSettings | None = None, precision: str = "auto", mirror: Path | None = None
+    ) -> FaceModels:
         """Both networks on ``device``: fp16 on a GPU, fp32 on a CPU (through ONNX Runtime where installed) by
-        default; see ``engine.inference.precision`` and ``engine.inference.backends``."""
+        default; see ``engine.inference.precision`` and ``engine.inference.backends``. Their weights are resolved
+        with ``mirror`` (``Settings.weights_mirror``; ``None``: ``ENGINE_WEIGHTS_MIRROR``, see
+        ``engine.inference.weights``)."""
         return cls(
-            FaceDetector(device=device, precision=precision),
-            FaceEmbedder(device=device, precision=precision),
+            FaceDetector(resolve_weights("retinaface_mnet025", mirror), device=device, precision=precision),
+            FaceEmbedder(resolve_weights("dlib_resnet_v1", mirror), device=device, precision=precision),
             settings or FaceSettings(),
         )
-
-
-@dataclass
-class VideoFaces:
-    """What the faces stage found in one video, on the host, ready for the tables.
-
-    ``faces`` holds ``[F]``-long tensors: frame_index, face_index, pts_s, boxes ``[F, 4]``, scores, landmarks
-    ``[F, 10]``, rotation, embedding ``[F, 128]``, phash (int64), track; ``crops`` the JPEG of each face's chip.
-    """
-
-    frames: list[dict[str, Any]] = field(default_factory=list)
-    faces: dict[str, torch.Tensor] = field(default_factory=dict)
-    crops: list[bytes] = field(default_factory=list)
-    frame_jpegs: dict[int, bytes] = field(default_factory=dict)
-    noface_frames: list[int] = field(default_factory=list)
-    sampled: torch.Tensor | None = None  # all sampled frames (uint8, host) when asked for, e.g. to find a logo
-
-    def __len__(self) -> int:
-        return 0 if not self.faces else len(self.faces["frame_index"])
-
-    @property
-    def n_tracks(self) -> int:
-        return 0 if len(self) == 0 else int(self.faces["track"].max()) + 1
 
 
 def _rank_within(image: torch.Tensor) -> torch.Tensor:
@@ -117,9 +69,9 @@ def _no_timer(_stage: str) -> AbstractContextManager[None]:
     return nullcontext()
 
 
-def _slice(batch: decode.FrameBatch, lo: int, hi: int) -> decode.FrameBatch:
+def _slice(batch: media.FrameBatch, lo: int, hi: int) -> media.FrameBatch:
     """Frames ``[lo, hi)`` of a batch (views, nothing copied)."""
-    return decode.FrameBatch(batch.frames[lo:hi], batch.index[lo:hi], batch.target_s[lo:hi], batch.pts_s[lo:hi])
+    return media.FrameBatch(batch.frames[lo:hi], batch.index[lo:hi], batch.target_s[lo:hi], batch.pts_s[lo:hi])
 
 
 @dataclass
@@ -127,31 +79,19 @@ class _Collected:
     """One video's results so far, on the host, while its frames go through the models (possibly packed with
     other videos' frames)."""
 
-    parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-    index: list[torch.Tensor] = field(default_factory=list)
-    target_s: list[torch.Tensor] = field(default_factory=list)
-    pts_s: list[torch.Tensor] = field(default_factory=list)
-    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per piece
+    frames: list[Frames] = field(default_factory=list)
+    faces: list[Faces] = field(default_factory=list)
     noface: list[torch.Tensor] = field(default_factory=list)
-    crops: list[bytes] = field(default_factory=list)
     frame_jpegs: dict[int, bytes] = field(default_factory=dict)
     kept: list[torch.Tensor] = field(default_factory=list)
     waiting: int = 0  # frames handed in, not through the models yet
     ended: bool = False
 
     def result(self) -> VideoFaces:
-        out = VideoFaces(crops=self.crops, frame_jpegs=self.frame_jpegs)
-        if self.index:
-            index, target, pts = (torch.cat(x).tolist() for x in (self.index, self.target_s, self.pts_s))
-            sizes = torch.cat(
-                [torch.tensor([size]).expand(len(part), 2) for size, part in zip(self.sizes, self.index, strict=True)]
-            )
-            out.frames = [
-                dict(frame_index=k, target_s=t, pts_s=p, width=w, height=h)
-                for k, t, p, (w, h) in zip(index, target, pts, sizes.tolist(), strict=True)
-            ]
-            out.noface_frames = torch.cat(self.noface).tolist()
-        out.faces = {name: torch.cat(values) for name, values in self.parts.items()}
+        out = VideoFaces(frame_jpegs=self.frame_jpegs)
+        if self.frames:
+            out.frames, out.faces = Frames.cat(self.frames), Faces.cat(self.faces)
+            out.noface_frames = torch.cat(self.noface)
         if self.kept:
             out.sampled = torch.cat(self.kept)
         return out
@@ -197,10 +137,10 @@ class FaceBatcher(Generic[K]):
         self.timer = timer or _no_timer
         self.keep_frames, self.frame_jpegs, self.crops = keep_frames, frame_jpegs, crops
         self._videos: dict[K, _Collected] = {}  # in the order videos were first seen
-        self._pending: deque[tuple[K, decode.FrameBatch]] = deque()
+        self._pending: deque[tuple[K, media.FrameBatch]] = deque()
         self._pending_frames = 0
 
-    def add(self, video: K, batch: decode.FrameBatch) -> list[tuple[K, VideoFaces]]:
+    def add(self, video: K, batch: media.FrameBatch) -> list[tuple[K, VideoFaces]]:
         """Hand in some of ``video``'s frames; runs the models on every batch that is full."""
         collected = self._videos.setdefault(video, _Collected())
         if collected.ended:
@@ -248,7 +188,7 @@ class FaceBatcher(Generic[K]):
     def _run_pending(self, limit: int | None = None) -> None:
         """Run the first ``limit`` waiting frames (all when None) of one size as one model batch."""
         size = self._pending[0][1].frames.shape[-2:]
-        pieces: list[tuple[K, decode.FrameBatch]] = []
+        pieces: list[tuple[K, media.FrameBatch]] = []
         n = 0
         first = self._pending[0][0]
         while (
@@ -266,7 +206,7 @@ class FaceBatcher(Generic[K]):
         self._pending_frames -= n
         self._run(pieces)
 
-    def _run(self, pieces: list[tuple[K, decode.FrameBatch]]) -> None:
+    def _run(self, pieces: list[tuple[K, media.FrameBatch]]) -> None:
         timer, cfg, models = self.timer, self.models.settings, self.models
         if len(pieces) == 1:
             frames = pieces[0][1].frames
@@ -289,26 +229,26 @@ class FaceBatcher(Generic[K]):
             chips8 = chips.clamp(0, 255).to(torch.uint8)
             hashes = phash(chips8) if self.crops else None
             if self.crops:
-                crops = decode.encode_jpegs(chips8, cfg.jpeg_quality)
+                crops = media.encode_jpegs(chips8, cfg.jpeg_quality)
             if self.frame_jpegs:
-                jpegs = decode.encode_jpegs(frames)
+                jpegs = media.encode_jpegs(frames)
         # One trip to the host per model batch.
         image = det.image.cpu()
         lengths = [len(b) for _, b in pieces]
         index = torch.cat([b.index.cpu() for _, b in pieces])
         pts = torch.cat([b.pts_s.cpu() for _, b in pieces])
-        faces = {
-            "frame_index": index[image],
-            "face_index": _rank_within(image),
-            "pts_s": pts[image],
-            "boxes": det.boxes.cpu(),
-            "scores": det.scores.cpu(),
-            "landmarks": det.landmarks.cpu(),
-            "rotation": det.rotation.cpu(),
-            "embedding": embedding.float().cpu(),
-        }
-        if hashes is not None:
-            faces["phash"] = hashes.cpu()
+        faces = Faces(
+            frame_index=index[image],
+            face_index=_rank_within(image),
+            pts_s=pts[image],
+            boxes=det.boxes.cpu(),
+            scores=det.scores.cpu(),
+            landmarks=det.landmarks.cpu(),
+            rotation=det.rotation.cpu(),
+            embedding=embedding.float().cpu(),
+            phash=None if hashes is None else hashes.cpu(),
+            crops=crops,
+        )
         per_frame = torch.bincount(image, minlength=len(index))
         # Faces come grouped by frame, in frame order: each piece's faces are one slice.
         starts = [0, *torch.tensor(lengths).cumsum(0).tolist()]
@@ -319,14 +259,18 @@ class FaceBatcher(Generic[K]):
                 continue
             f0, f1, lo, hi = bounds[j], bounds[j + 1], starts[j], starts[j + 1]
             collected.waiting -= len(batch)
-            collected.index.append(batch.index.cpu())
-            collected.target_s.append(batch.target_s.cpu())
-            collected.pts_s.append(batch.pts_s.cpu())
-            collected.sizes.append((w, h))
+            n = len(batch)
+            collected.frames.append(
+                Frames(
+                    batch.index.cpu(),
+                    batch.target_s.cpu(),
+                    batch.pts_s.cpu(),
+                    torch.full((n,), w, dtype=torch.int64),
+                    torch.full((n,), h, dtype=torch.int64),
+                )
+            )
             collected.noface.append(index[lo:hi][per_frame[lo:hi] == 0])
-            for name, value in faces.items():
-                collected.parts.setdefault(name, []).append(value[f0:f1])
-            collected.crops.extend(crops[f0:f1])
+            collected.faces.append(faces.select(slice(f0, f1)))
             if self.frame_jpegs:
                 collected.frame_jpegs.update(zip(index[lo:hi].tolist(), jpegs[lo:hi], strict=True))
             if self.keep_frames:  # a copy when the batch is shared: a view would keep the other videos' frames
@@ -334,7 +278,7 @@ class FaceBatcher(Generic[K]):
 
 
 def analyze_batches(
-    batches: Iterator[decode.FrameBatch],
+    batches: Iterator[media.FrameBatch],
     models: FaceModels,
     *,
     timer: Timer | None = None,
@@ -362,23 +306,6 @@ def analyze_batches(
     return found
 
 
-def assign_tracks(
-    result: VideoFaces,
-    breaks: Sequence[tuple[int, float]] = (),
-    settings: TrackerSettings | None = None,
-) -> None:
-    """Track ids for ``result``'s faces, then the manual breaks ``(track, at_s)`` of this video, in order."""
-    if len(result) == 0:
-        result.faces["track"] = torch.zeros(0, dtype=torch.long)
-        return
-    tracks = track_faces(result.faces["frame_index"], result.faces["boxes"], settings)
-    for track, at_s in breaks:
-        tracks = split_track(tracks, result.faces["pts_s"], track, at_s)
-    result.faces["track"] = tracks
-
-
 def analyze_video(path: str | Path, models: FaceModels, interval: float = 0.5, **kwargs: Any) -> VideoFaces:
-    """Faces stage for a whole video file, tracks included (no manual breaks); for use from Python."""
-    result = analyze_batches(decode.sample_frames(path, interval, str(models.detector.device)), models, **kwargs)
-    assign_tracks(result)
-    return result
+    """Faces stage for a whole video file; for use from Python (tracks: :func:`engine.track.track_video`)."""
+    return analyze_batches(media.sample_frames(path, interval, str(models.detector.device)), models, **kwargs)

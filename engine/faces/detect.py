@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from torchvision.ops import batched_nms
 
+from engine.faces.preprocess import preprocess_torch
 from engine.inference.backends import Forward, OrtForward, maybe_compiled, resolve_backend
 from engine.inference.precision import resolve_precision
 from engine.inference.runtime import tune_allocator
-from engine.models.retinaface import BGR_MEAN, MIN_SIZES, STEPS, VARIANCE, load_retinaface
+from engine.models.retinaface import MIN_SIZES, STEPS, VARIANCE, load_retinaface
 
 #: Thresholds of the reference evaluation: candidates above CONF_CANDIDATE go to NMS; results keep SCORE_MIN.
 CONF_CANDIDATE = 0.02
@@ -108,33 +109,12 @@ def decode_landmarks(pre: torch.Tensor, pri: torch.Tensor) -> torch.Tensor:
     return (pri[..., None, :2] + pts * VARIANCE[0] * pri[..., None, 2:]).flatten(-2)
 
 
-def resize_like_cv2(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Bilinear resize by ``scale`` with OpenCV's INTER_LINEAR geometry (output ``round(size*scale)``,
-    sampling at ``(dst + 0.5) / scale - 0.5``, no antialiasing): float ``[N, C, H, W]`` out, float or uint8 in.
-
-    When ``1/scale`` is a whole number ``k`` that divides both sides (720×1280 → 360×640 is ``k = 2``), every
-    sample falls on a pixel (odd ``k``) or midway between two (even ``k``), so the result is a strided pick or a
-    2×2 mean of the input: computed that way it reads only the pixels it needs (straight from uint8, no float copy
-    of the full frame) and equals the general bilinear result exactly, since those means of whole numbers are exact
-    in float32.
-    """
-    h, w = x.shape[-2:]
-    k = round(1 / scale) if scale < 1 else 0
-    if k >= 2 and abs(k * scale - 1) < 1e-12 and h % k == 0 and w % k == 0:
-        a = (k - 1) // 2  # odd k: samples on rows/columns k·d + a; even k: midway between k·d + a and k·d + a + 1
-        if k % 2:
-            return x[..., a::k, a::k].to(torch.float32)
-        rows = x[..., a::k, :].to(torch.float32) + x[..., a + 1 :: k, :].to(torch.float32)
-        return (rows[..., a::k] + rows[..., a + 1 :: k]) * 0.25
-    out = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.ops.aten.upsample_bilinear2d(x.to(torch.float32), out, False, scale, scale)
-
-
 def preprocess(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 RGB ``[N, 3, H, W]`` → the network's input: resized, BGR, minus the training mean.
 
-    On CUDA this is one fused Triton kernel (``kernels.preprocess``, equal to :func:`preprocess_torch` bit for bit)
-    when Triton is there and ``ENGINE_KERNELS`` is not ``0``; everywhere else it is :func:`preprocess_torch`.
+    On CUDA this is one fused Triton kernel (``kernels.preprocess``, equal to ``preprocess_torch`` bit for bit)
+    when Triton is there and ``ENGINE_KERNELS`` is not ``0``; everywhere else it is ``preprocess_torch``
+    (``engine.faces.preprocess``).
     """
     if frames.device.type == "cuda" and _fused_preprocess_ok(frames, dtype):
         from kernels.preprocess import preprocess as fused_preprocess
@@ -155,13 +135,6 @@ def _fused_preprocess_ok(frames: torch.Tensor, dtype: torch.dtype) -> bool:
     except ImportError:
         return False
     return kernels.enabled() and fused.available(frames.device)
-
-
-def preprocess_torch(frames: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Plain-torch :func:`preprocess` on any device (the CPU path, and the fused kernel's reference)."""
-    x = resize_like_cv2(frames, scale) if scale != 1.0 else frames.to(torch.float32)
-    mean = torch.tensor(BGR_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x.flip(1) - mean).to(dtype).contiguous(memory_format=torch.channels_last)
 
 
 def postprocess(

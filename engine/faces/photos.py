@@ -12,7 +12,7 @@ import torch
 
 from engine.faces.detect import Detections, FaceDetector, detections_to_json
 from engine.faces.embed import FaceEmbedder
-from engine.media.decode import DecodeError, load_image
+from engine.media import DecodeError, load_image
 
 Result = dict[str, list[dict] | dict[str, str]]
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Callable
 
 import torch
+
+from engine.config import environment
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
@@ -103,6 +104,6 @@ class CompiledForward:
 
 def maybe_compiled(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], object]:
     """``model`` itself, or a :class:`CompiledForward` of it on CUDA when ``ENGINE_COMPILE=1``."""
-    if device.type == "cuda" and os.environ.get("ENGINE_COMPILE", "0") == "1":
+    if device.type == "cuda" and environment.compile_enabled():
         return CompiledForward(model)
     return model

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 from collections.abc import Callable
+
+from engine.config import environment
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -30,7 +31,7 @@ _done: bool | None = None
 
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's ``mallopt``, or ``None`` where the C library is another (musl, macOS) or tuning is turned off."""
-    if os.environ.get("ENGINE_MALLOC_TUNE", "1") == "0":
+    if not environment.malloc_tune_enabled():
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from engine.config import environment
 from engine.hashing import sha256_file
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
@@ -49,12 +50,14 @@ class WeightStatus:
 
 def weights_dir() -> Path:
     """The folder weights are read from and downloaded to (``ENGINE_WEIGHTS_DIR`` overrides)."""
-    return Path(os.environ.get("ENGINE_WEIGHTS_DIR") or REPO_WEIGHTS)
+    return environment.weights_dir() or REPO_WEIGHTS
 
 
 def mirror_dir(mirror: str | Path | None = None) -> Path | None:
-    value = mirror if mirror is not None else os.environ.get("ENGINE_WEIGHTS_MIRROR")
-    return Path(value) if value else None
+    """The mirror folder: ``mirror`` when given (``Settings.weights_mirror``), else ``ENGINE_WEIGHTS_MIRROR``."""
+    if mirror is not None:
+        return Path(mirror) if mirror else None
+    return environment.weights_mirror()
 
 
 def load_manifest(path: Path | None = None) -> dict[str, WeightSpec]:

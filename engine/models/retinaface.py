@@ -5,7 +5,8 @@ Written here from the paper and from reading the public Pytorch_Retinaface layou
 ``mobilenet0.25_Final.pth`` state dict loads with strict key matching: a MobileNetV1 (width 0.25) body whose three
 stages feed a 3-level FPN, one SSH context module per level, and 1×1 heads giving, per anchor, 2 class logits,
 4 box offsets and 10 landmark offsets. Only network definition and weight loading live here; priors, decoding and
-NMS are in ``engine.faces.detect``.
+NMS are in ``engine.faces.detect``, the input (BGR minus the training mean, ``BGR_MEAN``) in
+``engine.faces.preprocess``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from .fuse import fold_sequentials
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
-#: Input is BGR minus this mean, as the weights were trained.
-BGR_MEAN = (104.0, 117.0, 123.0)
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0, k: int = 3) -> nn.Sequential:

@@ -7,7 +7,8 @@ the CPUs and GPUs of a Ray cluster (``ray``), where every worker is an actor tha
 state (models, connections) for all the items it is given.
 
 ``setup`` and ``work`` must be picklable for Ray: top-level functions, or ``functools.partial`` of them over
-picklable arguments. A ``setup`` that loads models should ask :func:`worker_device` which device to load them on.
+picklable arguments. A ``setup`` that loads models should ask ``engine.config.resolve_device(device, "worker")``
+which device to load them on: inside a Ray actor, the executor's answer (it gave the actor a GPU or it did not).
 """
 
 from __future__ import annotations
@@ -18,35 +19,16 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from engine.config import EXECUTORS, environment
+from engine.config.device import set_worker_gpu
+
 S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: The executor kinds ``get_executor`` knows.
-KINDS = ("local", "ray")
-
-#: Set inside a Ray actor: whether the executor gave it a GPU (``None`` outside executor workers).
-_WORKER_GPU: bool | None = None
-
 
 class ExecutorUnavailable(RuntimeError):
     """The asked-for executor cannot be used here (Ray not installed, cluster unreachable); the message says why."""
-
-
-def worker_device(requested: str = "cpu") -> str:
-    """The torch device a ``setup()`` should load its models on.
-
-    Inside a Ray actor the executor decides (the actor holds a GPU or it does not): ``"cuda"`` when it was given
-    one, else ``"cpu"``, whatever the driver saw. Outside executor workers (the local executor, plain code) it is
-    ``requested``, with ``"auto"`` resolved here (a Ray driver leaves ``auto`` for its workers to resolve).
-    """
-    if _WORKER_GPU is None:
-        if requested == "auto":
-            from engine.config.settings import resolve_device
-
-            return resolve_device(requested)
-        return requested
-    return "cuda" if _WORKER_GPU else "cpu"
 
 
 class Executor:
@@ -99,11 +81,6 @@ class LocalExecutor(Executor):
             yield work(state, item)
 
 
-def _set_worker_gpu(gpu: bool) -> None:
-    global _WORKER_GPU
-    _WORKER_GPU = gpu
-
-
 class _Worker:
     """The body of a Ray actor: ``setup()`` once, its state kept for every item sent to this actor.
 
@@ -117,10 +94,10 @@ class _Worker:
         import ray.cloudpickle
 
         sys.path.extend(p for p in paths if p not in sys.path and os.path.isdir(p))
-        _set_worker_gpu(gpu)
+        set_worker_gpu(gpu)  # what engine.config.resolve_device(..., "worker") answers in this actor
         if not gpu:
             # One actor per CPU: threads inside an actor would only compete. torch reads this when first imported.
-            os.environ["OMP_NUM_THREADS"] = "1"
+            environment.one_thread_per_worker()
         self._error: BaseException | None = None
         self._state: Any = None
         try:
@@ -167,7 +144,7 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             return
         # No usage-stats prompt or upload, no dashboard, no worker output relayed to this terminal.
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        environment.quiet_ray()
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         try:
             if address in (None, "", "local"):
@@ -250,4 +227,4 @@ def get_executor(kind: str = "local", address: str | None = None, num_cpus: int 
         return LocalExecutor()
     if name == "ray":
         return RayExecutor(address, num_cpus)
-    raise ValueError(f"unknown executor {kind!r}: use one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown executor {kind!r}: use one of {', '.join(EXECUTORS)}")

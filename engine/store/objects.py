@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from .db import StoreUnreachable
+from .database import StoreUnreachable
 
 
 def video_key(sha256: str, suffix: str = ".mp4") -> str:
@@ -199,3 +199,8 @@ def open_object_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
     if "://" in url and not url.startswith("file://"):
         raise ValueError(f"unsupported object store URL {url!r}: use a folder or s3://bucket/prefix")
     return LocalObjectStore(url.removeprefix("file://"))
+
+
+def open_s3_bucket(bucket: str, endpoint_url: str | None = None) -> S3ObjectStore:
+    """The whole bucket ``bucket`` (no prefix) as an S3 store: for listing, downloading or checking a source."""
+    return S3ObjectStore(f"s3://{bucket}", endpoint_url)

@@ -2,7 +2,7 @@
 
 Why one process and one run: the machines this runs on are often shared (a CI runner, a VM beside another job), so
 figures taken minutes apart under different loads cannot be divided by each other. Here every figure comes from the
-same corpus, the same sampled frames (``decode.sample_frames`` every ``interval`` seconds, as the pipeline samples)
+same corpus, the same sampled frames (``media.sample_frames`` every ``interval`` seconds, as the pipeline samples)
 and the same load, so the ratios mean something even when the absolute numbers wander.
 
 What is measured, in this order (each warmed up once first, untimed, so model loading and first-call costs such as
@@ -34,23 +34,19 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from engine.config.settings import Settings, parse_challenge
-from engine.faces.batching import FaceModels, FaceSettings
-from engine.faces.detect import Detections, resize_like_cv2
+from engine import media
+from engine.config import FaceSettings, Settings, parse_challenge
+from engine.faces.batching import FaceModels
 from engine.inference.precision import cpu_has_fast_bf16
-from engine.media import decode
 from engine.sources import VIDEO_EXTENSIONS, SourceItem
-
-Log = Callable[[str], None]
+from engine.tools.bench_timing import Log, decode_only, model_stages
 
 #: Peers the benchmark knows; ``naive`` is always measured (it costs little and shows what batching buys).
 PEERS = ("face_recognition", "naive")
@@ -118,159 +114,11 @@ def machine_facts(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    try:
-        import torchcodec
-
-        facts["torchcodec_version"] = torchcodec.__version__
-    except (ImportError, AttributeError):
-        pass
+    if (torchcodec_version := media.torchcodec_version()) is not None:
+        facts["torchcodec_version"] = torchcodec_version
     with suppress(OSError):
         facts["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
     return facts
-
-
-class _Clock:
-    """Sums wall seconds of timed blocks; on CUDA it synchronises at both ends so queued kernels are counted."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-        self.seconds = 0.0
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        self._sync()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds += time.perf_counter() - t0
-
-
-def _scale(frames: torch.Tensor, settings: FaceSettings) -> float:
-    """The pipeline's detection scale (``analyze_batches``): long side down to ``long_side``, never up."""
-    h, w = int(frames.shape[-2]), int(frames.shape[-1])
-    return 1.0 if settings.long_side == 0 else min(1.0, settings.long_side / max(h, w))
-
-
-def _detect(models: FaceModels, frames: torch.Tensor) -> Detections:
-    """Detection exactly as the pipeline calls it (rotate-and-retry when the settings say so)."""
-    cfg = models.settings
-    find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
-    return find(frames, _scale(frames, cfg), cfg.threshold)
-
-
-def _embed(models: FaceModels, frames: torch.Tensor, det: Detections) -> torch.Tensor:
-    """Alignment + embedding exactly as the pipeline calls them."""
-    return models.embedder.embed(frames, det)
-
-
-def _naive(models: FaceModels, frames: torch.Tensor) -> int:
-    """Our detector + embedder one frame at a time in a Python loop; returns the faces found."""
-    faces = 0
-    for i in range(len(frames)):
-        one = frames[i : i + 1]
-        det = _detect(models, one)
-        _embed(models, one, det)
-        faces += len(det)
-    return faces
-
-
-def _peer_images(frames: torch.Tensor, settings: FaceSettings) -> list[np.ndarray]:
-    """RGB ``H×W×3`` uint8 numpy frames at the engine's detection size, as face_recognition expects them."""
-    scale = _scale(frames, settings)
-    x = frames.cpu()
-    if scale != 1.0:
-        x = resize_like_cv2(x.to(torch.float32), scale).round().clamp(0, 255).to(torch.uint8)
-    return [f.permute(1, 2, 0).contiguous().numpy() for f in x]
-
-
-def _face_recognition(images: Sequence[np.ndarray]) -> int:
-    """The seed projects' chain per frame: HOG locations, then 128-d encodings of those faces; returns the faces."""
-    import face_recognition
-
-    faces = 0
-    for img in images:
-        locations = face_recognition.face_locations(img, number_of_times_to_upsample=1, model="hog")
-        face_recognition.face_encodings(img, known_face_locations=locations, num_jitters=1, model="small")
-        faces += len(locations)
-    return faces
-
-
-def _touch(batch: decode.FrameBatch) -> int:
-    """Read one element of a decoded batch, so decoding is really done (and synchronised on CUDA), then count it."""
-    if len(batch):
-        batch.frames.reshape(-1)[-1].item()
-    return len(batch)
-
-
-def decode_only(videos: Sequence[Path], interval: float, device: str, log: Log) -> dict[str, Any]:
-    """Decode-only throughput: every video's sampled frames decoded, touched and dropped (warm-up: the first video,
-    untimed). Returns frames, seconds and frames per video."""
-    for batch in decode.sample_frames(videos[0], interval, device):
-        _touch(batch)
-    clock = _Clock(device)
-    per_video: dict[str, int] = {}
-    for path in videos:
-        with clock():
-            per_video[path.name] = sum(_touch(b) for b in decode.sample_frames(path, interval, device))
-    frames = sum(per_video.values())
-    log(f"decode only: {frames} sampled frames from {len(videos)} videos in {clock.seconds:.2f}s")
-    return {"frames": frames, "seconds": clock.seconds, "per_video": per_video}
-
-
-@dataclass
-class _ModelTimes:
-    frames: int = 0
-    faces: int = 0
-    detect: float = 0.0
-    embed: float = 0.0
-    naive: float = 0.0
-    naive_faces: int = 0
-    face_recognition: float = 0.0
-    face_recognition_faces: int = 0
-
-
-def model_stages(
-    videos: Sequence[Path], models: FaceModels, interval: float, peers: Sequence[str], log: Log
-) -> dict[str, Any]:
-    """Detector-only, embedder-only and every peer on the same sampled frames, re-decoded (untimed) one decode batch
-    at a time. Each measured thing is warmed up once on the first batch of the first video."""
-    device = str(models.detector.device)
-    first = next(decode.sample_frames(videos[0], interval, device), None)
-    if first is not None and len(first):
-        det = _detect(models, first.frames)
-        _embed(models, first.frames, det)
-        # The rotated retry has its own input shape: warm it even when every warm-up frame had a face.
-        models.detector.detect(torch.rot90(first.frames[:1], 1, (2, 3)), _scale(first.frames, models.settings))
-        _naive(models, first.frames[:1])
-        if "face_recognition" in peers:
-            _face_recognition(_peer_images(first.frames[:1], models.settings))
-    t = _ModelTimes()
-    clocks = {name: _Clock(device) for name in ("detect", "embed", "naive", "face_recognition")}
-    for n, path in enumerate(videos, 1):
-        for batch in decode.sample_frames(path, interval, device):
-            frames = batch.frames
-            t.frames += len(batch)
-            with clocks["detect"]():
-                det = _detect(models, frames)
-            with clocks["embed"]():
-                _embed(models, frames, det)
-            t.faces += len(det)
-            with clocks["naive"]():
-                t.naive_faces += _naive(models, frames)
-            if "face_recognition" in peers:
-                images = _peer_images(frames, models.settings)
-                with clocks["face_recognition"]():
-                    t.face_recognition_faces += _face_recognition(images)
-        log(f"models and peers: video {n}/{len(videos)} done ({t.frames} frames so far)")
-    t.detect, t.embed = clocks["detect"].seconds, clocks["embed"].seconds
-    t.naive, t.face_recognition = clocks["naive"].seconds, clocks["face_recognition"].seconds
-    return dict(vars(t))
 
 
 def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: Path, log: Log) -> dict[str, Any]:
@@ -356,14 +204,7 @@ def run_bench(
     videos = bench_videos(videos_dir)
     chosen = check_peers(peers)
     machine = machine_facts(device)
-    t0 = time.perf_counter()
-    models = FaceModels.load(device)
-    for name, net in (("detector", models.detector), ("embedder", models.embedder)):
-        machine[name] = f"{net.backend}, {str(net.dtype).removeprefix('torch.')}"
-    log(
-        f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed): detector {machine['detector']}, "
-        f"embedder {machine['embedder']}; {len(videos)} videos"
-    )
+    models = _load_models(device, machine, len(videos), log)
     dec = decode_only(videos, interval, device, log)
     n = dec["frames"]
     if n == 0:
@@ -376,9 +217,26 @@ def run_bench(
         raise BenchError(
             f"frame counts disagree: decode {n}, model stages {stages['frames']}, pipeline {pipe['frames']}"
         )
-    x = _ms(pipe["seconds"], n)
-    decode_ms = _ms(dec["seconds"], n)
-    detect_ms, embed_ms = _ms(stages["detect"], n), _ms(stages["embed"], n)
+    return _result(videos, interval, device, chosen, dec, stages, pipe, machine)
+
+
+def _load_models(device: str, machine: dict[str, Any], n_videos: int, log: Log) -> FaceModels:
+    """Both networks loaded (not timed); their backend and dtype noted in ``machine``."""
+    t0 = time.perf_counter()
+    models = FaceModels.load(device)
+    for name, net in (("detector", models.detector), ("embedder", models.embedder)):
+        machine[name] = f"{net.backend}, {str(net.dtype).removeprefix('torch.')}"
+    log(
+        f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed): detector {machine['detector']}, "
+        f"embedder {machine['embedder']}; {n_videos} videos"
+    )
+    return models
+
+
+def _peer_results(
+    chosen: Sequence[str], stages: dict[str, Any], n: int, decode_ms: float, engine_models_ms: float
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Each peer's ms per sampled frame, and its entry of the result's ``peers``."""
     peer_ms: dict[str, float] = {}
     peer_out: dict[str, dict[str, Any]] = {}
     if "face_recognition" in chosen:
@@ -394,9 +252,28 @@ def run_bench(
     peer_out["naive"] = {
         "ms_per_sampled_frame": round(peer_ms["naive"], 3),
         "faces": stages["naive_faces"],
-        "vs_engine_detect_embed": round(peer_ms["naive"] / (detect_ms + embed_ms), 3),
+        "vs_engine_detect_embed": round(peer_ms["naive"] / engine_models_ms, 3),
         "calls": "our detect_with_rotation + align_chips + embed_chips on one frame at a time",
     }
+    return peer_ms, peer_out
+
+
+def _result(
+    videos: Sequence[Path],
+    interval: float,
+    device: str,
+    chosen: Sequence[str],
+    dec: dict[str, Any],
+    stages: dict[str, Any],
+    pipe: dict[str, Any],
+    machine: dict[str, Any],
+) -> dict[str, Any]:
+    """The measurements as the plain dict ``run_bench`` returns."""
+    n = dec["frames"]
+    x = _ms(pipe["seconds"], n)
+    decode_ms = _ms(dec["seconds"], n)
+    detect_ms, embed_ms = _ms(stages["detect"], n), _ms(stages["embed"], n)
+    peer_ms, peer_out = _peer_results(chosen, stages, n, decode_ms, detect_ms + embed_ms)
     return {
         "frames": n,
         "engine": {

@@ -61,16 +61,18 @@ def check_packages() -> list[Check]:
 
 
 def check_torchcodec_loads() -> Check:
+    name = "torchcodec + FFmpeg libraries"
+    fix = "torchcodec could not load FFmpeg's libraries: install FFmpeg 4-7 (`apt-get install ffmpeg`)"
+
     def run() -> Check:
-        import torchcodec.decoders  # noqa: F401 - loading it loads FFmpeg's shared libraries
+        from engine import media  # importing it loads torchcodec's decoders, and so FFmpeg's shared libraries
 
-        return Check("torchcodec + FFmpeg libraries", True, "decoders load")
+        error = media.codecs_load()
+        if error is not None:
+            return Check(name, False, error, fix)
+        return Check(name, True, "decoders load")
 
-    return _guard(
-        "torchcodec + FFmpeg libraries",
-        "torchcodec could not load FFmpeg's libraries: install FFmpeg 4-7 (`apt-get install ffmpeg`)",
-        run,
-    )
+    return _guard(name, fix, run)
 
 
 def check_cuda() -> Check:
@@ -111,19 +113,19 @@ def check_weights() -> list[Check]:
 
 
 def check_stores(challenge: str, db_url: str | None, store_url: str | None, s3_endpoint_url: str | None) -> list[Check]:
-    from engine.config.settings import Settings
-    from engine.store import Database, open_object_store, redact
+    from engine.config import Settings
+    from engine.store import check_database, check_object_store, redact
 
     settings = Settings.load(
         challenge, db_url=db_url, store_url=store_url, s3_endpoint_url=s3_endpoint_url, resolve=False
     )
 
     def db() -> Check:
-        Database(settings.db_url).connect().dispose()
+        check_database(settings.db_url)
         return Check("database", True, redact(settings.db_url))
 
     def store() -> Check:
-        open_object_store(settings.store_url, settings.s3_endpoint_url).check()
+        check_object_store(settings.store_url, settings.s3_endpoint_url)
         return Check("object store", True, settings.store_url)
 
     return [

@@ -67,31 +67,51 @@ def write_report(
     videos = db.videos(challenge)
     timeline = db.face_timeline(challenge)
     run = db.last_run(challenge)
-    lookup = prompt_at(subvideos)
-    name_of = {v["sha256"]: v["file_name"] for v in videos}
-
-    by_individual: dict[int, list[dict]] = defaultdict(list)
-    for face in unique:
-        by_individual[face["individual"]].append(face)
     faces_per_ind = Counter(f["individual"] for f in timeline)
-    videos_per_ind = {i: len({f["video_sha256"] for f in timeline if f["individual"] == i}) for i in faces_per_ind}
 
     body = [f"<h1>Challenge {html.escape(challenge)}</h1>"]
     body.append(
         f'<p class="muted">{len(videos)} videos · {len(subvideos)} prompts found · {len(timeline)} faces · '
         f"{len(faces_per_ind)} individuals · {len(unique)} unique faces</p>"
     )
+    body += _prompt_counts(subvideos, unique)
+    body += _contact_sheets(store, unique, timeline, videos, log)
+    body += _timelines(videos, timeline, subvideos)
+    if run:
+        body += _stage_timings(run)
 
-    # Counts per prompt.
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(challenge)} report</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _prompt_counts(subvideos: list[dict], unique: list[dict]) -> list[str]:
+    """A table: per prompt, the videos where it was found and the unique faces seen while it plays."""
+    lookup = prompt_at(subvideos)
     prompt_videos = Counter(s["prompt"] for s in subvideos)
     prompt_faces = Counter(lookup(f["video_sha256"], f["pts_s"]) for f in unique)
     names = sorted(set(prompt_videos) | set(prompt_faces), key=lambda p: (p == NO_PROMPT, p))
-    body.append("<h2>Prompts</h2><table><tr><th>prompt</th><th>videos where found</th><th>unique faces</th></tr>")
+    body = ["<h2>Prompts</h2><table><tr><th>prompt</th><th>videos where found</th><th>unique faces</th></tr>"]
     body += [f"<tr><td>{html.escape(p)}</td><td>{prompt_videos[p]}</td><td>{prompt_faces[p]}</td></tr>" for p in names]
     body.append("</table>")
+    return body
 
-    # Contact sheets.
-    body.append("<h2>Individuals</h2>")
+
+def _contact_sheets(
+    store: ObjectStore, unique: list[dict], timeline: list[dict], videos: list[dict], log: Callable[[str], None]
+) -> list[str]:
+    """One contact sheet per individual (most faces first): up to ``SHEET_SIZE`` of its unique crops, evenly picked."""
+    name_of = {v["sha256"]: v["file_name"] for v in videos}
+    by_individual: dict[int, list[dict]] = defaultdict(list)
+    for face in unique:
+        by_individual[face["individual"]].append(face)
+    faces_per_ind = Counter(f["individual"] for f in timeline)
+    videos_per_ind = {i: len({f["video_sha256"] for f in timeline if f["individual"] == i}) for i in faces_per_ind}
+    body = ["<h2>Individuals</h2>"]
     for ind in sorted(by_individual, key=lambda i: -faces_per_ind[i]):
         crops = by_individual[ind]
         step = max(1, len(crops) // SHEET_SIZE)
@@ -109,9 +129,12 @@ def write_report(
             f"{faces_per_ind[ind]} faces in {videos_per_ind.get(ind, 0)} video(s) · {len(crops)} unique"
             f'<div class="sheet">{"".join(thumbs)}</div></div>'
         )
+    return body
 
-    # Timelines.
-    body.append("<h2>Timelines</h2>")
+
+def _timelines(videos: list[dict], timeline: list[dict], subvideos: list[dict]) -> list[str]:
+    """One timeline per video: its prompts as bands, each individual's faces as dots."""
+    body = ["<h2>Timelines</h2>"]
     faces_by_video: dict[str, list[dict]] = defaultdict(list)
     for f in timeline:
         faces_by_video[f["video_sha256"]].append(f)
@@ -125,19 +148,14 @@ def write_report(
             f"{v['duration_s']:.1f} s{logo}</span></h3>"
             + _timeline(v, faces_by_video[v["sha256"]], prompts_by_video[v["sha256"]])
         )
+    return body
 
-    # Stage timings.
-    if run:
-        status, device = html.escape(str(run["status"])), html.escape(str(run["device"]))
-        body.append(f"<h2>Run {run['id']} ({status}, device {device})</h2>")
-        body.append("<table><tr><th>stage</th><th>seconds</th></tr>")
-        body += [f"<tr><td>{html.escape(k)}</td><td>{v:.2f}</td></tr>" for k, v in (run["stage_seconds"] or {}).items()]
-        body.append("</table>")
 
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(challenge)} report</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+def _stage_timings(run: dict) -> list[str]:
+    """The last run's status, device and seconds per stage."""
+    status, device = html.escape(str(run["status"])), html.escape(str(run["device"]))
+    body = [f"<h2>Run {run['id']} ({status}, device {device})</h2>"]
+    body.append("<table><tr><th>stage</th><th>seconds</th></tr>")
+    body += [f"<tr><td>{html.escape(k)}</td><td>{v:.2f}</td></tr>" for k, v in (run["stage_seconds"] or {}).items()]
+    body.append("</table>")
+    return body

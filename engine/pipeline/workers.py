@@ -1,0 +1,135 @@
+"""Videos spread over workers: the picklable job a worker builds its own stores and models from, the task it runs
+per video (the sequential stages, its rows committed in one transaction), and the driver's view of the results.
+"""
+
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from engine.config import Challenge, ClusterSettings, FaceSettings, LogoSettings, Settings, resolve_device
+from engine.faces.batching import (
+    FaceModels,
+)
+from engine.pipeline.context import RunContext
+from engine.pipeline.stages import process_video
+from engine.pipeline.summary import Log, StageTimer, VideoOutcome
+from engine.prompts import PromptTemplates
+from engine.sources import SourceItem
+from engine.store import Database, ObjectStore, open_stores
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """What a worker needs to process a run's videos, as plain picklable values (no connection, no model), so a
+    Ray actor can build its own database connection, object store and models from it."""
+
+    settings: Settings
+    challenge: Challenge
+    run_id: int
+    faces: FaceSettings
+    logo: LogoSettings | None
+    clustering: ClusterSettings
+    templates: PromptTemplates | None  # on the CPU when sent to workers; each moves them to its device
+    align_threshold: float
+    audio_rate: int
+
+
+@dataclass
+class VideoResult:
+    """One video's outcome from a worker, with what the driver sums (stage times) and shows (log lines)."""
+
+    item: SourceItem
+    outcome: VideoOutcome
+    stage_seconds: dict[str, float]
+    lines: list[str]
+    device: str
+
+
+class _LineBuffer(list):
+    """A worker's log: lines kept for the driver to print (a Ray actor's own output is not relayed)."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def video_worker(
+    job: VideoJob,
+    log: Log | None = None,
+    models: FaceModels | None = None,
+    stores: tuple[Database, ObjectStore] | None = None,
+) -> RunContext:
+    """Executor ``setup``: one worker's RunContext. Pieces not given are built from ``job`` (a Ray actor holds its
+    own connection, object store and models, on the device the executor gave it); an in-process run passes the
+    driver's, so it behaves exactly as it always has."""
+    device = resolve_device(job.settings.device, "process")
+    settings = job.settings if device == job.settings.device else replace(job.settings, device=device)
+    db, store = stores or open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
+    models = models or FaceModels.load(device, job.faces)
+    templates = None if job.templates is None else job.templates.to(device)
+    return RunContext(
+        settings,
+        job.challenge,
+        db,
+        store,
+        job.run_id,
+        StageTimer(),
+        log or _LineBuffer(),
+        models,
+        job.logo,
+        job.clustering,
+        templates,
+        job.align_threshold,
+        job.audio_rate,
+    )
+
+
+def video_task(ctx: RunContext, item: SourceItem) -> VideoResult:
+    """Executor ``work``: one video through :func:`process_video` (its rows committed by the worker, in one
+    transaction), returning its own stage times and buffered log lines for the driver."""
+    buffered = isinstance(ctx.log, _LineBuffer)
+    if buffered:
+        ctx.log.clear()
+    ctx.timer = StageTimer()
+    outcome = process_video(item, ctx)
+    lines = list(ctx.log) if buffered else []
+    return VideoResult(item, outcome, dict(ctx.timer.seconds), lines, ctx.settings.device)
+
+
+class _Completed:
+    """The items in the order their results arrive (``last`` is the newest result): a progress display that wraps
+    a collection of items then advances as videos complete, whichever worker finished them."""
+
+    def __init__(self, items: Sequence[SourceItem], results: Iterator[VideoResult]) -> None:
+        self.items, self.results = items, results
+        self.last: VideoResult | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.items
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for result in self.results:
+            self.last = result
+            yield result.item
+
+
+def _results(
+    items: Sequence[SourceItem],
+    results: Iterator[VideoResult],
+    ordered: bool,
+    progress: Callable[[Collection[SourceItem]], Iterator[SourceItem]] | None,
+) -> Iterator[VideoResult]:
+    """The executor's results, driving ``progress``. In order (in-process), the display names the video being
+    processed, as it always has; unordered (Ray), it advances on each completion and names the video just done."""
+    if ordered:
+        for _item in progress(items) if progress else items:
+            yield next(results)
+        return
+    done = _Completed(items, results)
+    for _item in progress(done) if progress else done:
+        assert done.last is not None
+        yield done.last

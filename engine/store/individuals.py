@@ -1,0 +1,55 @@
+"""The challenge-wide stage's rows: every face of a challenge in, similarities, individuals and unique faces out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from .database import DatabaseCore
+from .schema import Face, FaceFinalInd, FaceIntraInd, Frame, Similarity, UniqueFace, Video
+
+
+class IndividualsMixin(DatabaseCore):
+    """``challenge_faces``, ``write_individuals``."""
+
+    def challenge_faces(self, challenge: str) -> list[dict[str, Any]]:
+        """Every face of the challenge's videos with its track, frame, time, descriptor and PHash (video order by
+        file name, then time), for the cross-video stages."""
+        stmt = (
+            select(
+                Face.id,
+                Face.video_sha256,
+                FaceIntraInd.track,
+                Frame.frame_index,
+                Face.pts_s,
+                Face.embedding,
+                Face.phash,
+                Video.file_name,
+            )
+            .join(FaceIntraInd, FaceIntraInd.face_id == Face.id)
+            .join(Frame, Frame.id == Face.frame_id)
+            .join(Video, Video.sha256 == Face.video_sha256)
+            .where(Video.challenge == challenge)
+            .order_by(Video.file_name, Video.sha256, Face.pts_s, Face.face_index)
+        )
+        return self._rows(stmt)
+
+    def write_individuals(
+        self,
+        challenge: str,
+        similarities: Iterable[Mapping[str, Any]],
+        final: Iterable[Mapping[str, Any]],
+        unique: Iterable[Mapping[str, Any]],
+    ) -> None:
+        """Replace the challenge's similarities, individuals and unique faces in one transaction."""
+        videos = select(Video.sha256).where(Video.challenge == challenge)
+        with self.session() as s:
+            s.execute(delete(Similarity).where(Similarity.video_a.in_(videos) | Similarity.video_b.in_(videos)))
+            s.execute(delete(FaceFinalInd).where(FaceFinalInd.video_sha256.in_(videos)))
+            s.execute(delete(UniqueFace).where(UniqueFace.video_sha256.in_(videos)))
+            s.flush()
+            s.add_all(Similarity(**row) for row in similarities)
+            s.add_all(FaceFinalInd(**row) for row in final)
+            s.add_all(UniqueFace(**row) for row in unique)
