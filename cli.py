@@ -1,4 +1,6 @@
-"""Command line of the face-video engine. Thin: it parses arguments and calls the engine."""
+"""Command line of the face-video engine. Thin: it parses arguments, calls ``engine.api`` and prints the answer."""
+
+# layout: long module — fifteen typer verbs whose option declarations are most of the file; no logic lives here.
 
 from __future__ import annotations
 
@@ -120,17 +122,14 @@ def run(
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
     A run killed half-way is resumed by running it again: videos already committed are skipped."""
-    from engine.config import ConfigError, Settings, load_challenge
-    from engine.inference.weights import WeightError
-    from engine.pipeline.executor import ExecutorUnavailable, get_executor
-    from engine.pipeline.run import run_challenge
-    from engine.sources import SourceError
-    from engine.store import StoreUnreachable
+    from engine import api
 
     try:
-        ch = load_challenge(challenge)
-        settings = Settings.load(
-            ch.name,
+        summary = api.run(
+            challenge,
+            videos,
+            log=lambda m: err.print(m, markup=False),
+            progress=None if quiet else _progress("videos"),
             db_url=db,
             store_url=store,
             runtype=runtype,
@@ -142,21 +141,7 @@ def run(
             ray_address=ray_address,
             stream=stream,
         )
-        source = videos or ch.videos
-        if not source:
-            _fail("no videos given: pass --videos FOLDER|URLFILE|s3://... (or set `videos` in the challenge TOML)")
-        if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
-            source = str((ch.path.parent / source).resolve())
-        with get_executor(settings.executor, settings.ray_address) as pool:
-            summary = run_challenge(
-                settings,
-                ch,
-                source,
-                log=lambda m: err.print(m, markup=False),
-                progress=None if quiet else _progress("videos"),
-                executor=pool,
-            )
-    except (ConfigError, SourceError, StoreUnreachable, WeightError, ExecutorUnavailable) as exc:
+    except api.USER_ERRORS as exc:
         _fail(str(exc))
     for line in summary.lines():
         out.print(line, markup=False, soft_wrap=True)
@@ -196,11 +181,7 @@ def monitor(
 
     from rich.markup import escape
 
-    from engine.apps.monitor import DEFAULT_SETTLE_S, Monitor
-    from engine.apps.people import DEFAULT_MATCH_DISTANCE
-    from engine.config import Settings
-    from engine.inference.weights import WeightError
-    from engine.store import StoreUnreachable
+    from engine import api
 
     def emit(alert: dict) -> None:
         try:
@@ -214,18 +195,11 @@ def monitor(
         err.print(message, markup=False)
 
     try:
-        settings = Settings.load("monitor", db_url=db, store_url=store, device=device, s3_endpoint_url=s3_endpoint)
-        watcher = Monitor.open(
-            settings,
-            watch,
-            source,
-            emit=emit,
-            log=log,
-            webhook=webhook,
-            threshold=DEFAULT_MATCH_DISTANCE if threshold is None else threshold,
-            settle_s=DEFAULT_SETTLE_S if settle is None else settle,
-        )
-    except (ValueError, StoreUnreachable, WeightError) as exc:  # ConfigError, PeopleError, SourceError: ValueErrors
+        watcher = api.monitor(
+            watch, source, emit=emit, log=log, webhook=webhook, threshold=threshold, settle_s=settle, db_url=db,
+            store_url=store, device=device, s3_endpoint_url=s3_endpoint,
+        )  # fmt: skip
+    except (*api.USER_ERRORS, ValueError) as exc:  # ConfigError, PeopleError, SourceError: ValueErrors
         _fail(str(exc))
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop.set())
     if not once:
@@ -244,20 +218,6 @@ def monitor(
     raise typer.Exit(code)
 
 
-def _on_results(challenge: str, db: str | None, store: str | None, s3_endpoint: str | None, work):  # noqa: ANN001, ANN202
-    """Call ``work(name, database, object_store)`` on the challenge's stored results, as a run with the same
-    options would find them; a bad challenge or an unreachable store ends the command with one clear line."""
-    from engine.config import ConfigError, Settings, load_challenge
-    from engine.store import StoreUnreachable, open_stores
-
-    try:
-        ch = load_challenge(challenge)
-        settings = Settings.load(ch.name, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint, resolve=False)
-        return work(ch.name, *open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url))
-    except (ConfigError, StoreUnreachable, ValueError) as exc:
-        _fail(str(exc))
-
-
 @app.command()
 def export(
     challenge: ChallengeOpt,
@@ -270,17 +230,15 @@ def export(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Write every unique face crop labelled with its prompt, individual, video and time."""
-    from engine.tools.export import export_dataset
+    from engine import api
 
-    summary = _on_results(
-        challenge,
-        db,
-        store,
-        s3_endpoint,
-        lambda name, database, objects: export_dataset(
-            database, objects, name, out_dir, fmt, log=lambda m: err.print(m, markup=False)
-        ),
-    )
+    try:
+        summary = api.export(
+            challenge, out_dir, fmt, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
+            log=lambda m: err.print(m, markup=False),
+        )  # fmt: skip
+    except (*api.USER_ERRORS, ValueError) as exc:
+        _fail(str(exc))
     prompts = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_prompt.items()))
     out.print(f"{summary.faces} faces written to {summary.out} ({fmt}); per prompt: {prompts or 'none'}", markup=False)
     if summary.faces == 0:
@@ -297,17 +255,15 @@ def report(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Self-contained HTML: a contact sheet per individual, counts per prompt, a timeline per video, stage timings."""
-    from engine.tools.report import write_report
+    from engine import api
 
-    path = _on_results(
-        challenge,
-        db,
-        store,
-        s3_endpoint,
-        lambda name, database, objects: write_report(
-            database, objects, name, out_file, log=lambda m: err.print(m, markup=False)
-        ),
-    )
+    try:
+        path = api.report(
+            challenge, out_file, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
+            log=lambda m: err.print(m, markup=False),
+        )  # fmt: skip
+    except (*api.USER_ERRORS, ValueError) as exc:
+        _fail(str(exc))
     out.print(f"report written to {path}", markup=False)
 
 
@@ -321,9 +277,9 @@ def doctor(
     s3_endpoint: EndpointOpt = None,
 ) -> None:
     """Check FFmpeg, torch/torchcodec, CUDA, weights, database and object store, and say what to fix."""
-    from engine.tools.doctor import run_checks
+    from engine import api
 
-    checks = run_checks(challenge=challenge, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint)
+    checks = api.doctor(challenge, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint)
     width = max(len(c.name) for c in checks)
     for c in checks:
         mark = "ok" if c.ok else ("--" if c.optional else "MISSING")
@@ -355,20 +311,14 @@ def align(
 
     Absent prompts (with their best score) and unreadable files go to stderr. A bundled challenge's baseline is
     looked up beside the first video."""
-    from engine.config import ConfigError, load_challenge, resolve_device
-    from engine.prompts import align_files
+    from engine import api
 
     try:
-        ch = load_challenge(challenge)
-        results = align_files(
-            ch,
-            videos,
-            videos_dir=videos[0].parent,
-            device=resolve_device(device or "auto"),
-            threshold=threshold,
+        results = api.align(
+            challenge, videos, threshold=threshold, device=device,
             log=lambda m: err.print(m, markup=False, soft_wrap=True),
-        )
-    except ConfigError as exc:
+        )  # fmt: skip
+    except api.USER_ERRORS as exc:
         _fail(str(exc))
     for r in results:
         if r.error:
@@ -405,15 +355,11 @@ def detect(
     device: DeviceOpt = None,
 ) -> None:
     """Detect faces with RetinaFace MobileNet-0.25: boxes, scores and 5 landmarks in original pixels."""
-    from engine.config import ConfigError, resolve_device
-    from engine.faces.detect import FaceDetector
-    from engine.faces.photos import detect_files
-    from engine.inference.weights import WeightError
+    from engine import api
 
     try:
-        detector = FaceDetector(device=resolve_device(device or "auto"))
-        results = detect_files([str(p) for p in images], detector, long_side, threshold, rotate)
-    except (ConfigError, WeightError, ValueError) as exc:
+        results = api.detect(images, long_side=long_side, threshold=threshold, rotate=rotate, device=device)
+    except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     _print_results(results, as_json)
 
@@ -429,18 +375,11 @@ def embed(
 ) -> None:
     """Detect, align and embed faces: each face's box, score, landmarks and 128-d dlib-compatible embedding
     (two faces of one person are under 0.6 apart)."""
-    from engine.config import ConfigError, resolve_device
-    from engine.faces.detect import FaceDetector
-    from engine.faces.embed import FaceEmbedder
-    from engine.faces.photos import embed_files
-    from engine.inference.weights import WeightError
+    from engine import api
 
     try:
-        dev = resolve_device(device or "auto")
-        results = embed_files(
-            [str(p) for p in images], FaceDetector(device=dev), FaceEmbedder(device=dev), long_side, threshold, rotate
-        )
-    except (ConfigError, WeightError, ValueError) as exc:
+        results = api.embed(images, long_side=long_side, threshold=threshold, rotate=rotate, device=device)
+    except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     _print_results(results, as_json)
 
@@ -460,14 +399,6 @@ def _print_results(results: dict, as_json: bool) -> None:
                     out.print(f"  score {f['score']:.4f}  box {f['box']}", markup=False, soft_wrap=True)
     if all(isinstance(v, dict) for v in results.values()):
         raise typer.Exit(1)
-
-
-def _film_settings(name: str, device: str | None, executor: str | None, ray_address: str | None):  # noqa: ANN202
-    """Device and executor for `label`/`search`, from flags > env > defaults as `run` reads them
-    (engine.config.settings)."""
-    from engine.config import Settings
-
-    return Settings.load(name, device=device, executor=executor, ray_address=ray_address)
 
 
 @app.command()
@@ -492,29 +423,15 @@ def label(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
-    from engine.apps.film import LabelError, LabelSettings, label_film
-    from engine.config import ConfigError
-    from engine.media import DecodeError
-    from engine.pipeline.executor import ExecutorUnavailable, get_executor
+    from engine import api
 
-    settings = LabelSettings(interval=interval)
-    if threshold is not None:
-        settings = LabelSettings(interval=interval, cluster_threshold=threshold)
     try:
-        cfg = _film_settings("label", device, executor, ray_address)
-        with get_executor(cfg.executor, cfg.ray_address) as pool:
-            summary = label_film(
-                film,
-                out_dir,
-                settings=settings,
-                shards=shards,
-                shard=shard,
-                gallery=gallery,
-                device=cfg.device,
-                executor=pool,
-                log=lambda m: err.print(m, markup=False),
-            )
-    except (LabelError, DecodeError, ConfigError, ExecutorUnavailable, ValueError) as exc:
+        summary = api.label(
+            film, out_dir, gallery=gallery, shards=shards, shard=shard, interval=interval,
+            cluster_threshold=threshold, device=device, executor=executor, ray_address=ray_address,
+            log=lambda m: err.print(m, markup=False),
+        )  # fmt: skip
+    except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     if shard is not None:
         out.print(f"shard {shard} of {shards} written to {out_dir}/shards; run `cli.py merge {out_dir}` when all are")
@@ -533,13 +450,11 @@ def merge(
     device: DeviceOpt = None,
 ) -> None:
     """Merge the shards of a film into the same files a single `label` run writes."""
-    from engine.apps.film import LabelError, LabelSettings, load_models, merge
-    from engine.config import resolve_device
+    from engine import api
 
     try:
-        models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
-        summary = merge(out_dir, gallery, models, log=lambda m: err.print(m, markup=False))
-    except (LabelError, ValueError) as exc:
+        summary = api.merge(out_dir, gallery=gallery, device=device, log=lambda m: err.print(m, markup=False))
+    except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     out.print(
         f"{summary['shards']} shard(s) merged: {summary['trajectories']} trajectories, {summary['clusters']} "
@@ -568,21 +483,14 @@ def search(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Find the person of a reference photo in videos: one MP4 clip per appearance plus metadata JSON."""
-    from engine.apps.people import PeopleError
-    from engine.apps.search import SearchSettings
-    from engine.apps.search import search as run_search
-    from engine.config import ConfigError
-    from engine.pipeline.executor import ExecutorUnavailable, get_executor
+    from engine import api
 
-    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=not no_clips)
     try:
-        cfg = _film_settings("search", device, executor, ray_address)
-        with get_executor(cfg.executor, cfg.ray_address) as pool:
-            results = run_search(
-                reference, videos, out_dir, settings=settings, device=cfg.device, executor=pool,
-                log=lambda m: err.print(m, markup=False),
-            )  # fmt: skip
-    except (PeopleError, ConfigError, ExecutorUnavailable, ValueError) as exc:
+        results = api.search(
+            reference, videos, out_dir, threshold=threshold, interval=interval, max_gap=max_gap, clips=not no_clips,
+            device=device, executor=executor, ray_address=ray_address, log=lambda m: err.print(m, markup=False),
+        )  # fmt: skip
+    except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     found = sum(len(r["clips"]) for r in results)
     out.print(f"{found} clip(s) in {len(results)} video(s) -> {out_dir}", markup=False)
@@ -612,19 +520,13 @@ def bench(
         _fail(f"videos folder not found: {videos}" if not videos.exists() else f"{videos} is not a folder")
     from rich.table import Table
 
-    from engine.config import ConfigError, resolve_device
-    from engine.inference.weights import WeightError
-    from engine.tools.bench import DEFAULT_PEERS, BenchError, run_bench, table_rows
+    from engine import api
 
     try:
-        result = run_bench(
-            videos,
-            peers=peer or list(DEFAULT_PEERS),
-            device=resolve_device(device or "auto"),
-            interval=interval,
-            log=lambda m: err.print(m, markup=False),
+        result = api.bench(
+            videos, peers=peer, device=device, interval=interval, log=lambda m: err.print(m, markup=False)
         )
-    except (BenchError, ConfigError, WeightError) as exc:
+    except api.USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         out.print(json.dumps(result), markup=False, soft_wrap=True, highlight=False)
@@ -637,7 +539,7 @@ def bench(
     )
     for name, justify in (("what", "left"), ("ms / sampled frame", "right"), ("sampled frames/s", "right")):
         table.add_column(name, justify=justify)
-    for row in table_rows(result):
+    for row in api.bench_table(result):
         table.add_row(*row)
     out.print(table)
     for name, ratio in result["speedup_vs"].items():
@@ -654,13 +556,11 @@ def export_onnx(
     opset: Annotated[int, typer.Option("--opset")] = 17,
 ) -> None:
     """Export the detector network to ONNX (dynamic batch, height, width) for onnxruntime / TensorRT."""
-    from engine.inference.onnx_export import export_retinaface
-    from engine.inference.weights import WeightError, resolve
-    from engine.models.retinaface import load_retinaface
+    from engine import api
 
     try:
-        path = export_retinaface(load_retinaface(resolve("retinaface_mnet025")), out_path, opset)
-    except WeightError as exc:
+        path = api.export_onnx(out_path, opset)
+    except api.USER_ERRORS as exc:
         _fail(str(exc))
     out.print(
         f"wrote {path} (input: BGR minus mean (104,117,123), float32 NCHW; outputs: loc, conf, landms)",
@@ -672,10 +572,9 @@ def export_onnx(
 @weights_app.command("list")
 def weights_list() -> None:
     """Show each weight file of the manifest, where it would be loaded from, and whether its sha256 matches."""
-    from engine.inference import weights
+    from engine import api
 
-    for spec in weights.load_manifest().values():
-        st = weights.check(spec)
+    for spec, st in api.weights_status():
         out.print(f"{spec.name}: {spec.file} ({spec.license})", markup=False, soft_wrap=True)
         out.print(f"  status: {st.origin}  {st.path or st.detail}", markup=False, soft_wrap=True)
         out.print(f"  sha256: {spec.sha256}", markup=False)
@@ -685,10 +584,10 @@ def weights_list() -> None:
 @weights_app.command("pull")
 def weights_pull() -> None:
     """Fetch every missing weight file (mirror folder, package, or upstream URL), verifying its sha256."""
-    from engine.inference import weights
+    from engine import api
 
     missing = 0
-    for st in weights.pull():
+    for st in api.pull_weights():
         if st.path is not None and st.origin not in ("missing", "corrupted"):
             out.print(f"ok       {st.spec.file}  ({st.origin}: {st.path})", markup=False)
         else:

@@ -21,9 +21,11 @@ import ast
 import functools
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 INTERNAL_TOPS = {"engine", "kernels", "cli"}
@@ -364,33 +366,20 @@ def _report(found: list[str]) -> str:
     return "\n" + "\n".join(found)
 
 
-def test_no_import_cycle() -> None:
-    found = import_cycles(repo_modules())
-    assert not found, _report(found)
-
-
-def test_no_oversized_module_or_function() -> None:
-    found = oversized(repo_modules())
-    assert not found, _report(found)
-
-
-def test_only_store_opens_databases_and_object_stores() -> None:
-    found = store_outside_store(repo_modules())
-    assert not found, _report(found)
-
-
-def test_only_media_opens_codecs() -> None:
-    found = codecs_outside_media(repo_modules())
-    assert not found, _report(found)
-
-
-def test_only_config_reads_the_environment() -> None:
-    found = environment_outside_config(repo_modules())
-    assert not found, _report(found)
-
-
-def test_kernels_import_only_engine_leaves() -> None:
-    found = kernels_importing_non_leaves(repo_modules())
+@pytest.mark.parametrize(
+    "rule",
+    [
+        import_cycles,  # no import cycle
+        oversized,  # no module over 400 lines, no function over 80, unless a `# layout:` reason says why
+        store_outside_store,  # only engine/store opens databases and object stores
+        codecs_outside_media,  # only engine/media opens codecs
+        environment_outside_config,  # only engine/config reads the environment
+        kernels_importing_non_leaves,  # kernels/ import only engine leaves
+    ],
+    ids=lambda rule: rule.__name__,
+)
+def test_house_rule_holds(rule: Callable[[dict], list[str]]) -> None:
+    found = rule(repo_modules())
     assert not found, _report(found)
 
 
@@ -458,25 +447,20 @@ def test_long_modules_and_functions_are_reported_unless_they_say_why(tmp_path: P
     ]
 
 
-def test_store_access_outside_store_is_reported(tmp_path: Path) -> None:
-    modules = make_tree(
-        tmp_path,
+#: One violation (or a permitted case) per rule on a synthetic tree: (rule, files, what it must report).
+VIOLATIONS = [
+    (
+        store_outside_store,
         {
             "engine/store/db.py": "import sqlalchemy\nclass Database: ...\n",
             "engine/apps/x.py": "from sqlalchemy import text\nimport botocore.config\n",
             "cli.py": "from engine.store import db\ndef main():\n    return db.Database('sqlite://')\n",
         },
-    )
-    assert store_outside_store(modules) == [
-        "cli.py:3: constructs Database",
-        "engine/apps/x.py:1: imports sqlalchemy",
-        "engine/apps/x.py:2: imports botocore.config",
-    ]
-
-
-def test_codec_access_outside_media_is_reported(tmp_path: Path) -> None:
-    modules = make_tree(
-        tmp_path,
+        ["cli.py:3: constructs Database", "engine/apps/x.py:1: imports sqlalchemy",
+         "engine/apps/x.py:2: imports botocore.config"],
+    ),
+    (
+        codecs_outside_media,
         {
             "engine/media/decode.py": "import torchcodec\nimport subprocess\nsubprocess.run(['ffprobe', 'x'])\n",
             "engine/logo.py": "from torchvision import io\nfrom torchvision import transforms\n",
@@ -484,35 +468,32 @@ def test_codec_access_outside_media_is_reported(tmp_path: Path) -> None:
             "engine/ok.py": "import subprocess\nsubprocess.run(['yt-dlp', 'url'])\n",
             "engine/phash.py": "def probe():\n    from PIL import Image\n    import cv2\n",  # PIL allowed here only
         },
-    )
-    assert codecs_outside_media(modules) == [
-        "engine/logo.py:1: imports torchvision.io",
-        "engine/phash.py:3: imports cv2",
-        "engine/tools/t.py:4: runs a process and names ffmpeg/ffprobe",
-    ]
-
-
-def test_environment_outside_config_is_reported(tmp_path: Path) -> None:
-    modules = make_tree(
-        tmp_path,
+        ["engine/logo.py:1: imports torchvision.io", "engine/phash.py:3: imports cv2",
+         "engine/tools/t.py:4: runs a process and names ffmpeg/ffprobe"],
+    ),
+    (
+        environment_outside_config,
         {
             "engine/config/settings.py": "import os\nX = os.environ.get('A')\n",
             "engine/a.py": "import os\nX = os.getenv('A')\n",
             "kernels/k.py": "from os import environ\ndef f():\n    environ['B'] = '1'\n",
         },
-    )
-    assert environment_outside_config(modules) == ["engine/a.py:2: os.getenv", "kernels/k.py:3: environ (from os)"]
-
-
-def test_kernels_importing_a_non_leaf_is_reported(tmp_path: Path) -> None:
-    modules = make_tree(
-        tmp_path,
+        ["engine/a.py:2: os.getenv", "kernels/k.py:3: environ (from os)"],
+    ),
+    (
+        kernels_importing_non_leaves,
         {
             "engine/leaf.py": "import torch\n",
             "engine/busy.py": "from engine import leaf\n",
             "kernels/k.py": "from engine.leaf import a\nfrom engine.busy import b\n",
         },
-    )
-    assert kernels_importing_non_leaves(modules) == [
-        "kernels/k.py:2: imports engine.busy, which is not a leaf (it imports engine.leaf)"
-    ]
+        ["kernels/k.py:2: imports engine.busy, which is not a leaf (it imports engine.leaf)"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rule", "files", "expected"), VIOLATIONS, ids=lambda x: getattr(x, "__name__", ""))
+def test_a_violation_is_reported(
+    tmp_path: Path, rule: Callable[[dict], list[str]], files: dict[str, str], expected: list[str]
+) -> None:
+    assert rule(make_tree(tmp_path, files)) == expected

@@ -15,7 +15,7 @@ The files import each other directly (never through this package), so there is n
 
 from engine.media.audio import AudioTrack, decode_audio
 from engine.media.decode import DEFAULT_CHUNK, FrameBatch, iter_frames, sample_frames, sample_times
-from engine.media.encode import COVER_METHODS, cut_clip, encode_jpegs, encode_with_region_covered
+from engine.media.encode import COVER_METHODS, cut_clip, encode_jpegs, encode_with_region_covered, ffmpeg_version
 from engine.media.images import load_image
 from engine.media.streams import (
     TRUNCATION_TOLERANCE_S,
@@ -43,6 +43,7 @@ __all__ = [
     "decode_audio",
     "encode_jpegs",
     "encode_with_region_covered",
+    "ffmpeg_version",
     "iter_frames",
     "load_image",
     "probe",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import torch
@@ -134,3 +135,9 @@ def cut_clip(src: str | Path, dst: str | Path, start_s: float, end_s: float, crf
         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial),
     ]  # fmt: skip
     return _ffmpeg_to(cmd, partial, dst, f"{src.name}: cutting {start_s:.2f}-{end_s:.2f}s failed")
+
+
+def ffmpeg_version(exe: str = "ffmpeg") -> str | None:
+    """The first line of ``ffmpeg -version`` (for ``doctor``), or ``None`` when it prints nothing."""
+    first = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=20).stdout.splitlines()
+    return first[0] if first else None

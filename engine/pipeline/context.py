@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config import Challenge, ClusterSettings, LogoSettings, Settings
+from engine.config import Challenge, Settings
 from engine.faces.batching import FaceModels
 from engine.pipeline.summary import Log, StageTimer, VideoOutcome
 from engine.prompts import PromptTemplates
@@ -15,6 +15,8 @@ from engine.store import Database, ObjectStore
 
 @dataclass
 class RunContext:
+    """One worker's (or the streaming run's) view of a run: the challenge carries every stage's settings."""
+
     settings: Settings
     challenge: Challenge
     db: Database
@@ -23,16 +25,13 @@ class RunContext:
     timer: StageTimer
     log: Log
     models: FaceModels
-    logo: LogoSettings | None
-    clustering: ClusterSettings
-    templates: PromptTemplates | None
-    align_threshold: float
-    audio_rate: int
+    templates: PromptTemplates | None  # the baseline's prompts, on the models' device; None: no prompt stage
 
 
 def fail_video(
     ctx: RunContext, item: SourceItem, stage: str, kind: str, message: str, sha: str | None = None
 ) -> VideoOutcome:
+    """Record a video's fatal error (its ``video_errors`` row and a log line) and return its outcome."""
     ctx.db.record_error(ctx.run_id, item.uri, stage, kind, message, sha256=sha)
     ctx.log(f"error  {item.name}: {message}")
     return VideoOutcome(item.name, "failed", sha, message=message)

@@ -50,7 +50,7 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
         return fail_video(ctx, item, "probe", "empty_file", f"{item.name} is an empty (zero-byte) file", sha)
 
     needed = {"ingest", "frames", "faces", "tracks", "audio"}
-    needed |= ({"frame_jpegs"} if s.save_frames else set()) | ({"logo"} if ctx.logo else set())
+    needed |= ({"frame_jpegs"} if s.save_frames else set()) | ({"logo"} if ctx.challenge.logo else set())
     if not s.force:
         if claimed is not None and sha in claimed:
             return VideoOutcome(item.name, "skipped", sha)

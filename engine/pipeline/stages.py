@@ -5,7 +5,6 @@ The same functions serve every path: the sequential one (:func:`process_video`, 
 streaming one (``engine.pipeline.stream``), so both give the same tables.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -59,7 +58,7 @@ def video_frames(prepared: PreparedVideo, ctx: RunContext, chunk: int | None = N
 
 def keeps_frames(ctx: RunContext) -> bool:
     """Whether the faces stage must keep every sampled frame on the host: to look for the logo in them."""
-    return ctx.logo is not None and ctx.logo.box is None
+    return ctx.challenge.logo is not None and ctx.challenge.logo.box is None
 
 
 def video_faces(prepared: PreparedVideo, ctx: RunContext) -> VideoFaces | VideoOutcome:
@@ -80,17 +79,18 @@ def cover_stage(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) -> 
     """Cover the platform's logo when the challenge asks for it: the file to store and the box covered (none when
     no logo is configured or found). Raises ``DecodeError``/``ValueError`` when the encode fails."""
     item, video = prepared.item, prepared.info.video
-    if ctx.logo is None:
+    logo = ctx.challenge.logo
+    if logo is None:
         return prepared.path, None
     with ctx.timer("logo"):
-        box = logo_box(ctx.logo, video.width, video.height, found.sampled)
+        box = logo_box(logo, video.width, video.height, found.sampled)
         found.sampled = None
         if box is None:
             ctx.log(f"note   {item.name}: no static logo found; stored as it is")
             return prepared.path, None
         covered = ctx.settings.work_dir / "covered" / f"{prepared.sha}.mp4"
         covered.parent.mkdir(parents=True, exist_ok=True)
-        return cover_logo(prepared.path, covered, box, ctx.logo.method), list(box.as_tuple())
+        return cover_logo(prepared.path, covered, box, logo.method), list(box.as_tuple())
 
 
 def prompts_stage(prepared: PreparedVideo, ctx: RunContext) -> list[PromptMatch]:
@@ -101,13 +101,14 @@ def prompts_stage(prepared: PreparedVideo, ctx: RunContext) -> list[PromptMatch]
         return []
     with ctx.timer("audio"):
         try:
-            track = media.decode_audio(prepared.path, ctx.audio_rate)
-            alignment = find_prompts(ctx.templates, [track], ctx.align_threshold)[0]
+            track = media.decode_audio(prepared.path, ctx.challenge.align.rate)
+            alignment = find_prompts(ctx.templates, [track], ctx.challenge.align.threshold)[0]
         except media.DecodeError as exc:
             ctx.db.record_error(ctx.run_id, item.uri, "audio", exc.kind, str(exc), sha256=prepared.sha, fatal=False)
             return []
+    threshold = ctx.challenge.align.threshold
     for name, score in alignment.absent.items():
-        ctx.log(f"note   {item.name}: prompt {name!r} not found (best NCC {score:.3f} < {ctx.align_threshold})")
+        ctx.log(f"note   {item.name}: prompt {name!r} not found (best NCC {score:.3f} < {threshold})")
     return list(alignment.matches)
 
 
@@ -121,7 +122,7 @@ def finish_video(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) ->
         return fail_video(ctx, item, "logo", "cover_failed", f"covering the logo of {item.name} failed: {exc}", sha)
     matches = prompts_stage(prepared, ctx)
     with ctx.timer("track"):
-        tracks = track_video(found.faces, ctx.clustering.breaks_for(item.name, sha))
+        tracks = track_video(found.faces, ctx.challenge.cluster.breaks_for(item.name, sha))
     frames, faces, objects = video_faces_rows(prepared, found, tracks, ctx.settings.save_frames)
     key = stored_video_key(prepared, covered_box is not None)
     s = ctx.settings

@@ -6,7 +6,6 @@ GPU); a flushing thread finishes and stores completed videos. The stages are the
 (``engine.pipeline.prepare`` and ``engine.pipeline.stages``), so both give the same tables.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence

@@ -1,7 +1,6 @@
 """What a run reports: each video's outcome, the run's summary (the CLI's closing lines), and wall time per
 stage."""
 
-
 from __future__ import annotations
 
 import threading
@@ -55,6 +54,15 @@ class RunSummary:
     @property
     def processed(self) -> int:
         return self.ok + self.skipped
+
+    def add(self, outcome: VideoOutcome) -> None:
+        """Count one video's outcome in."""
+        self.outcomes.append(outcome)
+        self.frames += outcome.frames
+        self.faces += outcome.faces
+        self.tracks += outcome.tracks
+        self.prompts += outcome.prompts
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
 
     @property
     def exit_code(self) -> int:

@@ -2,13 +2,12 @@
 per video (the sequential stages, its rows committed in one transaction), and the driver's view of the results.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from engine.config import Challenge, ClusterSettings, FaceSettings, LogoSettings, Settings, resolve_device
+from engine.config import Challenge, Settings, resolve_device
 from engine.faces.batching import (
     FaceModels,
 )
@@ -28,12 +27,7 @@ class VideoJob:
     settings: Settings
     challenge: Challenge
     run_id: int
-    faces: FaceSettings
-    logo: LogoSettings | None
-    clustering: ClusterSettings
     templates: PromptTemplates | None  # on the CPU when sent to workers; each moves them to its device
-    align_threshold: float
-    audio_rate: int
 
 
 @dataclass
@@ -66,7 +60,7 @@ def video_worker(
     device = resolve_device(job.settings.device, "process")
     settings = job.settings if device == job.settings.device else replace(job.settings, device=device)
     db, store = stores or open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
-    models = models or FaceModels.load(device, job.faces)
+    models = models or FaceModels.load(device, job.challenge.faces)
     templates = None if job.templates is None else job.templates.to(device)
     return RunContext(
         settings,
@@ -77,11 +71,7 @@ def video_worker(
         StageTimer(),
         log or _LineBuffer(),
         models,
-        job.logo,
-        job.clustering,
         templates,
-        job.align_threshold,
-        job.audio_rate,
     )
 
 
@@ -117,7 +107,7 @@ class _Completed:
             yield result.item
 
 
-def _results(
+def collect_results(
     items: Sequence[SourceItem],
     results: Iterator[VideoResult],
     ordered: bool,

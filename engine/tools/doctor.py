@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,8 +45,13 @@ def check_ffmpeg() -> Check:
     fix = "install FFmpeg: `sudo apt-get install ffmpeg` (Debian/Ubuntu) or `brew install ffmpeg` (macOS)"
     if not exe:
         return Check("ffmpeg", False, "not on PATH", fix)
-    first = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=20).stdout.splitlines()
-    return Check("ffmpeg", True, first[0] if first else exe, fix)
+    try:  # engine.media loads FFmpeg's libraries on import: when they cannot load, the path is the detail
+        from engine import media
+
+        version = media.ffmpeg_version(exe)
+    except Exception:  # noqa: BLE001 - the libraries' own check (check_torchcodec_loads) reports why
+        version = None
+    return Check("ffmpeg", True, version or exe, fix)
 
 
 def check_packages() -> list[Check]:

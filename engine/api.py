@@ -1,0 +1,244 @@
+"""The engine's public surface, one function per verb: what ``cli.py`` calls and what a notebook user imports.
+
+Each function takes plain values (paths, names, flags; ``None`` means "the environment's ``ENGINE_*`` value, else
+the default", read once in ``engine.config``), builds the settings, and calls the stage or application that does
+the work. Errors a user can fix are raised as one of :data:`USER_ERRORS`, each with a one-line message.
+Everything else in the package is private to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.apps.film_shards import LabelError
+from engine.apps.people import PeopleError
+from engine.config import ConfigError, Settings, load_challenge, resolve_device
+from engine.inference.weights import WeightError
+from engine.media import DecodeError
+from engine.pipeline.executor import ExecutorUnavailable, get_executor
+from engine.sources import SourceError
+from engine.store import StoreUnreachable, open_stores
+from engine.tools.bench import BenchError
+
+if TYPE_CHECKING:
+    from engine.apps.monitor import Monitor
+    from engine.pipeline.summary import RunSummary
+    from engine.prompts import Alignment
+    from engine.sources import SourceItem
+    from engine.tools.doctor import Check
+    from engine.tools.export import ExportSummary
+
+Log = Callable[[str], None]
+Progress = Callable[[Collection["SourceItem"]], Iterator["SourceItem"]]
+#: The errors whose message tells the user what to fix (bad input, settings, weights or services).
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    SourceError,
+    StoreUnreachable,
+    WeightError,
+    ExecutorUnavailable,
+    DecodeError,
+    LabelError,
+    PeopleError,
+    BenchError,
+)
+
+
+def run(
+    challenge: str | Path,
+    videos: str | Path | None = None,
+    *,
+    log: Log = print,
+    progress: Progress | None = None,
+    **settings: Any,
+) -> RunSummary:
+    """Every stage of a challenge on its videos (``videos``, else the TOML's ``videos`` key, relative to it);
+    ``settings`` are :meth:`engine.config.Settings.load`'s keywords (db_url, store_url, runtype, device, ...)."""
+    from engine.pipeline.run import run_challenge
+
+    ch = load_challenge(challenge)
+    config = Settings.load(ch.name, **settings)
+    source = videos or ch.videos
+    if not source:
+        raise ConfigError(
+            "no videos given: pass --videos FOLDER|URLFILE|s3://... (or set `videos` in the challenge TOML)"
+        )
+    if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
+        source = str((ch.path.parent / source).resolve())
+    with get_executor(config.executor, config.ray_address) as pool:
+        return run_challenge(config, ch, source, log=log, progress=progress, executor=pool)
+
+
+def align(
+    challenge: str | Path, videos: Sequence[Path], *, threshold: float | None = None, device: str | None = None,
+    log: Log | None = None,
+) -> list[Alignment]:  # fmt: skip
+    """Where each prompt of the challenge's baseline plays in each video; a bundled challenge's baseline is looked
+    up beside the first video."""
+    from engine.prompts import align_files
+
+    ch = load_challenge(challenge)
+    dev = resolve_device(device or "auto")
+    return align_files(ch, videos, videos_dir=videos[0].parent, device=dev, threshold=threshold, log=log)
+
+
+def detect(
+    images: Sequence[str | Path], *, long_side: int | None = None, threshold: float = 0.5, rotate: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Faces in still images: path → list of {box, score, landmarks}, or {error} for an unreadable file."""
+    from engine.faces.detect import FaceDetector
+    from engine.faces.photos import detect_files
+
+    detector = FaceDetector(device=resolve_device(device or "auto"))
+    return detect_files([str(p) for p in images], detector, long_side, threshold, rotate)
+
+
+def embed(
+    images: Sequence[str | Path], *, long_side: int | None = None, threshold: float = 0.5, rotate: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Like :func:`detect`, each face also with its 128-d ``embedding`` (one person: distance < 0.6)."""
+    from engine.faces.detect import FaceDetector
+    from engine.faces.embed import FaceEmbedder
+    from engine.faces.photos import embed_files
+
+    dev = resolve_device(device or "auto")
+    paths = [str(p) for p in images]
+    return embed_files(paths, FaceDetector(device=dev), FaceEmbedder(device=dev), long_side, threshold, rotate)
+
+
+def label(
+    film: str | Path, out: str | Path, *, gallery: str | Path | None = None, shards: int = 1,
+    shard: int | None = None, interval: float = 0.0, cluster_threshold: float | None = None,
+    device: str | None = None, executor: str | None = None, ray_address: str | None = None, log: Log = print,
+) -> dict[str, Any]:  # fmt: skip
+    """Film labelling: shots, trajectories, features, clusters and (with a gallery) predictions; one shard only
+    when ``shard`` is given (merge them with :func:`merge`)."""
+    from engine.apps.film import LabelSettings, label_film
+
+    settings = LabelSettings(interval=interval)
+    if cluster_threshold is not None:
+        settings = LabelSettings(interval=interval, cluster_threshold=cluster_threshold)
+    cfg = Settings.load("label", device=device, executor=executor, ray_address=ray_address)
+    with get_executor(cfg.executor, cfg.ray_address) as pool:
+        return label_film(
+            film, out, settings=settings, shards=shards, shard=shard, gallery=gallery, device=cfg.device,
+            executor=pool, log=log,
+        )  # fmt: skip
+
+
+def merge(out: str | Path, *, gallery: str | Path | None = None, device: str | None = None, log: Log = print):  # noqa: ANN201
+    """Stitch the shards of ``label --shard`` jobs into the files one run writes."""
+    from engine.apps.film import LabelSettings, load_models
+    from engine.apps.film import merge as merge_shards
+
+    models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
+    return merge_shards(out, gallery, models, log=log)
+
+
+def search(
+    reference: str | Path, videos: Sequence[str | Path], out: str | Path, *, threshold: float = 0.6,
+    interval: float = 0.2, max_gap: float = 1.0, clips: bool = True, device: str | None = None,
+    executor: str | None = None, ray_address: str | None = None, log: Log = print,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The reference photo's person in videos: one clip per appearance and metadata per video."""
+    from engine.apps.search import SearchSettings
+    from engine.apps.search import search as search_videos
+
+    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=clips)
+    cfg = Settings.load("search", device=device, executor=executor, ray_address=ray_address)
+    with get_executor(cfg.executor, cfg.ray_address) as pool:
+        return search_videos(reference, videos, out, settings=settings, device=cfg.device, executor=pool, log=log)
+
+
+def monitor(watch: Sequence[str | Path], source: str, *, emit: Callable[[dict], None], log: Log = print,
+            webhook: str | None = None, threshold: float | None = None, settle_s: float | None = None,
+            **settings: Any) -> Monitor:  # fmt: skip
+    """An open watch-list monitor over ``source`` (call ``run(interval, once=...)``, then ``close()``); state lives
+    where a challenge named "monitor" keeps it."""
+    from engine.apps.monitor import DEFAULT_SETTLE_S, Monitor
+    from engine.apps.people import DEFAULT_MATCH_DISTANCE
+
+    return Monitor.open(
+        Settings.load("monitor", **settings), watch, source, emit=emit, log=log, webhook=webhook,
+        threshold=DEFAULT_MATCH_DISTANCE if threshold is None else threshold,
+        settle_s=DEFAULT_SETTLE_S if settle_s is None else settle_s,
+    )  # fmt: skip
+
+
+def _stored(challenge: str | Path, db_url: str | None, store_url: str | None, s3_endpoint_url: str | None):  # noqa: ANN202
+    """The challenge's name and its stores, as a run with the same options would find them."""
+    ch = load_challenge(challenge)
+    cfg = Settings.load(ch.name, db_url=db_url, store_url=store_url, s3_endpoint_url=s3_endpoint_url, resolve=False)
+    return ch.name, *open_stores(cfg.db_url, cfg.store_url, cfg.s3_endpoint_url)
+
+
+def export(
+    challenge: str | Path, out: Path, fmt: str = "imagefolder", *, db_url: str | None = None,
+    store_url: str | None = None, s3_endpoint_url: str | None = None, log: Log = print,
+) -> ExportSummary:  # fmt: skip
+    """Every unique face crop labelled with its prompt, individual, video and time (imagefolder or parquet)."""
+    from engine.tools.export import export_dataset
+
+    name, db, store = _stored(challenge, db_url, store_url, s3_endpoint_url)
+    return export_dataset(db, store, name, out, fmt, log=log)
+
+
+def report(
+    challenge: str | Path, out: Path, *, db_url: str | None = None, store_url: str | None = None,
+    s3_endpoint_url: str | None = None, log: Log = print,
+) -> Path:  # fmt: skip
+    """A self-contained HTML report of the challenge's stored results."""
+    from engine.tools.report import write_report
+
+    name, db, store = _stored(challenge, db_url, store_url, s3_endpoint_url)
+    return write_report(db, store, name, out, log=log)
+
+
+def doctor(challenge: str = "demo", **stores: str | None) -> list[Check]:
+    """Every installation check (FFmpeg, packages, CUDA, weights, database, object store), in fixing order."""
+    from engine.tools.doctor import run_checks
+
+    return run_checks(challenge=challenge, **stores)
+
+
+def bench(videos: Path, *, peers: Sequence[str] | None = None, device: str | None = None, interval: float = 0.5,
+          log: Log = print) -> dict[str, Any]:  # fmt: skip
+    """Decode-only, detector-only, embedder-only, the full pipeline and peers, in one run on the same frames."""
+    from engine.tools.bench import DEFAULT_PEERS, run_bench
+
+    dev = resolve_device(device or "auto")
+    return run_bench(videos, peers=list(peers or DEFAULT_PEERS), device=dev, interval=interval, log=log)
+
+
+def export_onnx(out: Path, opset: int = 17) -> Path:
+    """The detector network as ONNX (dynamic batch, height, width)."""
+    from engine.inference.onnx_export import export_retinaface
+    from engine.inference.weights import resolve
+    from engine.models.retinaface import load_retinaface
+
+    return export_retinaface(load_retinaface(resolve("retinaface_mnet025")), out, opset)
+
+
+def bench_table(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rows of :func:`bench`'s table: what, ms per sampled frame, sampled frames per second."""
+    from engine.tools.bench import table_rows
+
+    return table_rows(result)
+
+
+def weights_status() -> list[tuple[Any, Any]]:
+    """Each weight file of the manifest with where it would be loaded from and whether its sha256 matches."""
+    from engine.inference import weights
+
+    return [(spec, weights.check(spec)) for spec in weights.load_manifest().values()]
+
+
+def pull_weights() -> list[Any]:
+    """Make every weight file available (mirror folder, package, or upstream URL), each checked by sha256."""
+    from engine.inference import weights
+
+    return list(weights.pull())
