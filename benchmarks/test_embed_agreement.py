@@ -1,5 +1,5 @@
 """How our chain (detector + alignment + embedder) agrees with dlib's own chain on the shared photos, and how it
-separates people (`make bench`; prints the figures the README quotes)."""
+separates people (`make bench`; prints the figures docs/models.md quotes)."""
 
 from __future__ import annotations
 

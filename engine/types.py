@@ -154,6 +154,21 @@ class Tracks:
 
 
 @dataclass
+class StoredFaces(_TensorRows):
+    """A challenge's stored faces as the cross-video step reads them: ``video`` indexes ``videos`` (sha256),
+    ``track`` is the face's track within its video, ``phash`` 0 where ``has_phash`` is false."""
+
+    face_id: torch.Tensor  # int64 [F]
+    video: torch.Tensor  # int64 [F]
+    track: torch.Tensor  # int64 [F]
+    frame_index: torch.Tensor  # int64 [F]
+    embedding: torch.Tensor  # float32 [F, D]
+    phash: torch.Tensor  # int64 [F]
+    has_phash: torch.Tensor  # bool [F]
+    videos: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrackPairs(_TensorRows):
     """Sparse similarities between tracks: ``a[i] < b[i]`` index a track list, ``cosine[i]`` is the cosine of their
     mean descriptors (``engine.cluster.similar_pairs``)."""
@@ -165,10 +180,11 @@ class TrackPairs(_TensorRows):
 
 @dataclass
 class Individuals:
-    """The challenge's people: ``of_track`` gives each track its individual (dense ids from 0), ``of_face`` each
-    face; ``duplicate`` marks the faces whose crop repeats an earlier one of the same individual; ``pairs`` are the
-    similar track pairs the grouping used."""
+    """The challenge's people: ``tracks`` names each track (video sha256, track in the video), ``of_track`` gives
+    it its individual (dense ids from 0), ``of_face`` each face; ``duplicate`` marks the faces whose crop repeats an
+    earlier one of the same individual; ``pairs`` are the similar track pairs the grouping used."""
 
+    tracks: list[tuple[str, int]]
     of_track: torch.Tensor  # int64 [T]
     of_face: torch.Tensor  # int64 [F]
     duplicate: torch.Tensor  # bool [F]

@@ -13,7 +13,7 @@ exactly as an unsharded run does. A trajectory of shard ``i`` that is still aliv
 trajectory of shard ``i + 1`` that holds its first face past the boundary (the same detection: same frame, same
 rank in the frame).
 
-Output formats are documented in ``docs/apps.md`` and kept stable; ``label.json`` carries ``format_version``.
+Output formats are documented in ``docs/film.md`` ("Files") and kept stable; ``label.json`` carries ``format_version``.
 """
 
 from __future__ import annotations

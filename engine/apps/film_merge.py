@@ -2,7 +2,7 @@
 ``scene_changes.json``, ``clusters.json``, ``label.json`` and, with a gallery, ``predictions.json``.
 
 An unsharded run is one shard merged by the same code (``engine.apps.film``). Output formats are documented in
-``docs/apps.md`` and kept stable; ``label.json`` carries ``format_version``.
+``docs/film.md`` ("Files") and kept stable; ``label.json`` carries ``format_version``.
 """
 
 from __future__ import annotations

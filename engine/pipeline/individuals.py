@@ -17,37 +17,50 @@ from engine.config import ClusterSettings
 from engine.dedup import duplicates_to_remove, hex_to_hashes
 from engine.pipeline.rows import individual_rows
 from engine.store import Database
-from engine.types import Individuals
+from engine.types import Individuals, StoredFaces
 
 
-def frame_conflicts(rows: list[dict[str, Any]], face_track: torch.Tensor) -> set[tuple[int, int]]:
+def stored_faces(rows: list[dict[str, Any]]) -> StoredFaces:
+    """The store's face rows (with a descriptor) as the typed contract of this step."""
+    videos = sorted({r["video_sha256"] for r in rows})
+    video_id = {v: i for i, v in enumerate(videos)}
+    long = torch.int64
+    return StoredFaces(
+        face_id=torch.tensor([r["id"] for r in rows], dtype=long),
+        video=torch.tensor([video_id[r["video_sha256"]] for r in rows], dtype=long),
+        track=torch.tensor([r["track"] for r in rows], dtype=long),
+        frame_index=torch.tensor([r["frame_index"] for r in rows], dtype=long),
+        embedding=torch.from_numpy(np.stack([r["embedding"] for r in rows])),
+        phash=hex_to_hashes([r["phash"] or "0" * 16 for r in rows]),
+        has_phash=torch.tensor([bool(r["phash"]) for r in rows]),
+        videos=videos,
+    )
+
+
+def frame_conflicts(faces: StoredFaces, face_track: torch.Tensor) -> set[tuple[int, int]]:
     """Pairs of tracks (indices) of one video seen in the same frame: two people, never one individual."""
-    in_frame: dict[tuple[str, int], set[int]] = {}
-    for r, t in zip(rows, face_track.tolist(), strict=True):
-        in_frame.setdefault((r["video_sha256"], r["frame_index"]), set()).add(t)
+    in_frame: dict[tuple[int, int], set[int]] = {}
+    for v, k, t in zip(faces.video.tolist(), faces.frame_index.tolist(), face_track.tolist(), strict=True):
+        in_frame.setdefault((v, k), set()).add(t)
     return {(x, y) for group in in_frame.values() if len(group) > 1 for x in group for y in group if x < y}
 
 
-def group_individuals(
-    rows: list[dict[str, Any]], clustering: ClusterSettings, device: str = "cpu"
-) -> tuple[list[tuple[str, int]], Individuals]:
-    """The (video, track) of each track index, and the individuals of stored faces ``rows`` (each with
-    ``video_sha256``, ``track``, ``frame_index``, ``embedding``, ``phash``)."""
-    videos = sorted({r["video_sha256"] for r in rows})
-    video_id = {v: i for i, v in enumerate(videos)}
-    track_key: dict[tuple[str, int], int] = {}
-    face_track = torch.tensor([track_key.setdefault((r["video_sha256"], r["track"]), len(track_key)) for r in rows])
+def group_individuals(faces: StoredFaces, clustering: ClusterSettings, device: str = "cpu") -> Individuals:
+    """The individuals of a challenge's stored faces: track means, sparse cross-video pairs, constrained average
+    linkage, then PHash duplicates within each individual."""
+    track_key: dict[tuple[int, int], int] = {}
+    pairs_vt = zip(faces.video.tolist(), faces.track.tolist(), strict=True)
+    face_track = torch.tensor([track_key.setdefault(vt, len(track_key)) for vt in pairs_vt], dtype=torch.int64)
     keys = list(track_key)
-    embeddings = torch.from_numpy(np.stack([r["embedding"] for r in rows])).to(device)
-    means = track_means(face_track.to(device), embeddings, len(keys))
-    track_video = torch.tensor([video_id[v] for v, _ in keys], device=device)
+    means = track_means(face_track.to(device), faces.embedding.to(device), len(keys))
+    track_video = torch.tensor([v for v, _ in keys], device=device)
     pairs = similar_pairs(means, track_video, clustering.floor)
-    conflicts = frame_conflicts(rows, face_track)
+    conflicts = frame_conflicts(faces, face_track)
     individual = group_tracks(len(keys), pairs, clustering.threshold, clustering.floor, conflicts)
     face_individual = individual[face_track]
-    hashes = hex_to_hashes([r["phash"] or "0" * 16 for r in rows])
-    drop = duplicates_to_remove(hashes, groups=face_individual).cpu()
-    return keys, Individuals(individual, face_individual, drop, pairs)
+    drop = duplicates_to_remove(faces.phash, groups=face_individual).cpu()
+    names = [(faces.videos[v], t) for v, t in keys]
+    return Individuals(names, individual, face_individual, drop, pairs)
 
 
 def individuals_stage(
@@ -63,7 +76,8 @@ def individuals_stage(
     if not rows:
         db.write_individuals(challenge, [], [], [])
         return 0, 0, 0
-    keys, individuals = group_individuals(rows, clustering, device)
-    similarities, final, unique = individual_rows(rows, keys, individuals)
+    faces = stored_faces(rows)
+    individuals = group_individuals(faces, clustering, device)
+    similarities, final, unique = individual_rows(faces, individuals)
     db.write_individuals(challenge, similarities, final, unique)
     return len(similarities), individuals.count, len(unique)

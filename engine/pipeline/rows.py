@@ -15,7 +15,7 @@ from engine.dedup import hash_to_hex
 from engine.pipeline.prepare import PreparedVideo
 from engine.prompts import PromptMatch
 from engine.store import face_key, frame_key, video_key
-from engine.types import Faces, Frames, Individuals, Tracks, VideoFaces
+from engine.types import Faces, Frames, Individuals, StoredFaces, Tracks, VideoFaces
 
 Row = dict[str, Any]
 #: Containers a stored video keeps its own suffix for; anything else (and every covered copy) is stored as .mp4.
@@ -140,26 +140,23 @@ def stored_video_key(prepared: PreparedVideo, covered: bool) -> str:
     return video_key(prepared.sha, ".mp4" if covered or suffix not in KEPT_SUFFIXES else suffix)
 
 
-def individual_rows(
-    faces: list[Row], keys: list[tuple[str, int]], individuals: Individuals
-) -> tuple[list[Row], list[Row], list[Row]]:
-    """``similarities``, ``faces_with_final_ind`` and ``unique_faces`` rows of the challenge-wide step, from the
-    stored faces it read (``id``, ``video_sha256``, ``track``, ``phash``), the (video, track) of each track index,
-    and the grouping."""
-    pairs = individuals.pairs
+def individual_rows(faces: StoredFaces, individuals: Individuals) -> tuple[list[Row], list[Row], list[Row]]:
+    """``similarities``, ``faces_with_final_ind`` and ``unique_faces`` rows of the challenge-wide step."""
+    keys, pairs = individuals.tracks, individuals.pairs
     similarities = [
         dict(video_a=keys[a][0], track_a=keys[a][1], video_b=keys[b][0], track_b=keys[b][1], cosine=c)
         for a, b, c in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.cosine.tolist(), strict=True)
     ]
+    columns = (faces.face_id.tolist(), [faces.videos[v] for v in faces.video.tolist()], faces.track.tolist())
     of_face = individuals.of_face.tolist()
     final = [
-        dict(face_id=r["id"], video_sha256=r["video_sha256"], track=r["track"], individual=i)
-        for r, i in zip(faces, of_face, strict=True)
+        dict(face_id=f, video_sha256=v, track=t, individual=i) for f, v, t, i in zip(*columns, of_face, strict=True)
     ]
+    kept = (~individuals.duplicate & faces.has_phash).tolist()
     unique = [
-        dict(face_id=r["id"], video_sha256=r["video_sha256"], individual=i, phash=r["phash"])
-        for r, i, d in zip(faces, of_face, individuals.duplicate.tolist(), strict=True)
-        if not d and r["phash"]
+        dict(face_id=f, video_sha256=v, individual=i, phash=hash_to_hex(h))
+        for f, v, _, i, h, k in zip(*columns, of_face, faces.phash.tolist(), kept, strict=True)
+        if k
     ]
     return similarities, final, unique
 
