@@ -19,8 +19,9 @@ import torch
 from torchvision.ops import box_iou
 
 from engine import media
+from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
-from engine.faces.embed import FaceEmbedder, align_chips
+from engine.faces.embed import FaceEmbedder
 
 CORPUS = Path(__file__).resolve().parents[1] / "runs" / "bench-corpus" / "videos"
 SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -1,4 +1,4 @@
-"""Re-derive the alignment template (``engine.faces.embed.CHIP_TEMPLATE`` / ``TEMPLATE_WEIGHTS``) from the shared
+"""Re-derive the alignment template (``engine.faces.align.CHIP_TEMPLATE`` / ``TEMPLATE_WEIGHTS``) from the shared
 videos.
 
 For every sampled video frame (every 0.1 s), faces found by both dlib (HOG + its 5-point predictor) and our RetinaFace
@@ -27,8 +27,8 @@ def test_template_matches_the_videos() -> None:
     from torchvision.ops import box_iou
 
     from engine import media
+    from engine.faces.align import CHIP_TEMPLATE, DLIB_5POINT_TEMPLATE, TEMPLATE_WEIGHTS, similarity_transforms
     from engine.faces.detect import FaceDetector
-    from engine.faces.embed import CHIP_TEMPLATE, DLIB_5POINT_TEMPLATE, TEMPLATE_WEIGHTS, similarity_transforms
 
     hog = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())

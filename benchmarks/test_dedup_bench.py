@@ -40,8 +40,8 @@ def _best_of(fn: Callable[[], object], repeat: int = 3, sync: bool = False) -> f
 
 def _crops() -> torch.Tensor:
     from engine import media
+    from engine.faces.align import align_chips
     from engine.faces.detect import FaceDetector
-    from engine.faces.embed import align_chips
 
     detector = FaceDetector(device="cpu")
     chips = []

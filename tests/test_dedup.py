@@ -31,8 +31,8 @@ from engine.dedup import (
     phash_reference,
     popcount64,
 )
+from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
-from engine.faces.embed import align_chips
 from engine.phash import resize_like_pil
 
 PHOTO_LONG_SIDE = 480  # detection scale for the photos (chips are still cut from the full-resolution image)

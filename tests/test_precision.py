@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from engine import media
+from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
-from engine.faces.embed import FaceEmbedder, align_chips
+from engine.faces.embed import FaceEmbedder
 from engine.inference.backends import onnxruntime_available, resolve_backend
 from engine.inference.precision import cpu_has_fast_bf16, resolve_precision
 

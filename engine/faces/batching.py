@@ -21,8 +21,9 @@ import torch
 from engine import media
 from engine.config import FaceSettings
 from engine.dedup import phash
+from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
-from engine.faces.embed import FaceEmbedder, align_chips
+from engine.faces.embed import FaceEmbedder
 from engine.inference.weights import resolve as resolve_weights
 from engine.types import Faces, Frames, VideoFaces
 
