@@ -16,7 +16,7 @@ ifneq ($(wildcard $(SHARED)/data),)
 export ENGINE_SHARED_DATA ?= $(abspath $(SHARED)/data)
 endif
 
-.PHONY: setup ffmpeg run test bench lint doctor clean
+.PHONY: setup ffmpeg run test bench lint doctor clean same-results
 
 setup: $(VENV)/.installed
 
@@ -69,6 +69,13 @@ bench: setup
 	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
+
+# The demo run's tables and objects against the digest recorded before issue 12's layout change
+# (benchmarks/run_dump.py): "identical", or each table/object list that differs. Float results depend on the CPU's
+# instruction set, so compare on the machine kind the digest was made on (the project's 2-core x86-64 VM).
+same-results: setup
+	rm -rf runs/same-results
+	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json
 
 lint: setup
 	$(PY) -m ruff check .
