@@ -590,6 +590,8 @@ def weights_pull() -> None:
     for st in api.pull_weights():
         if st.path is not None and st.origin not in ("missing", "corrupted"):
             out.print(f"ok       {st.spec.file}  ({st.origin}: {st.path})", markup=False)
+        elif st.spec.optional:
+            out.print(f"--       {st.spec.file} (optional): {st.detail}", markup=False)
         else:
             missing += 1
             out.print(f"MISSING  {st.spec.file}: {st.detail}", markup=False)

@@ -38,6 +38,7 @@ class WeightSpec:
     package_path: str | None = None
     size_bytes: int | None = None
     description: str = ""
+    optional: bool = False  # no default path loads it yet: doctor and `weights pull` do not fail without it
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def check_weights() -> list[Check]:
                 if st.origin == "corrupted"
                 else "run `python cli.py weights pull` (or set ENGINE_WEIGHTS_MIRROR to a folder that has it)"
             )
-            out.append(Check(f"weights: {spec.file}", False, f"{st.origin}: {st.detail}", fix))
+            out.append(Check(f"weights: {spec.file}", False, f"{st.origin}: {st.detail}", fix, spec.optional))
         else:
             out.append(Check(f"weights: {spec.file}", True, f"{st.origin}: {st.path}"))
     return out
