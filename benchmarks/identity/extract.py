@@ -1,0 +1,89 @@
+"""Faces of one clip, as the engine's faces stage finds them, written out for labelling and scoring.
+
+    ENGINE_WEIGHTS_MIRROR=../shared/weights .venv/bin/python -m benchmarks.identity.extract \
+        ../shared/data/multi_person/friends_poker.mp4 runs/identity/friends_poker
+
+Writes to the output folder:
+
+- ``faces.csv``: one row per detected face, ``face_id`` (``f{frame_index}_{face_index}``, stable for a given clip,
+  interval and detector settings), ``frame_index``, ``face_index``, ``time_s``, ``x1, y1, x2, y2`` (frame pixels),
+  ``score``, ``rotation``;
+- ``crops/{face_id}.jpg``: the engine's aligned crop of each face (what the embedder saw);
+- ``frames/{frame_index}.jpg``: each sampled frame, as decoded by the engine (for context crops in the sheets);
+- ``descriptors.npy``: float32 ``[F, 128]`` dlib descriptors, row ``i`` is row ``i`` of ``faces.csv``;
+- ``face_ids.json``: the face ids in that order; ``meta.json``: clip, interval, detector settings, engine device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CLIP = "../shared/data/multi_person/friends_poker.mp4"
+DEFAULT_OUT = "runs/identity/friends_poker"
+
+
+def face_id(frame_index: int, face_index: int) -> str:
+    return f"f{frame_index}_{face_index}"
+
+
+def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -> int:
+    """Run the faces stage on ``clip`` and write its faces to ``out``; returns the number of faces."""
+    from engine.faces.batching import FaceModels, analyze_video
+
+    models = FaceModels.load(device)
+    found = analyze_video(clip, models, interval=interval, crops=True, frame_jpegs=True)
+    faces = found.faces
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "crops").mkdir(exist_ok=True)
+    ids: list[str] = []
+    with open(out / "faces.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["face_id", "frame_index", "face_index", "time_s", "x1", "y1", "x2", "y2", "score", "rotation"])
+        for i in range(len(faces)):
+            fid = face_id(int(faces.frame_index[i]), int(faces.face_index[i]))
+            ids.append(fid)
+            box = [round(float(v), 1) for v in faces.boxes[i]]
+            w.writerow(
+                [fid, int(faces.frame_index[i]), int(faces.face_index[i]), round(float(faces.pts_s[i]), 3), *box,
+                 round(float(faces.scores[i]), 4), int(faces.rotation[i])]
+            )  # fmt: skip
+            (out / "crops" / f"{fid}.jpg").write_bytes(faces.crops[i])
+    (out / "frames").mkdir(exist_ok=True)
+    for index, jpeg in found.frame_jpegs.items():  # the sampled frames exactly as the detector saw them
+        (out / "frames" / f"{index}.jpg").write_bytes(jpeg)
+    np.save(out / "descriptors.npy", faces.embedding.float().cpu().numpy())
+    (out / "face_ids.json").write_text(json.dumps(ids))
+    meta = {
+        "clip": str(clip),
+        "interval_s": interval,
+        "device": device,
+        "face_settings": asdict(models.settings),
+        "embedder": "dlib_resnet_v1",
+        "faces": len(ids),
+        "sampled_frames": int(len(found.frames)),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return len(ids)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("clip", nargs="?", default=DEFAULT_CLIP)
+    p.add_argument("out", nargs="?", default=DEFAULT_OUT)
+    p.add_argument("--interval", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    os.environ.setdefault("ENGINE_WEIGHTS_MIRROR", str(Path("../shared/weights").resolve()))
+    n = extract(Path(a.clip), Path(a.out), a.interval, a.device)
+    print(f"{n} faces → {a.out}")
+
+
+if __name__ == "__main__":
+    main()
