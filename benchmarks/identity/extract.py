@@ -11,6 +11,8 @@ Writes to the output folder:
 - ``crops/{face_id}.jpg``: the engine's aligned crop of each face (what the embedder saw);
 - ``frames/{frame_index}.jpg``: each sampled frame, as decoded by the engine (for context crops in the sheets);
 - ``descriptors.npy``: float32 ``[F, 128]`` dlib descriptors, row ``i`` is row ``i`` of ``faces.csv``;
+- ``descriptors_hse.npy``: float32 ``[F, 1024]`` unit HSE descriptors (``engine.faces.embed_hse``) of the same faces,
+  in the same order: the same sampled frames (kept from the same pass) and the engine's boxes;
 - ``face_ids.json``: the face ids in that order; ``meta.json``: clip, interval, detector settings, engine device.
 """
 
@@ -22,8 +24,12 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.types import VideoFaces
 
 DEFAULT_CLIP = "../shared/data/multi_person/friends_poker.mp4"
 DEFAULT_OUT = "runs/identity/friends_poker"
@@ -33,13 +39,32 @@ def face_id(frame_index: int, face_index: int) -> str:
     return f"f{frame_index}_{face_index}"
 
 
+def hse_descriptors(found: VideoFaces, device: str) -> np.ndarray:
+    """HSE descriptors ``[F, 1024]`` of ``found.faces`` in their order, from the sampled frames kept by the same
+    pass (``found.sampled``, one per ``found.frames`` row) and the engine's boxes."""
+    import torch
+
+    from engine.faces.detect import Detections
+    from engine.faces.embed_hse import HSEEmbedder
+
+    faces = found.faces
+    if found.sampled is None or len(found.sampled) != len(found.frames.index):
+        raise RuntimeError("the faces stage did not keep the sampled frames")
+    row_of = {int(k): i for i, k in enumerate(found.frames.index.tolist())}
+    image = torch.tensor([row_of[int(k)] for k in faces.frame_index.tolist()], dtype=torch.int64)
+    det = Detections(image, faces.boxes.float(), faces.scores.float(), faces.landmarks.float(), faces.rotation)
+    desc = HSEEmbedder(device, "fp32").embed(found.sampled, det)
+    return desc.float().cpu().numpy()
+
+
 def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -> int:
     """Run the faces stage on ``clip`` and write its faces to ``out``; returns the number of faces."""
     from engine.faces.batching import FaceModels, analyze_video
 
     models = FaceModels.load(device)
-    found = analyze_video(clip, models, interval=interval, crops=True, frame_jpegs=True)
+    found = analyze_video(clip, models, interval=interval, crops=True, frame_jpegs=True, keep_frames=True)
     faces = found.faces
+    hse = hse_descriptors(found, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "crops").mkdir(exist_ok=True)
     ids: list[str] = []
@@ -59,6 +84,7 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
     for index, jpeg in found.frame_jpegs.items():  # the sampled frames exactly as the detector saw them
         (out / "frames" / f"{index}.jpg").write_bytes(jpeg)
     np.save(out / "descriptors.npy", faces.embedding.float().cpu().numpy())
+    np.save(out / "descriptors_hse.npy", hse)
     (out / "face_ids.json").write_text(json.dumps(ids))
     meta = {
         "clip": str(clip),
@@ -66,6 +92,7 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
         "device": device,
         "face_settings": asdict(models.settings),
         "embedder": "dlib_resnet_v1",
+        "embedder_hse": "hse_mobilenet faceres (fp32), descriptors_hse.npy",
         "faces": len(ids),
         "sampled_frames": int(len(found.frames)),
     }
