@@ -71,7 +71,7 @@ bench: setup
 	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
-	$(PY) -m benchmarks.identity.extract
+	$(PY) -m benchmarks.identity.extract $(SHARED)/data/multi_person/friends_poker.mp4 runs/identity/friends_poker
 	$(PY) -m benchmarks.identity.peers
 
 # The demo run's tables and objects against the digest recorded before issue 12's layout change
