@@ -19,7 +19,7 @@ from engine.inference.weights import WeightError
 from engine.media import DecodeError
 from engine.pipeline.executor import ExecutorUnavailable, get_executor
 from engine.sources import SourceError
-from engine.store import StoreUnreachable, open_stores
+from engine.store import Database, ObjectStore, StoreUnreachable, open_stores
 from engine.tools.bench import BenchError
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ def label(
         )  # fmt: skip
 
 
-def merge(out: str | Path, *, gallery: str | Path | None = None, device: str | None = None, log: Log = print):  # noqa: ANN201
+def merge(
+    out: str | Path, *, gallery: str | Path | None = None, device: str | None = None, log: Log = print
+) -> dict[str, Any]:
     """Stitch the shards of ``label --shard`` jobs into the files one run writes."""
     from engine.apps.film import LabelSettings, load_models
     from engine.apps.film import merge as merge_shards
@@ -169,7 +171,9 @@ def monitor(watch: Sequence[str | Path], source: str, *, emit: Callable[[dict], 
     )  # fmt: skip
 
 
-def _stored(challenge: str | Path, db_url: str | None, store_url: str | None, s3_endpoint_url: str | None):  # noqa: ANN202
+def _stored(
+    challenge: str | Path, db_url: str | None, store_url: str | None, s3_endpoint_url: str | None
+) -> tuple[str, Database, ObjectStore]:
     """The challenge's name and its stores, as a run with the same options would find them."""
     ch = load_challenge(challenge)
     cfg = Settings.load(ch.name, db_url=db_url, store_url=store_url, s3_endpoint_url=s3_endpoint_url, resolve=False)

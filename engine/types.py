@@ -70,11 +70,11 @@ class Faces(_TensorRows):
         return out
 
     @staticmethod
-    def empty(dim: int = 128, with_phash: bool = False) -> Faces:
+    def empty(dim: int = 128) -> Faces:
         long, z = torch.int64, torch.zeros
         return Faces(
             z(0, dtype=long), z(0, dtype=long), z(0, dtype=torch.float64), z(0, 4), z(0), z(0, 10), z(0, dtype=long),
-            z(0, dim), z(0, dtype=long) if with_phash else None,
+            z(0, dim),
         )  # fmt: skip
 
     @staticmethod

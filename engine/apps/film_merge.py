@@ -97,7 +97,9 @@ def cluster_trajectories(faces: Faces, tracks: Tracks, means: torch.Tensor, thre
     return group_tracks(tracks.count, pairs, threshold, cannot_link=conflicts)
 
 
-def write_clusters(out: Path, tracks: Tracks, cluster_of: torch.Tensor, shot_of_face: torch.Tensor, threshold: float):  # noqa: ANN201
+def write_clusters(
+    out: Path, tracks: Tracks, cluster_of: torch.Tensor, shot_of_face: torch.Tensor, threshold: float
+) -> list[dict[str, Any]]:
     """``clusters.json``: each cluster's trajectories, face count and shots; returns the clusters."""
     n_clusters = int(cluster_of.max()) + 1 if tracks.count else 0
     clusters = []
