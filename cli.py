@@ -43,6 +43,10 @@ StoreOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto|cpu|cuda [env ENGINE_DEVICE; default auto].")]
+EmbedderOpt = Annotated[
+    str | None,
+    typer.Option("--embedder", help="hse or dlib: the face descriptor network [default: the challenge's, else hse]."),
+]
 EndpointOpt = Annotated[
     str | None,
     typer.Option("--s3-endpoint", help="S3-compatible endpoint URL [env ENGINE_S3_ENDPOINT_URL or AWS_ENDPOINT_URL]."),
@@ -107,6 +111,7 @@ def run(
     s3_endpoint: EndpointOpt = None,
     save_frames: Annotated[bool, typer.Option("--save-frames", help="Also store every sampled frame as JPEG.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Reprocess videos already stored.")] = False,
+    embedder: EmbedderOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
@@ -137,6 +142,7 @@ def run(
             s3_endpoint_url=s3_endpoint,
             save_frames=save_frames,
             force=force,
+            embedder=embedder,
             executor=executor,
             ray_address=ray_address,
             stream=stream,

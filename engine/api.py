@@ -8,13 +8,14 @@ Everything else in the package is private to it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.apps.film_shards import LabelError
 from engine.apps.people import PeopleError
-from engine.config import ConfigError, Settings, load_challenge, resolve_device
+from engine.config import Challenge, ConfigError, Settings, load_challenge, resolve_device
 from engine.inference.weights import WeightError
 from engine.media import DecodeError
 from engine.pipeline.executor import ExecutorUnavailable, get_executor
@@ -52,13 +53,15 @@ def run(
     *,
     log: Log = print,
     progress: Progress | None = None,
+    embedder: str | None = None,
     **settings: Any,
 ) -> RunSummary:
     """Every stage of a challenge on its videos (``videos``, else the TOML's ``videos`` key, relative to it);
-    ``settings`` are :meth:`engine.config.Settings.load`'s keywords (db_url, store_url, runtype, device, ...)."""
+    ``embedder`` overrides the TOML's ``[faces] embedder``; ``settings`` are :meth:`engine.config.Settings.load`'s
+    keywords (db_url, store_url, runtype, device, ...)."""
     from engine.pipeline.run import run_challenge
 
-    ch = load_challenge(challenge)
+    ch = with_embedder(load_challenge(challenge), embedder)
     config = Settings.load(ch.name, **settings)
     source = videos or ch.videos
     if not source:
@@ -69,6 +72,17 @@ def run(
         source = str((ch.path.parent / source).resolve())
     with get_executor(config.executor, config.ray_address) as pool:
         return run_challenge(config, ch, source, log=log, progress=progress, executor=pool)
+
+
+def with_embedder(ch: Challenge, embedder: str | None) -> Challenge:
+    """The challenge with its ``[faces] embedder`` replaced (``None``: unchanged); an unknown name is a
+    ``ConfigError``."""
+    if embedder is None:
+        return ch
+    from engine.config.sections import parse_faces
+
+    faces = parse_faces({**dataclasses.asdict(ch.faces), "embedder": embedder}, ch.name)
+    return dataclasses.replace(ch, faces=faces)
 
 
 def align(

@@ -1,26 +1,32 @@
-"""Individuals across videos: track descriptors, sparse cross-video similarities, grouping with manual breaks.
+"""Individuals from tracks: constrained average linkage over the faces that may vote, which cannot chain.
 
-Each track (a person inside one video) is summarised by the mean of its faces' 128-d descriptors. Similarities are
-cosines between track means of *different* videos, computed in blocks on the run's device and kept only above a
-floor, so the table grows with the number of plausible matches, not with the square of the number of tracks.
+Units. A track (one person inside one video, ``engine.track``) is never split here: its faces are one person
+(must-link). Manual merges join tracks the same way before anything else. Two tracks seen in one frame of one
+video are two people (cannot-link), and so is every pair of groups that would contain them.
 
-Grouping is average-linkage agglomeration driven by those sparse pairs: pairs are visited from the most similar
-down, and two groups merge when the mean cosine over all their cross pairs (pairs under the floor count as the
-floor, an upper bound) reaches the threshold, unless the two groups hold tracks that appear in the same frame of
-one video (two faces on screen at once are two people). Average linkage resists the chaining that plain connected
-components suffer from on large corpora.
+Votes. Only faces whose quality reaches the floor vote (``engine.faces.quality``): a blurred, tiny or turned face
+neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
+a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face gets no individual.
 
-**Choosing the threshold.** ``DEFAULT_THRESHOLD`` is calibrated on the shared photos with this engine's own chain:
-the four Obama photos have pairwise cosines of at least 0.958, every pair of different people at most 0.915, and
-the default sits in the middle of that gap (``benchmarks/test_embed_agreement.py`` re-measures it in
-``make bench``). Raise it (towards 0.95) when different people get merged (look-alikes, or low-quality footage whose
-track means drift towards the average face); lower it (towards 0.92) when one person is split across videos (very
-different lighting, ages). ``cli.py report`` shows one contact sheet per individual, the quickest way to see which
-way to move it.
+Similarity. Descriptors are L2-normalised; the similarity of two groups is the quality-weighted mean cosine over
+*every* pair of their voting faces, ``(Σ w_a u_a) · (Σ w_b u_b) / (Σ w_a · Σ w_b)``: average linkage at face level,
+exact from one weighted sum per group, so a merge updates in O(D). One close pair of faces cannot merge two groups
+(it is one term of the mean), which is what stops the chaining single linkage (and Chinese whispers) suffer from:
+A-B close, B-C close, so A=C.
+
+Order. Groups merge from the most similar pair down while the similarity reaches the threshold, never across a
+cannot-link; pairs are found among *candidate* track pairs (similarity ≥ ``floor``, computed in blocks on the run's
+device, so memory grows with plausible matches, not with the square of the number of tracks). The candidates are
+exact for this rule: a group pair with no candidate track pair averages values under the floor, so it can never
+reach the threshold.
+
+When unsure, apart: a split person is one manual merge away from right; a merged pair poisons a dataset. The
+thresholds are measured per embedder on labelled real footage (``benchmarks/identity``; ``engine.faces.embedders``).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 import torch
@@ -29,29 +35,65 @@ from engine.config.sections import CLUSTER_FLOOR as DEFAULT_FLOOR
 from engine.config.sections import CLUSTER_THRESHOLD as DEFAULT_THRESHOLD
 from engine.types import TrackPairs as Pairs
 
-# The ``[clustering]`` defaults (``ClusterSettings``, in ``engine.config``) imported above: DEFAULT_THRESHOLD, the
-# cosine between track mean descriptors above which two tracks are one person (see the module docstring), and
-# DEFAULT_FLOOR: pairs under this cosine are not stored (and count as this value in the average linkage).
+__all__ = ["DEFAULT_FLOOR", "DEFAULT_THRESHOLD", "group_tracks", "similar_pairs", "track_sums", "voting_weights"]
+
+#: A face votes only when its cosine to its track's weighted mean direction is at least this much below the
+#: track's median cosine at most (robust to a minority of faces of another person or of no face).
+OUTLIER_MARGIN = 0.25
 
 
-def track_means(track_of_face: torch.Tensor, embeddings: torch.Tensor, n_tracks: int) -> torch.Tensor:
-    """Mean descriptor ``[T, D]`` of each track from faces' ``embeddings`` ``[F, D]`` and global track ids ``[F]``."""
-    sums = torch.zeros((n_tracks, embeddings.shape[1]), dtype=embeddings.dtype, device=embeddings.device)
-    sums.index_add_(0, track_of_face, embeddings)
-    counts = torch.bincount(track_of_face, minlength=n_tracks).clamp(min=1).to(embeddings.dtype)
-    return sums / counts[:, None]
+def voting_weights(
+    track_of_face: torch.Tensor, unit: torch.Tensor, quality: torch.Tensor, floor: float
+) -> torch.Tensor:
+    """Each face's vote ``[F]``: its quality where it reaches ``floor`` and the face agrees with its track, else 0.
+
+    Agreement: the cosine between the face and its track's quality-weighted mean direction is no more than
+    :data:`OUTLIER_MARGIN` under the track's median (a weighted medoid-like consensus that a minority of wrong
+    faces cannot move much). Batched over every track at once.
+    """
+    w = torch.where(quality >= floor, quality, torch.zeros_like(quality)).to(unit.dtype)
+    if len(w) == 0:
+        return w
+    n = int(track_of_face.max()) + 1
+    mean = torch.zeros((n, unit.shape[1]), dtype=unit.dtype, device=unit.device)
+    mean.index_add_(0, track_of_face, unit * w[:, None])
+    cos = (unit * torch.nn.functional.normalize(mean, dim=1)[track_of_face]).sum(1)
+    # Per-track median of the voters' cosines: sort by (track, cos) and pick each track's middle voter.
+    voter = w > 0
+    key = track_of_face[voter].to(torch.float64) * 4 + cos[voter].to(torch.float64)
+    ordered = cos[voter][torch.argsort(key)]
+    counts = torch.bincount(track_of_face[voter], minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    median = torch.full((n,), -2.0, dtype=unit.dtype, device=unit.device)
+    has = counts > 0
+    if bool(has.any()):
+        median[has] = ordered[(starts + (counts - 1) // 2)[has]]
+    keep = cos >= median[track_of_face] - OUTLIER_MARGIN
+    return torch.where(keep, w, torch.zeros_like(w))
 
 
-def similar_pairs(means: torch.Tensor, video: torch.Tensor, floor: float = DEFAULT_FLOOR, block: int = 4096) -> Pairs:
-    """Cosine similarities ≥ ``floor`` between tracks of different videos, computed block by block on device."""
-    unit = torch.nn.functional.normalize(means.to(torch.float32), dim=1)
+def track_sums(
+    track_of_face: torch.Tensor, unit: torch.Tensor, weight: torch.Tensor, n_tracks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per track, the weighted sum of its faces' unit descriptors ``[T, D]`` and the sum of weights ``[T]``."""
+    sums = torch.zeros((n_tracks, unit.shape[1]), dtype=torch.float32, device=unit.device)
+    sums.index_add_(0, track_of_face, unit.float() * weight.float()[:, None])
+    mass = torch.zeros(n_tracks, dtype=torch.float32, device=unit.device)
+    mass.index_add_(0, track_of_face, weight.float())
+    return sums, mass
+
+
+def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float = DEFAULT_FLOOR, block: int = 4096) -> Pairs:
+    """Track pairs (``a < b``) whose average-linkage similarity is at least ``floor``, block by block on device;
+    tracks without a vote have none."""
+    proto = sums / mass.clamp(min=1e-12)[:, None]
+    live = mass > 0
     a_parts, b_parts, c_parts = [], [], []
-    n = len(unit)
+    n = len(proto)
     for i in range(0, n, block):
         for j in range(i, n, block):
-            sim = unit[i : i + block] @ unit[j : j + block].T
-            keep = sim >= floor
-            keep &= video[i : i + block, None] != video[None, j : j + block]
+            sim = proto[i : i + block] @ proto[j : j + block].T
+            keep = (sim >= floor) & live[i : i + block, None] & live[None, j : j + block]
             if i == j:
                 keep &= torch.ones_like(keep).triu(1)
             ia, jb = keep.nonzero(as_tuple=True)
@@ -59,62 +101,92 @@ def similar_pairs(means: torch.Tensor, video: torch.Tensor, floor: float = DEFAU
             b_parts.append(jb + j)
             c_parts.append(sim[ia, jb])
     if not a_parts:
-        empty = torch.zeros(0, dtype=torch.long, device=means.device)
-        return Pairs(empty, empty, torch.zeros(0, device=means.device))
+        empty = torch.zeros(0, dtype=torch.long, device=sums.device)
+        return Pairs(empty, empty, torch.zeros(0, device=sums.device))
     return Pairs(torch.cat(a_parts), torch.cat(b_parts), torch.cat(c_parts))
 
 
-def group_tracks(
-    n_tracks: int,
-    pairs: Pairs,
-    threshold: float = DEFAULT_THRESHOLD,
-    floor: float = DEFAULT_FLOOR,
-    cannot_link: Iterable[tuple[int, int]] = (),
-) -> torch.Tensor:
-    """Individual id ``[T]`` per track (0, 1, ... in track order) by constrained average linkage (see module)."""
-    parent = list(range(n_tracks))
-    members: dict[int, list[int]] = {t: [t] for t in range(n_tracks)}
-    blocked: dict[int, set[int]] = {t: set() for t in range(n_tracks)}
-    for x, y in cannot_link:
-        blocked[x].add(y)
-        blocked[y].add(x)
-    # link[r][s] = [sum of known cosines, number of known pairs] between the groups rooted at r and s (symmetric).
-    link: dict[int, dict[int, list[float]]] = {t: {} for t in range(n_tracks)}
-    order = torch.argsort(pairs.cosine.cpu(), descending=True)
-    a, b, cos = pairs.a.cpu()[order].tolist(), pairs.b.cpu()[order].tolist(), pairs.cosine.cpu()[order].tolist()
-    for x, y, c in zip(a, b, cos, strict=True):
-        for p, q in ((x, y), (y, x)):
-            entry = link[p].setdefault(q, [0.0, 0])
-            entry[0] += c
-            entry[1] += 1
+class _Groups:
+    """Union-find over tracks with each group's weighted sum, mass, members and cannot-links."""
 
-    def root(t: int) -> int:
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
+    def __init__(self, sums: torch.Tensor, mass: torch.Tensor, cannot_link: Iterable[tuple[int, int]]) -> None:
+        n = len(mass)
+        self.parent = list(range(n))
+        self.sums = {t: sums[t].double() for t in range(n)}
+        self.mass = mass.double().tolist()
+        self.members: dict[int, list[int]] = {t: [t] for t in range(n)}
+        self.blocked: dict[int, set[int]] = {t: set() for t in range(n)}
+        self.neighbours: dict[int, set[int]] = {t: set() for t in range(n)}
+        for x, y in cannot_link:
+            self.blocked[x].add(y)
+            self.blocked[y].add(x)
+
+    def root(self, t: int) -> int:
+        while self.parent[t] != t:
+            self.parent[t] = self.parent[self.parent[t]]
+            t = self.parent[t]
         return t
 
-    for x, y, c in zip(a, b, cos, strict=True):
-        if c < threshold:
-            break
-        rx, ry = root(x), root(y)
-        if rx == ry or not blocked[rx].isdisjoint(members[ry]):
-            continue
-        total, count = link[rx].get(ry, (0.0, 0))
-        size = len(members[rx]) * len(members[ry])
-        if (total + floor * (size - count)) / size < threshold:
-            continue
-        # Merge ry into rx: members, constraints and ry's link sums move to rx.
-        parent[ry] = rx
-        members[rx] += members.pop(ry)
-        blocked[rx] |= blocked.pop(ry)
-        for other, (total, count) in link.pop(ry).items():
-            del link[other][ry]
-            if other == rx:
-                continue
-            entry = link[rx].setdefault(other, [0.0, 0])
-            entry[0] += total
-            entry[1] += count
-            link[other][rx] = entry
+    def similarity(self, r: int, s: int) -> float:
+        if self.mass[r] <= 0 or self.mass[s] <= 0:
+            return -2.0
+        return float(self.sums[r] @ self.sums[s]) / (self.mass[r] * self.mass[s])
+
+    def conflict(self, r: int, s: int) -> bool:
+        return not self.blocked[r].isdisjoint(self.members[s])
+
+    def merge(self, r: int, s: int) -> None:
+        """Fold group ``s`` into ``r``."""
+        self.parent[s] = r
+        self.sums[r] = self.sums[r] + self.sums.pop(s)
+        self.mass[r] += self.mass[s]
+        self.members[r] += self.members.pop(s)
+        self.blocked[r] |= self.blocked.pop(s)
+        self.neighbours[r] = {self.root(x) for x in self.neighbours[r] | self.neighbours.pop(s)} - {r}
+
+
+def group_tracks(
+    sums: torch.Tensor,
+    mass: torch.Tensor,
+    pairs: Pairs,
+    threshold: float = DEFAULT_THRESHOLD,
+    cannot_link: Iterable[tuple[int, int]] = (),
+    must_link: Iterable[tuple[int, int]] = (),
+) -> torch.Tensor:
+    """Individual id ``[T]`` per track (0, 1, ... in track order; -1 for a track with no voting face) by
+    constrained average linkage (see the module). ``must_link`` pairs are joined first (unless they also
+    cannot-link: then they stay apart); ``cannot_link`` pairs never share an individual."""
+    groups = _Groups(sums.cpu(), mass.cpu(), cannot_link)
+    for x, y in must_link:
+        rx, ry = groups.root(x), groups.root(y)
+        if rx != ry and not groups.conflict(rx, ry):
+            groups.merge(min(rx, ry), max(rx, ry))
+    for x, y in zip(pairs.a.cpu().tolist(), pairs.b.cpu().tolist(), strict=True):
+        rx, ry = groups.root(x), groups.root(y)
+        if rx != ry:
+            groups.neighbours[rx].add(ry)
+            groups.neighbours[ry].add(rx)
+    heap: list[tuple[float, int, int]] = []
+    for r in list(groups.neighbours):
+        for s in groups.neighbours[r]:
+            if r < s and (sim := groups.similarity(r, s)) >= threshold:
+                heap.append((-sim, r, s))
+    heapq.heapify(heap)
+    while heap:
+        neg, r, s = heapq.heappop(heap)
+        if r not in groups.members or s not in groups.members or groups.conflict(r, s):
+            continue  # stale (one side was merged since) or forbidden
+        if abs(-neg - groups.similarity(r, s)) > 1e-9:
+            continue  # stale
+        groups.merge(r, s)
+        for other in groups.neighbours[r]:
+            sim = groups.similarity(r, other)
+            if sim >= threshold and not groups.conflict(r, other):
+                heapq.heappush(heap, (-sim, min(r, other), max(r, other)))
     ids: dict[int, int] = {}
-    return torch.tensor([ids.setdefault(root(t), len(ids)) for t in range(n_tracks)], dtype=torch.long)
+    mass_list = groups.mass
+    out = []
+    for t in range(len(mass_list)):
+        r = groups.root(t)
+        out.append(ids.setdefault(r, len(ids)) if mass_list[r] > 0 else -1)
+    return torch.tensor(out, dtype=torch.long)

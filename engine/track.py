@@ -1,9 +1,12 @@
 """Tracks inside one video: which faces of successive sampled frames belong to the same person.
 
-The seed's rule first: when no sampled frame of the video holds more than one face, every face is one track (a
-selfie video). Otherwise faces are linked frame to frame by a Hungarian assignment on a cost mixing IoU and centre
-distance, with a gate: a face too far from every open track starts a new one. A track stays open for ``max_gap``
-sampled frames without a face (a blink of the detector, a head turned away) before it is closed.
+Faces are linked frame to frame by a Hungarian assignment on a cost mixing IoU, centre distance and (with
+descriptors) appearance, with gates on position *and* appearance: a face too far from every open track, or too
+different from the track's last face, starts a new one. No track crosses a shot cut. A track stays open for
+``max_gap`` sampled frames without a face (a blink of the detector, a head turned away) before it is closed. The
+seed's shortcut ("no frame with two faces, so one track") is only taken without descriptors and cuts: on real
+footage one face per frame still means several people over several shots, and grouping tracks into individuals
+(``engine.cluster``) joins the pieces of one person again, within a video as across videos.
 
 Tracking runs on the host: per video it handles a few hundred boxes, and it is inherently sequential over frames,
 so moving the tiny box tensor once is cheaper than any device-side assignment.
@@ -19,7 +22,13 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
-from engine.types import Faces, Tracks
+from engine.shots import ShotSettings, find_cuts
+from engine.types import Faces, Frames, Tracks
+
+#: Shot cuts between *sampled* frames (0.5 s apart, not successive frames): a score high in absolute terms and
+#: against its neighbours, as ``engine.shots`` decides for every frame, with no minimum shot length (one sample
+#: may be a shot). A false cut only splits a track, which the grouping joins again; a missed cut would merge people.
+SAMPLED_SHOTS = ShotSettings(min_score=27.0, min_ratio=2.0, window=2, min_len=1)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,13 @@ class TrackerSettings:
     #: new track instead of merging people. Measured on the shared Ryan Reynolds clip: consecutive samples of one
     #: person are mostly 0.2-0.55 apart, switches between people 0.62-0.90.
     max_appearance_distance: float = 0.6
+
+    @classmethod
+    def for_embedder(cls, name: str, **overrides: object) -> TrackerSettings:
+        """A challenge run's tracker: the appearance gate at the embedder's same-person distance."""
+        from engine.faces.embedders import embedder_spec
+
+        return cls(max_appearance_distance=embedder_spec(name).same_person, **overrides)  # type: ignore[arg-type]
 
 
 def _cost(
@@ -135,13 +151,36 @@ def split_track(tracks: torch.Tensor, times_s: torch.Tensor, track: int, at_s: f
     return out
 
 
+def sampled_shots(frames: Frames, frame_index: torch.Tensor) -> torch.Tensor | None:
+    """The shot ``[F]`` of each face (by its sampled frame's number), from the frames' ``change`` scores; ``None``
+    when the frames carry no scores."""
+    if frames.change is None or len(frames.index) == 0:
+        return None
+    order = torch.argsort(frames.index)
+    starts = torch.zeros(len(order), dtype=torch.long)
+    starts[find_cuts(frames.change[order].float(), SAMPLED_SHOTS)] = 1
+    shot_of_frame = torch.cumsum(starts, 0)
+    return shot_of_frame[torch.searchsorted(frames.index[order], frame_index)]
+
+
 def track_video(
-    faces: Faces, breaks: Sequence[tuple[int, float]] = (), settings: TrackerSettings | None = None
+    faces: Faces,
+    breaks: Sequence[tuple[int, float]] = (),
+    settings: TrackerSettings | None = None,
+    frames: Frames | None = None,
+    appearance: bool = False,
 ) -> Tracks:
-    """The tracks of one video's faces (:func:`track_faces`), then its manual breaks ``(track, at_s)``, in order."""
+    """The tracks of one video's faces (:func:`track_faces`), then its manual breaks ``(track, at_s)``, in order.
+
+    With ``frames`` (their ``change`` scores), no track crosses a shot cut; with ``appearance``, the faces'
+    descriptors gate the association (``settings.max_appearance_distance``, the embedder's same-person distance).
+    """
     if len(faces) == 0:
         return Tracks(torch.zeros(0, dtype=torch.long))
-    tracks = track_faces(faces.frame_index, faces.boxes, settings)
+    segment = None if frames is None else sampled_shots(frames, faces.frame_index)
+    tracks = track_faces(
+        faces.frame_index, faces.boxes, settings, segment=segment, embeddings=faces.embedding if appearance else None
+    )
     for track, at_s in breaks:
         tracks = split_track(tracks, faces.pts_s, track, at_s)
     return Tracks(tracks)

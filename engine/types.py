@@ -18,6 +18,10 @@ import torch
 
 T = TypeVar("T", bound="_TensorRows")
 
+#: The columns of ``Faces.quality``, in order (``engine.faces.quality`` computes them; the ``faces`` table stores
+#: each; docs/quality.md says what they mean). The last, ``quality`` in [0, 1], combines the others and the score.
+QUALITY_COLUMNS = ("interocular_px", "sharpness", "yaw", "pitch", "roll", "exposure", "clipped", "quality")
+
 
 class _TensorRows:
     """Shared behaviour of the contracts whose tensor fields are all ``[N]``-long along their first axis."""
@@ -48,7 +52,8 @@ class Faces(_TensorRows):
 
     ``frame_index`` is the frame's number (a sample number in a challenge run, a frame number in film scans),
     ``face_index`` the face's rank within its frame, ``rotation`` 0 or the retry rotation that found it.
-    ``phash`` (PHash of the aligned chip, int64) and ``crops`` (its JPEG) exist only when crops were made.
+    ``phash`` (PHash of the aligned chip, int64) and ``crops`` (its JPEG) exist only when crops were made;
+    ``quality`` ``[F, len(QUALITY_COLUMNS)]`` when the faces stage measured it.
     """
 
     frame_index: torch.Tensor  # int64 [F]
@@ -61,6 +66,14 @@ class Faces(_TensorRows):
     embedding: torch.Tensor  # float32 [F, D]
     phash: torch.Tensor | None = None  # int64 [F]
     crops: list[bytes] = field(default_factory=list)
+    quality: torch.Tensor | None = None  # float32 [F, len(QUALITY_COLUMNS)]
+
+    @property
+    def overall_quality(self) -> torch.Tensor:
+        """``[F]`` quality in [0, 1] (1 where it was not measured)."""
+        if self.quality is None:
+            return torch.ones(len(self), device=self.scores.device)
+        return self.quality[:, QUALITY_COLUMNS.index("quality")]
 
     def select(self, index: torch.Tensor | slice) -> Faces:
         out = super().select(index)
@@ -106,25 +119,32 @@ def _positions(index: torch.Tensor, n: int) -> list[int]:
 
 @dataclass
 class Frames(_TensorRows):
-    """The sampled frames of one video (one ``frames`` row each): number, target time, real pts, size."""
+    """The sampled frames of one video (one ``frames`` row each): number, target time, real pts, size, and
+    ``change``: how much the picture changed since the previous sampled frame (``engine.shots``' content score,
+    0..255; 0 for the first), from which the tracker finds shot cuts."""
 
     index: torch.Tensor  # int64 [N]
     target_s: torch.Tensor  # float64 [N]
     pts_s: torch.Tensor  # float64 [N]
     width: torch.Tensor  # int64 [N]
     height: torch.Tensor  # int64 [N]
+    change: torch.Tensor | None = None  # float32 [N]
 
     @staticmethod
     def empty() -> Frames:
         long, f64 = torch.int64, torch.float64
         z = torch.zeros
-        return Frames(z(0, dtype=long), z(0, dtype=f64), z(0, dtype=f64), z(0, dtype=long), z(0, dtype=long))
+        return Frames(z(0, dtype=long), z(0, dtype=f64), z(0, dtype=f64), z(0, dtype=long), z(0, dtype=long), z(0))
 
     @staticmethod
     def cat(parts: Sequence[Frames]) -> Frames:
         if not parts:
             return Frames.empty()
-        return Frames(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Frames)})
+        out: dict[str, Any] = {}
+        for f in fields(Frames):
+            got = [getattr(p, f.name) for p in parts]
+            out[f.name] = None if any(g is None for g in got) else torch.cat(got)
+        return Frames(**out)
 
 
 @dataclass
@@ -155,23 +175,27 @@ class Tracks:
 
 @dataclass
 class StoredFaces(_TensorRows):
-    """A challenge's stored faces as the cross-video step reads them: ``video`` indexes ``videos`` (sha256),
-    ``track`` is the face's track within its video, ``phash`` 0 where ``has_phash`` is false."""
+    """A challenge's stored faces as the cross-video step reads them: ``video`` indexes ``videos`` (sha256; file
+    names in ``names``), ``track`` is the face's track within its video, ``phash`` 0 where ``has_phash`` is false,
+    ``quality`` in [0, 1] (``engine.faces.quality``)."""
 
     face_id: torch.Tensor  # int64 [F]
     video: torch.Tensor  # int64 [F]
     track: torch.Tensor  # int64 [F]
     frame_index: torch.Tensor  # int64 [F]
+    boxes: torch.Tensor  # float32 [F, 4]
     embedding: torch.Tensor  # float32 [F, D]
     phash: torch.Tensor  # int64 [F]
     has_phash: torch.Tensor  # bool [F]
+    quality: torch.Tensor  # float32 [F]
     videos: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
 
 @dataclass
 class TrackPairs(_TensorRows):
-    """Sparse similarities between tracks: ``a[i] < b[i]`` index a track list, ``cosine[i]`` is the cosine of their
-    mean descriptors (``engine.cluster.similar_pairs``)."""
+    """Sparse similarities between tracks: ``a[i] < b[i]`` index a track list, ``cosine[i]`` is their average-linkage
+    similarity, the weighted mean cosine over their voting faces (``engine.cluster.similar_pairs``)."""
 
     a: torch.Tensor  # int64 [P]
     b: torch.Tensor  # int64 [P]
@@ -181,14 +205,16 @@ class TrackPairs(_TensorRows):
 @dataclass
 class Individuals:
     """The challenge's people: ``tracks`` names each track (video sha256, track in the video), ``of_track`` gives
-    it its individual (dense ids from 0), ``of_face`` each face; ``duplicate`` marks the faces whose crop repeats an
-    earlier one of the same individual; ``pairs`` are the similar track pairs the grouping used."""
+    it its individual (dense ids from 0; -1: none, the track had no face good enough to vote), ``of_face`` each
+    face; ``duplicate`` marks the faces whose crop repeats an earlier one of the same individual (and faces with no
+    individual); ``pairs`` are the candidate track pairs the grouping used; ``voted`` the faces that voted."""
 
     tracks: list[tuple[str, int]]
     of_track: torch.Tensor  # int64 [T]
     of_face: torch.Tensor  # int64 [F]
     duplicate: torch.Tensor  # bool [F]
     pairs: TrackPairs
+    voted: torch.Tensor  # bool [F]
 
     @property
     def count(self) -> int:

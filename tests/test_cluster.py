@@ -1,55 +1,109 @@
-"""Individuals across videos: sparse similarities and constrained average-linkage grouping."""
+"""Individuals from tracks: votes, candidate pairs and constrained average linkage (must-link, cannot-link, no
+chaining through one bad pair)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from engine.cluster import group_tracks, similar_pairs, track_means
+from engine.cluster import group_tracks, similar_pairs, track_sums, voting_weights
 
 
-def _people(n_people: int, tracks_each: int, noise: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _faces(n_people: int, tracks_each: int, faces_each: int, noise: float, seed: int = 0):
+    """Unit descriptors of ``n_people`` people, each seen in ``tracks_each`` tracks of ``faces_each`` faces."""
     gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(n_people, 128, generator=gen)
-    person = torch.arange(n_people).repeat_interleave(tracks_each)
-    means = centres[person] + noise * torch.randn(len(person), 128, generator=gen)
-    return means, person
+    centres = torch.randn(n_people, 64, generator=gen)
+    track_person = torch.arange(n_people).repeat_interleave(tracks_each)
+    track = torch.arange(len(track_person)).repeat_interleave(faces_each)
+    unit = F.normalize(centres[track_person[track]] + noise * torch.randn(len(track), 64, generator=gen), dim=1)
+    return unit, track, track_person
 
 
-def test_track_means() -> None:
-    emb = torch.tensor([[1.0, 0], [3, 0], [0, 2]])
-    assert torch.equal(track_means(torch.tensor([0, 0, 1]), emb, 3), torch.tensor([[2.0, 0], [0, 2], [0, 0]]))
+def _group(unit, track, n_tracks, threshold, cannot=(), must=(), quality=None, floor=0.0):
+    quality = torch.ones(len(unit)) if quality is None else quality
+    votes = voting_weights(track, unit, quality, floor)
+    sums, mass = track_sums(track, unit, votes, n_tracks)
+    pairs = similar_pairs(sums, mass, floor=threshold - 0.3)
+    return group_tracks(sums, mass, pairs, threshold, cannot, must)
+
+
+def test_track_sums_weight_faces() -> None:
+    unit = torch.tensor([[1.0, 0], [0, 1], [0, 1]])
+    sums, mass = track_sums(torch.tensor([0, 0, 1]), unit, torch.tensor([1.0, 0.5, 0.0]), 3)
+    assert torch.equal(sums, torch.tensor([[1.0, 0.5], [0, 0], [0, 0]])) and torch.equal(
+        mass, torch.tensor([1.5, 0, 0])
+    )
 
 
 def test_blocked_pairs_equal_full_matrix() -> None:
-    means, _ = _people(5, 8, 0.5)
-    video = torch.arange(len(means)) % 7
-    small = similar_pairs(means, video, floor=0.5, block=7)
-    full = similar_pairs(means, video, floor=0.5, block=4096)
+    unit, track, _ = _faces(5, 8, 3, 0.5)
+    sums, mass = track_sums(track, unit, torch.ones(len(unit)), 40)
+    small, full = similar_pairs(sums, mass, floor=0.3, block=7), similar_pairs(sums, mass, floor=0.3, block=4096)
     as_dict = lambda p: dict(zip(zip(p.a.tolist(), p.b.tolist(), strict=True), p.cosine.tolist(), strict=True))  # noqa: E731
     got, want = as_dict(small), as_dict(full)
     assert got.keys() == want.keys() and len(want) > 0
     assert max(abs(got[k] - want[k]) for k in want) < 1e-5
-    assert all(video[a] != video[b] and a < b for a, b in want)
+    assert all(a < b for a, b in want)
 
 
-def test_grouping_recovers_people_and_respects_cannot_link() -> None:
-    means, person = _people(6, 5, 0.3)
-    video = torch.arange(len(means))  # every track in its own video
-    pairs = similar_pairs(means, video, floor=0.5)
-    ind = group_tracks(len(means), pairs, threshold=0.8, floor=0.5)
+def test_grouping_recovers_people() -> None:
+    unit, track, person = _faces(6, 5, 4, 0.6)
+    ind = _group(unit, track, 30, threshold=0.5)
     # Same person ⇔ same individual.
     assert torch.equal(ind[:, None] == ind[None, :], person[:, None] == person[None, :])
-    # Tracks 0 and 1 (same person) seen together in one frame must stay apart.
-    ind2 = group_tracks(len(means), pairs, threshold=0.8, floor=0.5, cannot_link=[(0, 1)])
-    assert ind2[0] != ind2[1]
+
+
+def test_cannot_link_holds_for_the_whole_group() -> None:
+    unit, track, person = _faces(2, 4, 4, 0.6)
+    # Tracks 0 and 3 (same person) were seen in one frame: they end apart, and so does nothing else join them both.
+    ind = _group(unit, track, 8, threshold=0.5, cannot=[(0, 3)])
+    assert ind[0] != ind[3]
+    assert len(set(ind[:4].tolist())) == 2 and set(ind[4:].tolist()).isdisjoint(ind[:4].tolist())
+
+
+def test_must_link_joins_what_the_threshold_would_not() -> None:
+    unit, track, person = _faces(3, 2, 4, 0.3)
+    apart = _group(unit, track, 6, threshold=0.5)
+    assert apart[0] != apart[2]  # two people
+    joined = _group(unit, track, 6, threshold=0.5, must=[(0, 2)])
+    assert joined[0] == joined[2]
+    # A manual merge against a same-frame conflict does not win: they are two people.
+    conflicted = _group(unit, track, 6, threshold=0.5, must=[(0, 2)], cannot=[(0, 2)])
+    assert conflicted[0] != conflicted[2]
+
+
+def test_no_chaining_through_one_bad_pair() -> None:
+    # Two people A and B, many faces each, far apart; one A track has a single face that happens to look like B's
+    # (a look-alike frame). Face-level single linkage would merge A and B through that pair; average linkage over
+    # every pair of faces cannot.
+    gen = torch.Generator().manual_seed(1)
+    a, b = F.normalize(torch.randn(2, 32, generator=gen), dim=1)
+    b = F.normalize(b - (b @ a) * a, dim=0)  # orthogonal people
+    noise = lambda n: 0.08 * torch.randn(n, 32, generator=gen)  # noqa: E731
+    unit = F.normalize(torch.cat([a + noise(6), a + noise(6), b + noise(6)]), dim=1)
+    unit[6] = F.normalize(b + 0.01 * torch.randn(32, generator=gen), dim=0)  # one face of track 1 looks like B
+    track = torch.arange(3).repeat_interleave(6)
+    ind = _group(unit, track, 3, threshold=0.6)
+    assert ind[0] == ind[1] and ind[1] != ind[2]
 
 
 def test_average_linkage_does_not_chain() -> None:
     # A chain a - b - c where a and c are far apart: single linkage would merge all three.
-    a = torch.tensor([1.0, 0.0])
-    c = torch.tensor([0.0, 1.0])
-    b = torch.nn.functional.normalize(a + c, dim=0)
-    means = torch.stack([a, b, c])
-    pairs = similar_pairs(means, torch.arange(3), floor=0.0)
-    ind = group_tracks(3, pairs, threshold=0.7, floor=0.0)
+    a, c = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    b = F.normalize(a + c, dim=0)
+    unit = torch.stack([a, b, c])
+    ind = _group(unit, torch.arange(3), 3, threshold=0.7)
     assert len(set(ind.tolist())) == 2
+
+
+def test_low_quality_faces_do_not_vote_and_outliers_are_dropped() -> None:
+    unit, track, _ = _faces(2, 2, 5, 0.3)
+    quality = torch.ones(len(unit))
+    quality[5:10] = 0.1  # every face of track 1 is below the floor
+    ind = _group(unit, track, 4, threshold=0.5, quality=quality, floor=0.3)
+    assert ind[1] == -1 and ind[0] >= 0
+    # One face of another person inside a track of five does not vote.
+    unit2 = unit.clone()
+    unit2[2] = unit[15]
+    votes = voting_weights(track, unit2, torch.ones(len(unit)), 0.0)
+    assert votes[2] == 0 and bool((votes[[0, 1, 3, 4]] > 0).all())

@@ -12,6 +12,7 @@ from engine.config import (
     ConfigError,
     FaceSettings,
     ManualBreak,
+    ManualMerge,
     Settings,
     bundled_challenges,
     device,
@@ -142,19 +143,25 @@ def test_faces_table() -> None:
             parse_challenge(BASE + bad)
 
 
-def test_clustering_table_and_manual_breaks() -> None:
+def test_clustering_table_manual_breaks_and_merges() -> None:
     cluster = parse_challenge(
         BASE + '[clustering]\nthreshold = 0.8\nmanual_breaks = [{ video = "a.mp4", track = 2, at_s = 1.5 },'
         ' { video = "ABCDEF01", track = 0, at_s = 3 }]\n'
+        'manual_merges = [{ video_a = "a.mp4", track_a = 1, video_b = "b.mp4", track_b = 0 }]\n'
     ).cluster
-    assert (cluster.threshold, cluster.floor) == (0.8, 0.8)  # the floor follows a threshold below 0.85
+    assert (cluster.threshold, cluster.floor, cluster.min_quality) == (0.8, None, None)
+    assert cluster.threshold_for(0.5) == 0.8 and cluster.floor_for(0.8) == pytest.approx(0.65)
+    assert ClusterSettings().threshold_for(0.5) == 0.5  # absent: the embedder's own threshold
+    assert cluster.manual_merges == (ManualMerge("a.mp4", 1, "b.mp4", 0),)
     assert cluster.manual_breaks[0] == ManualBreak("a.mp4", 2, 1.5)
     assert cluster.breaks_for("a.mp4", "ff" * 32) == [(2, 1.5)]
     assert cluster.breaks_for("b.mp4", "abcdef01" + "0" * 56) == [(0, 3.0)]  # sha256 prefix, any case
     for bad, fragment in (
         ("clustering = 1\n", "\\[clustering\\] must be a table"),
         ("[clustering]\nfloors = 1\n", "unknown key\\(s\\) floors"),
-        ("[clustering]\nthreshold = 2\n", "threshold must be a cosine"),
+        ("[clustering]\nthreshold = 2\n", "threshold must be a number between -1 and 1"),
+        ("[clustering]\nmin_quality = 1.5\n", "min_quality must be a number between 0 and 1"),
+        ('[clustering]\nmanual_merges = [{ video_a = "a.mp4" }]\n', "manual_merges\\[0\\] must be"),
         ("[clustering]\nthreshold = 0.9\nfloor = 0.95\n", "must not exceed threshold"),
         ('[clustering]\nmanual_breaks = [{ video = "a.mp4" }]\n', "manual_breaks\\[0\\] must be"),
     ):

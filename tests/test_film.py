@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.apps.film import LabelError, LabelSettings, label_film, merge
-from engine.apps.shots import shot_ids
+from engine.apps.film import LabelError, LabelSettings, ShardSpec, label_film, merge
+from engine.apps.film_merge import cluster_trajectories
+from engine.apps.film_shards import FORMAT_VERSION, ShardResult
+from engine.shots import shot_ids
+from engine.types import Faces, Tracks
 
 SETTINGS = LabelSettings(interval=0.25)  # every 8th frame of the 30 fps clip: the test stays fast
 FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")
@@ -65,8 +68,16 @@ def test_files_and_formats(single: Path) -> None:
         assert all(fr % 8 == 0 for fr in frames)  # the global sampling grid
         assert t["start_frame"] == frames[0] and t["end_frame"] == frames[-1]
         assert all(len(d["box"]) == 4 and len(d["landmarks"]) == 10 for d in t["detections"])
-    members = sorted(m for c in got["clusters"]["clusters"] for m in c["trajectories"])
-    assert members == list(range(len(trajs)))  # clusters partition the trajectories
+    # Clusters and the unclustered list partition the trajectories; the floors decide which side each is on.
+    clusters = got["clusters"]
+    assert clusters["floors"] == {"min_score": 0.95, "min_face_px": 50.0}
+    members = sorted(m for c in clusters["clusters"] for m in c["trajectories"])
+    left_out = {u["id"]: u["junk"] for u in clusters["unclustered"]}
+    assert sorted(members + list(left_out)) == list(range(len(trajs)))
+    for t, f in zip(trajs, feats, strict=True):
+        why = [*(["score"] if t["median_score"] < 0.95 else []), *(["size"] if t["median_face_px"] < 50 else [])]
+        assert t["junk"] == why == left_out.get(t["id"], []) and t["clustered"] == f["clustered"] == (not why)
+    assert json.loads((single / "label.json").read_text())["junk"] == len(left_out)
 
 
 def test_trajectories_never_cross_a_cut(single: Path) -> None:
@@ -91,6 +102,7 @@ def test_three_shards_merged_equal_one_run(single: Path, tmp_path: Path, ryan: P
     a, b = _read(single), _read(tmp_path)
     assert [c["frame"] for c in a["scenes"]["cuts"]] == [c["frame"] for c in b["scenes"]["cuts"]]
     assert a["clusters"]["clusters"] == b["clusters"]["clusters"]
+    assert a["clusters"]["unclustered"] == b["clusters"]["unclustered"]
     assert len(a["trajectories"]) == len(b["trajectories"])
     for x, y in zip(a["trajectories"], b["trajectories"], strict=True):
         assert [d["frame"] for d in x["detections"]] == [d["frame"] for d in y["detections"]]
@@ -157,3 +169,87 @@ def test_models_reused_for_gallery(tmp_path: Path, single: Path) -> None:
     shutil.copytree(single / "shards", tmp_path / "shards")
     with pytest.raises(LabelError, match="need the face models"):
         merge(tmp_path, gallery=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- floors (synthetic shards)
+
+# Two people, P and Q (orthogonal descriptors), plus two trajectories that would join them without floors.
+# Rows: frames, rank in frame, shard-local track, box side (px), detector score, person. Global ids by first
+# appearance: 0 = P (frames 0-4), 1 = Q (0-4), 2 = P (5-9), 3 = low score, looks like Q (5-9), 4 = small, looks like P.
+_ROWS = (
+    (range(0, 5), 0, 0, 100.0, 0.99, "P"),
+    (range(0, 5), 1, 1, 100.0, 0.99, "Q"),
+    (range(5, 10), 0, 2, 100.0, 0.99, "P"),
+    (range(5, 10), 1, 3, 100.0, 0.60, "Q"),
+    (range(10, 13), 0, 4, 30.0, 0.99, "P"),
+)
+
+
+def _fake_shard(out: Path, settings: LabelSettings, tracks: tuple[int, ...]) -> None:
+    """One shard's files as ``label`` writes them, for the faces of the given shard-local tracks of ``_ROWS``."""
+    gen = torch.Generator().manual_seed(0)
+    person = {"P": torch.eye(128)[0], "Q": torch.eye(128)[1]}
+    rows = sorted((f, rank, t, side, score, who) for fr, rank, t, side, score, who in _ROWS if t in tracks for f in fr)
+    n, frames = len(rows), 13
+    boxes = torch.tensor([[20.0, 20.0, 20.0 + r[3], 20.0 + r[3] * 1.2] for r in rows])
+    faces = Faces(
+        torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
+        torch.tensor([r[0] / 25 for r in rows], dtype=torch.float64), boxes, torch.tensor([r[4] for r in rows]),
+        torch.zeros(n, 10), torch.zeros(n, dtype=torch.long),
+        torch.stack([person[r[5]] for r in rows]) + 0.01 * torch.randn(n, 128, generator=gen),
+    )  # fmt: skip
+    local = {t: i for i, t in enumerate(sorted(tracks))}
+    folder = out / "shards" / "0000-of-0001"
+    folder.mkdir(parents=True)
+    no_cuts = torch.zeros(0, dtype=torch.long)
+    pts = torch.arange(frames, dtype=torch.float64) / 25
+    ShardResult(faces, Tracks(torch.tensor([local[r[2]] for r in rows])), no_cuts, torch.zeros(0), pts, 0).save(folder)
+    spec = ShardSpec("fake.mp4", 0, 1, 0, frames, 0, frames, 1, frames, 25.0)
+    meta = dict(format_version=FORMAT_VERSION, **spec.__dict__, settings=settings.public(), faces=n,
+                trajectories=len(tracks), cuts=0, width=320, height=240, video_start_s=0.0)  # fmt: skip
+    (folder / "shard.json").write_text(json.dumps(meta))
+
+
+def test_floors_keep_and_mark_junk_but_never_cluster_it(tmp_path: Path) -> None:
+    """A low-score and a small trajectory are written and marked, and join no cluster (without the floors they
+    would: each looks like a person on screen)."""
+    _fake_shard(tmp_path / "on", LabelSettings(cluster_threshold=0.9), (0, 1, 2, 3, 4))
+    _fake_shard(tmp_path / "off", LabelSettings(cluster_threshold=0.9, min_score=0, min_face_px=0), (0, 1, 2, 3, 4))
+    summary = merge(tmp_path / "on")
+    assert summary["format_version"] == FORMAT_VERSION == 2
+    assert summary["trajectories"] == 5 and summary["junk"] == 2 and summary["clusters"] == 2
+    got = _read(tmp_path / "on")
+    assert [(t["id"], t["clustered"], t["junk"]) for t in got["trajectories"]] == [
+        (0, True, []), (1, True, []), (2, True, []), (3, False, ["score"]), (4, False, ["size"]),
+    ]  # fmt: skip
+    assert [f["clustered"] for f in got["features"]] == [True, True, True, False, False]
+    assert len(got["trajectories"][3]["detections"]) == 5 and got["features"][4]["n_faces"] == 3  # kept whole
+    assert got["trajectories"][3]["median_score"] == 0.6 and got["trajectories"][4]["median_face_px"] == 30.0
+    assert [c["trajectories"] for c in got["clusters"]["clusters"]] == [[0, 2], [1]]
+    assert got["clusters"]["unclustered"] == [{"id": 3, "junk": ["score"]}, {"id": 4, "junk": ["size"]}]
+    merge(tmp_path / "off")
+    assert [c["trajectories"] for c in _read(tmp_path / "off")["clusters"]["clusters"]] == [[0, 2, 4], [1, 3]]
+    with pytest.raises(LabelError, match="min_score"):
+        LabelSettings(min_score=1.5)
+
+
+def test_floors_change_nothing_where_every_trajectory_passes(tmp_path: Path) -> None:
+    for name, settings in (
+        ("on", LabelSettings(cluster_threshold=0.9)),
+        ("off", LabelSettings(cluster_threshold=0.9, min_score=0, min_face_px=0)),
+    ):
+        _fake_shard(tmp_path / name, settings, (0, 1, 2))
+        merge(tmp_path / name)
+    on, off = _read(tmp_path / "on"), _read(tmp_path / "off")
+    assert on["trajectories"] == off["trajectories"] and on["features"] == off["features"]
+    expected = [
+        {"id": 0, "trajectories": [0, 2], "n_faces": 10, "shots": [0]},
+        {"id": 1, "trajectories": [1], "n_faces": 5, "shots": [0]},
+    ]
+    assert on["clusters"]["clusters"] == off["clusters"]["clusters"] == expected
+    assert on["clusters"]["unclustered"] == off["clusters"]["unclustered"] == []
+    # And at the function level: keeping every trajectory is the same as not filtering at all.
+    shard = ShardResult.load(tmp_path / "on" / "shards" / "0000-of-0001")
+    everyone = torch.ones(shard.tracks.count, dtype=torch.bool)
+    filtered = cluster_trajectories(shard.faces, shard.tracks, 0.9, everyone)
+    assert torch.equal(filtered, cluster_trajectories(shard.faces, shard.tracks, 0.9))

@@ -46,5 +46,8 @@ def test_clusters_90_ignores_one_stray_face() -> None:
 def test_noise_is_singletons_and_views_can_be_dropped() -> None:
     pairs = scored_pairs({"1": "A", "2": "A", "3": "A"}, {"1": -1, "2": -1, "3": None})
     assert len({c for _, c in pairs}) == 3  # three noise faces are three clusters, not one
+    # ... but they do not split their person: clusters per person counts the clusters faces are assigned to.
+    s = score({"1": "A", "2": "A", "3": "A"}, {"1": 0, "2": ("none", 2), "3": -1})
+    assert (s.clusters_per_person, s.assigned, s.clusters) == (1.0, pytest.approx(1 / 3), 1)
     s = score({"1": "A", "2": "A", "3": "B"}, {"1": 0, "2": 0, "3": 0}, {"3": "partial"}, ["partial"])
     assert (s.faces, s.purity) == (2, 1.0)

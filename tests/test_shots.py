@@ -1,4 +1,4 @@
-"""Shot cuts (engine.apps.shots) against PySceneDetect's ContentDetector and OpenCV, on the shared clips.
+"""Shot cuts (engine.shots) against PySceneDetect's ContentDetector and OpenCV, on the shared clips.
 
 PySceneDetect 0.7 (OpenCV backend) is the reference: its per-frame ``content_val`` comes from its stats file and its
 cuts from ``scenedetect.detect`` with a default ``ContentDetector``. Both decode the same frames as torchcodec (same
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import media
-from engine.apps.shots import (
+from engine.shots import (
     ShotCuts,
     ShotScorer,
     ShotSettings,

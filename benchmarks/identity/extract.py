@@ -7,7 +7,10 @@ Writes to the output folder:
 
 - ``faces.csv``: one row per detected face, ``face_id`` (``f{frame_index}_{face_index}``, stable for a given clip,
   interval and detector settings), ``frame_index``, ``face_index``, ``time_s``, ``x1, y1, x2, y2`` (frame pixels),
-  ``score``, ``rotation``;
+  ``score``, ``rotation``, then ``landmarks`` (10 numbers, space-separated) and the quality columns of
+  ``engine.types.QUALITY_COLUMNS`` (``engine.faces.quality``);
+- ``frames.csv``: each sampled frame's ``frame_index``, ``pts_s`` and ``change`` (the content change since the
+  previous sampled frame, from which the tracker finds shot cuts);
 - ``crops/{face_id}.jpg``: the engine's aligned crop of each face (what the embedder saw);
 - ``frames/{frame_index}.jpg``: each sampled frame, as decoded by the engine (for context crops in the sheets);
 - ``descriptors.npy``: float32 ``[F, 128]`` dlib descriptors, row ``i`` is row ``i`` of ``faces.csv``;
@@ -59,9 +62,11 @@ def hse_descriptors(found: VideoFaces, device: str) -> np.ndarray:
 
 def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -> int:
     """Run the faces stage on ``clip`` and write its faces to ``out``; returns the number of faces."""
+    from engine.config import FaceSettings
     from engine.faces.batching import FaceModels, analyze_video
+    from engine.types import QUALITY_COLUMNS
 
-    models = FaceModels.load(device)
+    models = FaceModels.load(device, FaceSettings(embedder="dlib"))
     found = analyze_video(clip, models, interval=interval, crops=True, frame_jpegs=True, keep_frames=True)
     faces = found.faces
     hse = hse_descriptors(found, device)
@@ -70,16 +75,28 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
     ids: list[str] = []
     with open(out / "faces.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["face_id", "frame_index", "face_index", "time_s", "x1", "y1", "x2", "y2", "score", "rotation"])
+        w.writerow(
+            ["face_id", "frame_index", "face_index", "time_s", "x1", "y1", "x2", "y2", "score", "rotation",
+             "landmarks", *QUALITY_COLUMNS]
+        )  # fmt: skip
+        assert faces.quality is not None
         for i in range(len(faces)):
             fid = face_id(int(faces.frame_index[i]), int(faces.face_index[i]))
             ids.append(fid)
             box = [round(float(v), 1) for v in faces.boxes[i]]
             w.writerow(
                 [fid, int(faces.frame_index[i]), int(faces.face_index[i]), round(float(faces.pts_s[i]), 3), *box,
-                 round(float(faces.scores[i]), 4), int(faces.rotation[i])]
+                 round(float(faces.scores[i]), 4), int(faces.rotation[i]),
+                 " ".join(f"{v:.2f}" for v in faces.landmarks[i].tolist()),
+                 *(round(v, 4) for v in faces.quality[i].tolist())]
             )  # fmt: skip
             (out / "crops" / f"{fid}.jpg").write_bytes(faces.crops[i])
+    with open(out / "frames.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["frame_index", "pts_s", "change"])
+        change = found.frames.change if found.frames.change is not None else [0.0] * len(found.frames)
+        for k, p, c in zip(found.frames.index.tolist(), found.frames.pts_s.tolist(), list(change), strict=True):
+            w.writerow([k, round(p, 4), round(float(c), 3)])
     (out / "frames").mkdir(exist_ok=True)
     for index, jpeg in found.frame_jpegs.items():  # the sampled frames exactly as the detector saw them
         (out / "frames" / f"{index}.jpg").write_bytes(jpeg)

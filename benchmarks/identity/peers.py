@@ -24,16 +24,13 @@ use the labels).
 
 Both embedders:
 
-- ``engine``: the engine's grouping as a run does it for one video today: ``engine.track.track_video`` on the faces
-  (frame index and boxes), then ``engine.pipeline.individuals.group_individuals`` with the default
-  ``ClusterSettings`` (track means, constrained average linkage at cosine ``CLUSTER_THRESHOLD``); each face gets its
-  track's individual. ``engine tracks only`` scores the tracks alone (each track its own cluster). The engine pairs
-  only tracks of *different* videos, so on one clip it returns the tracks whatever the descriptors or threshold;
-- ``engine linkage, tracks as videos``: the same linkage code (``engine.cluster``: track means, ``similar_pairs``,
-  ``group_tracks`` with the same-frame cannot-links) with every track treated as its own video, so that tracks of
-  the one clip can merge: what the engine's grouping would do with these descriptors if it grouped within a video.
-  For HSE the default threshold (cosine 0.936, floor 0.85) was calibrated for dlib; it is also shown at cosine
-  ``1 - t`` for two sweep distances ``t`` (floor 0.086 below, the default's gap), labelled as such.
+- ``engine (default, cos c)``: the engine's grouping exactly as a challenge run of this one clip computes it
+  (:func:`engine_grouping`): the tracker with the embedder's appearance gate and the shot cuts found in the sampled
+  frames, then ``engine.pipeline.individuals.group_individuals`` (votes of the faces over the quality floor,
+  constrained average linkage at the embedder's ``group_similarity`` ``c``); each face gets its track's individual,
+  or none when its track had no face good enough to vote (scored as unassigned, see ``score.py``).
+  ``engine tracks only`` scores the tracks alone; ``engine @ cos t`` the same grouping at other thresholds, to show
+  where the default sits (it was chosen from these rows on every labelled clip, see RESULTS.md).
 
 ``--write DIR`` also writes each method's ``face_id, cluster`` CSV there.
 """
@@ -55,8 +52,9 @@ if TYPE_CHECKING:
 
 #: HSE cosine distances swept by the peers (see the module docstring: fixed, not tuned on the labels).
 HSE_SWEEP = (0.25, 0.3, 0.35, 0.4)
-#: The sweep distances at which the engine's linkage is also shown on HSE descriptors.
-HSE_ENGINE_SWEEP = (0.3, 0.4)
+#: Average-linkage cosines at which the engine's grouping is also shown (its default is each embedder's
+#: ``group_similarity``, chosen from these rows on every labelled clip: see RESULTS.md).
+SWEEP = {"hse": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6), "dlib": (0.8, 0.85, 0.88, 0.9, 0.92, 0.94)}
 DESCRIPTORS = {"dlib": "descriptors.npy", "hse": "descriptors_hse.npy"}
 
 
@@ -105,17 +103,18 @@ def dbscan(desc: np.ndarray, eps: float, min_samples: int) -> list[int]:
 
 
 def engine_grouping(
-    faces: list[dict], desc: np.ndarray, settings: ClusterSettings | None = None
-) -> tuple[list[int], list[int], list[int]]:
-    """(individual, track, linkage with tracks as videos) of each face: the first as ``run`` groups one video's
-    faces today, the last with every track its own video (see the module docstring)."""
+    out: Path, faces: list[dict], desc: np.ndarray, embedder: str, settings: ClusterSettings | None = None
+) -> tuple[list, list[int]]:
+    """(individual, track) of each face exactly as a challenge run of this one clip computes them: the tracker
+    with the embedder's appearance gate and the shot cuts of ``frames.csv``, then
+    ``engine.pipeline.individuals.group_individuals`` with the faces' quality. A face with no individual (its
+    track had no face good enough to vote) is its own singleton ``("none", i)``."""
     import torch
 
-    from engine.cluster import group_tracks, similar_pairs, track_means
     from engine.config import ClusterSettings
-    from engine.pipeline.individuals import frame_conflicts, group_individuals
-    from engine.track import track_video
-    from engine.types import Faces, StoredFaces
+    from engine.pipeline.individuals import group_individuals
+    from engine.track import TrackerSettings, track_video
+    from engine.types import QUALITY_COLUMNS, Faces, Frames, StoredFaces
 
     n = len(faces)
     long = torch.int64
@@ -125,24 +124,28 @@ def engine_grouping(
         pts_s=torch.tensor([float(f["time_s"]) for f in faces], dtype=torch.float64),
         boxes=torch.tensor([[float(f[k]) for k in ("x1", "y1", "x2", "y2")] for f in faces], dtype=torch.float32),
         scores=torch.tensor([float(f["score"]) for f in faces], dtype=torch.float32),
-        landmarks=torch.zeros(n, 10),
+        landmarks=torch.tensor([[float(v) for v in f["landmarks"].split()] for f in faces]).reshape(n, 10),
         rotation=torch.tensor([int(f["rotation"]) for f in faces], dtype=long),
         embedding=torch.from_numpy(desc.astype(np.float32)),
+        quality=torch.tensor([[float(f[c]) for c in QUALITY_COLUMNS] for f in faces]).reshape(n, -1),
     )
-    tracks = track_video(found).of_face
+    with open(out / "frames.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    frames = Frames(
+        torch.tensor([int(r["frame_index"]) for r in rows]), torch.zeros(len(rows), dtype=torch.float64),
+        torch.tensor([float(r["pts_s"]) for r in rows], dtype=torch.float64), torch.zeros(len(rows), dtype=long),
+        torch.zeros(len(rows), dtype=long), torch.tensor([float(r["change"]) for r in rows]),
+    )  # fmt: skip
+    tracks = track_video(found, (), TrackerSettings.for_embedder(embedder), frames=frames, appearance=True).of_face
     stored = StoredFaces(
         face_id=torch.arange(n), video=torch.zeros(n, dtype=long), track=tracks.to(long),
-        frame_index=found.frame_index, embedding=found.embedding, phash=torch.zeros(n, dtype=long),
-        has_phash=torch.zeros(n, dtype=torch.bool), videos=["friends_poker"],
+        frame_index=found.frame_index, boxes=found.boxes, embedding=found.embedding, phash=torch.zeros(n, dtype=long),
+        has_phash=torch.zeros(n, dtype=torch.bool), quality=found.overall_quality, videos=[out.name],
+        names=[out.name],
     )  # fmt: skip
-    settings = settings or ClusterSettings()
-    individuals = group_individuals(stored, settings)
-    n_tracks = int(tracks.max()) + 1 if n else 0
-    means = track_means(tracks.to(long), found.embedding, n_tracks)
-    pairs = similar_pairs(means, torch.arange(n_tracks), settings.floor)  # every track its own "video"
-    conflicts = frame_conflicts(stored, tracks.to(long))
-    linked = group_tracks(n_tracks, pairs, settings.threshold, settings.floor, conflicts)[tracks.to(long)]
-    return individuals.of_face.tolist(), tracks.tolist(), linked.tolist()
+    individuals = group_individuals(stored, settings or ClusterSettings(), embedder)
+    individual = [("none", i) if v < 0 else v for i, v in enumerate(individuals.of_face.tolist())]
+    return individual, tracks.tolist()
 
 
 def same_frame_min(faces: list[dict], unit: np.ndarray) -> float:
@@ -153,42 +156,41 @@ def same_frame_min(faces: list[dict], unit: np.ndarray) -> float:
     return float(d[pair].min()) if pair.any() else float("nan")
 
 
-def methods(faces: list[dict], desc: np.ndarray, embedder: str = "dlib") -> dict[str, list[int]]:
+def methods(out: Path, faces: list[dict], desc: np.ndarray, embedder: str = "dlib") -> dict[str, list]:
     from engine.config import ClusterSettings
+    from engine.faces.embedders import embedder_spec
 
-    out: dict[str, list[int]] = {}
+    result: dict[str, list] = {}
     if embedder == "dlib":
         for t in (0.45, 0.5):
-            out[f"dlib chinese_whispers {t}"] = chinese_whispers(desc, t)
-        out["DBSCAN eps=0.5 min=3"] = dbscan(desc, 0.5, 3)
+            result[f"dlib chinese_whispers {t}"] = chinese_whispers(desc, t)
+        result["DBSCAN eps=0.5 min=3"] = dbscan(desc, 0.5, 3)
     else:
         unit = desc / np.linalg.norm(desc, axis=1, keepdims=True)
         for t in HSE_SWEEP:
-            out[f"chinese_whispers cos {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
+            result[f"chinese_whispers cos {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
         for t in HSE_SWEEP:
-            out[f"DBSCAN cos {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
-    individual, track, linked = engine_grouping(faces, desc)
-    out["engine (tracks + group_individuals)"] = individual
-    out["engine tracks only"] = track
-    out["engine linkage, tracks as videos"] = linked
-    if embedder == "hse":
-        gap = ClusterSettings().threshold - ClusterSettings().floor
-        for t in HSE_ENGINE_SWEEP:
-            settings = ClusterSettings(threshold=1 - t, floor=1 - t - gap)
-            individual, _, linked = engine_grouping(faces, desc, settings)
-            out[f"engine group_individuals @cos {1 - t:.2f}"] = individual
-            out[f"engine tracks-as-videos @cos {1 - t:.2f}"] = linked
-    return out
+            result[f"DBSCAN cos {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
+    default = embedder_spec(embedder).group_similarity
+    individual, track = engine_grouping(out, faces, desc, embedder)
+    result[f"engine (default, cos {default:.2f})"] = individual
+    result["engine tracks only"] = track
+    for t in SWEEP[embedder]:
+        if abs(t - default) > 1e-9:
+            result[f"engine @ cos {t:.2f}"] = engine_grouping(out, faces, desc, embedder, ClusterSettings(t))[0]
+    return result
 
 
 def titles(embedder: str) -> str:
+    from engine.faces.embedders import embedder_spec
+
+    default = embedder_spec(embedder).group_similarity
     if embedder == "dlib":
-        return "dlib 128-d (Euclidean; engine at its default cosine 0.936 / floor 0.85)"
+        return f"dlib 128-d (peers: Euclidean distance; engine: average-linkage cosine, default {default})"
     sweep = ", ".join(str(t) for t in HSE_SWEEP)
     return (
         f"HSE 1024-d (cosine distance): peers at a FIXED SWEEP of cosine distances {sweep}, not tuned on the labels"
-        " (best row = optimistic); engine at its dlib-calibrated default 0.936 / 0.85, and at the sweep's"
-        " cos(t) as labelled"
+        f" (best row = optimistic); engine: average-linkage cosine, default {default}"
     )
 
 
@@ -208,7 +210,7 @@ def main() -> None:
             raise SystemExit(f"{len(missing)} faces have no label (first: {missing[:5]}): were they extracted anew?")
         unit = desc / np.linalg.norm(desc, axis=1, keepdims=True)
         anchor = same_frame_min(faces, unit)
-        results = methods(faces, desc, embedder)
+        results = methods(Path(a.out), faces, desc, embedder)
         print(f"\n=== {titles(embedder)}")
         print(f"label-free anchor: smallest cosine distance between two faces of one frame = {anchor:.3f}")
         for title, exclude in (("all faces labelled with a person", ()), ("without partial faces", ("partial",))):

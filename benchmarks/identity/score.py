@@ -9,11 +9,15 @@
   clustering assigns. Unknown and false detections are left out of every figure (they have no true person to be
   right or wrong about); how a method treats them is not measured here. ``exclude_views`` drops faces by their
   ``view`` column as well (e.g. ``partial``: faces cut by the frame edge or seen from behind).
-- A face with no cluster (``None`` or a negative id, e.g. DBSCAN noise) is its own singleton cluster.
+- A face with no cluster (``None``, a negative id or a ``("none", ...)`` tuple: DBSCAN noise, or the engine's faces
+  whose track had no face good enough to vote) is *unassigned*: its own singleton cluster for purity and B-cubed
+  (so it costs recall), not a cluster a person is split into for clusters per person; ``assigned`` is the share of
+  scored faces that are in a cluster.
 - **Purity**: each cluster counts its most frequent person; the sum over clusters divided by the scored faces.
-- **Clusters per person** (``clusters_per_person``): for each person, the number of distinct clusters their faces
-  fall into; the mean over persons (1.0 is ideal). ``clusters_90``: for each person, the fewest clusters that hold at
-  least 90 % of their faces (largest clusters first); the mean over persons (less sensitive to one stray face).
+- **Clusters per person** (``clusters_per_person``): for each person, the number of distinct clusters their
+  assigned faces fall into (at least 1); the mean over persons (1.0 is ideal). ``clusters_90``: for each person,
+  the fewest clusters that hold at least 90 % of their assigned faces (largest clusters first); the mean over
+  persons (less sensitive to one stray face).
 - **B-cubed** (Bagga & Baldwin 1998, as in Amigó et al. 2009): for each face, precision is the share of its cluster
   that is its person, recall the share of its person that is in its cluster; both averaged over the scored faces,
   F1 their harmonic mean.
@@ -42,6 +46,7 @@ class Scores:
     precision: float
     recall: float
     f1: float
+    assigned: float = 1.0
 
 
 def scored_pairs(
@@ -58,10 +63,17 @@ def scored_pairs(
         if person in IGNORED or fid not in clustering or (views and views.get(fid) in drop):
             continue
         c = clustering[fid]
-        if c is None or (isinstance(c, int | float) and c < 0):
+        if unassigned(c):
             c = ("singleton", fid)
         out.append((person, c))
     return out
+
+
+def unassigned(cluster: object) -> bool:
+    """No cluster: ``None``, a negative id, or a ``("none", ...)``/``("singleton", ...)`` tuple."""
+    if isinstance(cluster, tuple):
+        return bool(cluster) and cluster[0] in ("none", "singleton")
+    return cluster is None or (isinstance(cluster, int | float) and cluster < 0)
 
 
 def purity(pairs: list[tuple[str, object]]) -> float:
@@ -76,11 +88,13 @@ def clusters_per_person(pairs: list[tuple[str, object]], share: float | None = N
     (largest first) holding at least that share of their faces."""
     by_person: dict[str, Counter] = {}
     for person, c in pairs:
-        by_person.setdefault(person, Counter())[c] += 1
+        by_person.setdefault(person, Counter())
+        if not unassigned(c):
+            by_person[person][c] += 1
     counts = []
     for cnt in by_person.values():
-        if share is None:
-            counts.append(len(cnt))
+        if share is None or not cnt:
+            counts.append(max(1, len(cnt)))
             continue
         total, held, k = sum(cnt.values()), 0, 0
         for _, n in cnt.most_common():
@@ -113,9 +127,10 @@ def score(
         return Scores(0, 0, 0, nan, nan, nan, nan, nan, nan)
     p, r, f = bcubed(pairs)
     return Scores(
-        faces=len(pairs), persons=len({x for x, _ in pairs}), clusters=len({c for _, c in pairs}),
+        faces=len(pairs), persons=len({x for x, _ in pairs}), clusters=len({c for _, c in pairs if not unassigned(c)}),
         purity=purity(pairs), clusters_per_person=clusters_per_person(pairs),
         clusters_90=clusters_per_person(pairs, 0.9), precision=p, recall=r, f1=f,
+        assigned=sum(not unassigned(c) for _, c in pairs) / len(pairs),
     )  # fmt: skip
 
 
@@ -133,13 +148,14 @@ def read_clustering(path: str) -> dict[str, object]:
 
 HEADER = (
     f"{'method':<36} {'faces':>5} {'clust':>5} {'purity':>6} {'cl/pers':>7} {'cl90':>5} {'P':>5} {'R':>5} {'F1':>5}"
+    f" {'assigned':>8}"
 )
 
 
 def row(name: str, s: Scores) -> str:
     return (
         f"{name:<36} {s.faces:>5} {s.clusters:>5} {s.purity:>6.3f} {s.clusters_per_person:>7.2f} "
-        f"{s.clusters_90:>5.2f} {s.precision:>5.3f} {s.recall:>5.3f} {s.f1:>5.3f}"
+        f"{s.clusters_90:>5.2f} {s.precision:>5.3f} {s.recall:>5.3f} {s.f1:>5.3f} {s.assigned:>8.3f}"
     )
 
 

@@ -13,6 +13,10 @@ exactly as an unsharded run does. A trajectory of shard ``i`` that is still aliv
 trajectory of shard ``i + 1`` that holds its first face past the boundary (the same detection: same frame, same
 rank in the frame).
 
+Floors: a trajectory is clustered only when its median detector score and median face size reach
+``LabelSettings.min_score`` / ``min_face_px`` (the seed's 0.95 and 50 px); the others are written and marked, never
+clustered (``engine.apps.film_merge``).
+
 Output formats are documented in ``docs/film.md`` ("Files") and kept stable; ``label.json`` carries ``format_version``.
 """
 
@@ -27,13 +31,12 @@ from typing import Any
 
 import torch
 
-from engine.apps.film_merge import merge
+from engine.apps.film_merge import MIN_FACE_PX, MIN_SCORE, merge
 from engine.apps.film_shards import FORMAT_VERSION, LabelError, ShardResult
 from engine.apps.scan import scan_frames, stride_for
-from engine.apps.shots import ShotSettings, shot_ids
-from engine.cluster import DEFAULT_THRESHOLD
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
+from engine.shots import ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
 from engine.types import Tracks
 
@@ -46,16 +49,26 @@ class LabelSettings:
     """How a film is labelled. ``interval`` = seconds between frames searched for faces (0: every frame, the
     seed's density; 0.2 is five times cheaper and still gives smooth trajectories). ``max_gap`` counts face
     samples a trajectory may miss before it ends. ``overlap_s`` must exceed the shot detector's context and a
-    few samples (checked)."""
+    few samples (checked). ``cluster_threshold`` ``None`` is the embedder's own (``engine.faces.embedders``).
+    ``min_score`` and ``min_face_px`` are the floors a trajectory's median detector score and
+    median face size (box short side, frame pixels) must reach for it to be clustered (0 turns a floor off)."""
 
     interval: float = 0.0
     overlap_s: float = 4.0
     max_gap: int = 2
-    cluster_threshold: float = DEFAULT_THRESHOLD
+    cluster_threshold: float | None = None
     knn_k: int = 5
     top: int = 3
+    min_score: float = MIN_SCORE
+    min_face_px: float = MIN_FACE_PX
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(rotate=False))
     shots: ShotSettings = field(default_factory=ShotSettings)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_score <= 1:
+            raise LabelError(f"min_score must be between 0 and 1 (got {self.min_score})")
+        if self.min_face_px < 0:
+            raise LabelError(f"min_face_px must be 0 or more (got {self.min_face_px})")
 
     def public(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -123,7 +136,9 @@ def label_shard(models: FaceModels, spec: ShardSpec, settings: LabelSettings, ou
     faces = scan.faces.faces
     n = len(faces)
     frame = faces.frame_index
-    tracker = TrackerSettings(max_gap=settings.max_gap * spec.stride, one_face_rule=False)
+    tracker = TrackerSettings.for_embedder(
+        settings.faces.embedder, max_gap=settings.max_gap * spec.stride, one_face_rule=False
+    )
     track = (
         track_faces(frame, faces.boxes, tracker, segment=shot_ids(frame, cuts), embeddings=faces.embedding)
         if n

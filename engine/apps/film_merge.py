@@ -3,6 +3,15 @@
 
 An unsharded run is one shard merged by the same code (``engine.apps.film``). Output formats are documented in
 ``docs/film.md`` ("Files") and kept stable; ``label.json`` carries ``format_version``.
+
+Floors. Only trajectories that look like faces are clustered: the seed (``facerec``) kept detections scoring above
+0.95 and trajectories with a face of at least 50 px (box short side). Here the detector keeps everything above its
+own threshold (0.5, so the tracker sees every face it can follow) and the floors are applied once per trajectory,
+on medians: a trajectory enters clustering when its median detector score reaches ``min_score`` and its median face
+size (box short side, frame pixels) reaches ``min_face_px``. A median is not moved by one confident frame of a
+glass or one blurred frame of a real face. A trajectory under a floor is still written (``trajectories.jsonl``,
+``features.jsonl``), marked with why (``junk``), and listed in ``clusters.json`` under ``unclustered``; it is in no
+cluster and takes no part in clustering (no similarity, no cannot-link).
 """
 
 from __future__ import annotations
@@ -16,28 +25,59 @@ import torch
 
 from engine.apps.film_shards import FORMAT_VERSION, LabelError, frame_times, load_shards, owned_cuts, stitch
 from engine.apps.people import PeopleError, knn_vote, load_gallery
-from engine.apps.shots import shot_ids
-from engine.cluster import group_tracks, similar_pairs, track_means
+from engine.cluster import group_tracks, similar_pairs, track_sums
+from engine.config.sections import CLUSTER_FLOOR_MARGIN
 from engine.faces.batching import FaceModels
+from engine.faces.embedders import embedder_spec
+from engine.shots import shot_ids
 from engine.types import Faces, Tracks
 
 Log = Callable[[str], None]
+
+#: The seed's floors (``LabelSettings.min_score`` / ``min_face_px``; shards written before them merge with these).
+MIN_SCORE = 0.95
+MIN_FACE_PX = 50.0
 
 
 def _r(values: Sequence[float], digits: int) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
+def _by_trajectory(tracks: Tracks) -> list[torch.Tensor]:
+    """Face indices of each trajectory (frame order inside each), grouped once, not one scan per trajectory."""
+    traj_of = tracks.of_face
+    return list(torch.argsort(traj_of, stable=True).split(torch.bincount(traj_of, minlength=tracks.count).tolist()))
+
+
+def trajectory_quality(faces: Faces, tracks: Tracks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each trajectory's median detector score and median face size (box short side, frame pixels), ``[T]`` each,
+    rounded as ``trajectories.jsonl`` writes them (the floors compare these, so the file explains every decision)."""
+    side = (faces.boxes[:, 2:] - faces.boxes[:, :2]).min(dim=1).values.double()
+    groups = _by_trajectory(tracks)
+    score = [round(float(faces.scores[i].double().quantile(0.5)), 4) for i in groups]
+    size = [round(float(side[i].quantile(0.5)), 2) for i in groups]
+    return torch.tensor(score, dtype=torch.float64), torch.tensor(size, dtype=torch.float64)
+
+
+def junk_reasons(score: torch.Tensor, size: torch.Tensor, min_score: float, min_face_px: float) -> list[list[str]]:
+    """Why each trajectory stays out of clustering: ``"score"`` (median score under ``min_score``), ``"size"``
+    (median face size under ``min_face_px``); ``[]`` for a trajectory that is clustered."""
+    return [
+        [*(["score"] if s < min_score else []), *(["size"] if z < min_face_px else [])]
+        for s, z in zip(score.tolist(), size.tolist(), strict=True)
+    ]
+
+
 def write_trajectories(
-    out: Path, faces: Faces, tracks: Tracks, shot_of_face: torch.Tensor, means: torch.Tensor
-) -> None:
-    """``trajectories.jsonl`` (each trajectory's shot, span and detections) and ``features.jsonl`` (its mean and
-    every face's descriptor), one line per trajectory."""
-    traj_of, embeddings = tracks.of_face, faces.embedding.float()
+    out: Path, faces: Faces, tracks: Tracks, shot_of_face: torch.Tensor, means: torch.Tensor,
+    quality: tuple[torch.Tensor, torch.Tensor], junk: list[list[str]],
+) -> None:  # fmt: skip
+    """``trajectories.jsonl`` (each trajectory's shot, span, quality, whether it is clustered, and detections) and
+    ``features.jsonl`` (its mean and every face's descriptor), one line per trajectory."""
+    embeddings = faces.embedding.float()
+    score, size = quality
     with (out / "trajectories.jsonl").open("w") as ft, (out / "features.jsonl").open("w") as ff:
-        # Faces grouped by trajectory once (stable: frame order inside each), not one scan per trajectory.
-        by_traj = torch.argsort(traj_of, stable=True).split(torch.bincount(traj_of, minlength=tracks.count).tolist())
-        for t, idx in enumerate(by_traj):
+        for t, idx in enumerate(_by_trajectory(tracks)):
             fr = faces.frame_index[idx]
             traj = dict(
                 id=t,
@@ -46,6 +86,10 @@ def write_trajectories(
                 end_frame=int(fr[-1]),
                 start_s=round(float(faces.pts_s[idx[0]]), 4),
                 end_s=round(float(faces.pts_s[idx[-1]]), 4),
+                median_score=float(score[t]),
+                median_face_px=float(size[t]),
+                clustered=not junk[t],
+                junk=junk[t],
                 detections=[
                     dict(frame=int(f), time_s=round(float(p), 4), box=_r(b, 2), score=round(float(s), 4),
                          landmarks=_r(m, 2))
@@ -57,7 +101,7 @@ def write_trajectories(
             )  # fmt: skip
             ft.write(json.dumps(traj) + "\n")
             vectors = [_r(e, 6) for e in embeddings[idx]]
-            features = dict(id=t, n_faces=len(idx), mean=_r(means[t], 6), embeddings=vectors)
+            features = dict(id=t, n_faces=len(idx), clustered=not junk[t], mean=_r(means[t], 6), embeddings=vectors)
             ff.write(json.dumps(features) + "\n")
 
 
@@ -85,22 +129,34 @@ def write_scenes(
     (out / "scene_changes.json").write_text(json.dumps(scene, indent=1))
 
 
-def cluster_trajectories(faces: Faces, tracks: Tracks, means: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Every trajectory against every other (one film), never two trajectories on screen together."""
-    if tracks.count == 0:
-        return torch.zeros(0, dtype=torch.long)
-    pairs = similar_pairs(means, torch.arange(tracks.count))
+def cluster_trajectories(
+    faces: Faces, tracks: Tracks, threshold: float, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Every kept trajectory against every other (one film), never two trajectories on screen together: average
+    linkage over their faces (``engine.cluster``, every face of a kept trajectory votes 1, the others 0). Cluster
+    id per trajectory, -1 for those not kept (``keep``: bool ``[T]``, all by default); ids count up in order of
+    each cluster's first trajectory, so leaving out no trajectory gives exactly the clusters of clustering them all."""
+    n = tracks.count
+    keep = torch.ones(n, dtype=torch.bool) if keep is None else keep
+    if not bool(keep.any()):
+        return torch.full((n,), -1, dtype=torch.long)
+    unit = torch.nn.functional.normalize(faces.embedding.float(), dim=1)
+    sums, mass = track_sums(tracks.of_face, unit, keep[tracks.of_face].float(), n)
+    pairs = similar_pairs(sums, mass, threshold - CLUSTER_FLOOR_MARGIN)
     together: dict[int, set[int]] = {}
     for f, t in zip(faces.frame_index.tolist(), tracks.of_face.tolist(), strict=True):
-        together.setdefault(f, set()).add(t)
+        if keep[t]:
+            together.setdefault(f, set()).add(t)
     conflicts = {(x, y) for g in together.values() if len(g) > 1 for x in g for y in g if x < y}
-    return group_tracks(tracks.count, pairs, threshold, cannot_link=conflicts)
+    return group_tracks(sums, mass, pairs, threshold, cannot_link=conflicts)
 
 
 def write_clusters(
-    out: Path, tracks: Tracks, cluster_of: torch.Tensor, shot_of_face: torch.Tensor, threshold: float
-) -> list[dict[str, Any]]:
-    """``clusters.json``: each cluster's trajectories, face count and shots; returns the clusters."""
+    out: Path, tracks: Tracks, cluster_of: torch.Tensor, shot_of_face: torch.Tensor, threshold: float,
+    floors: dict[str, float], junk: list[list[str]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """``clusters.json``: each cluster's trajectories, face count and shots, then the trajectories left out of
+    clustering and why; returns the clusters."""
     n_clusters = int(cluster_of.max()) + 1 if tracks.count else 0
     clusters = []
     for c in range(n_clusters):
@@ -109,7 +165,10 @@ def write_clusters(
         clusters.append(
             dict(id=c, trajectories=members, n_faces=int(in_c.sum()), shots=sorted(set(shot_of_face[in_c].tolist())))
         )
-    (out / "clusters.json").write_text(json.dumps(dict(threshold=threshold, clusters=clusters), indent=1))
+    unclustered = [dict(id=t, junk=why) for t, why in enumerate(junk) if why]
+    (out / "clusters.json").write_text(
+        json.dumps(dict(threshold=threshold, floors=floors, clusters=clusters, unclustered=unclustered), indent=1)
+    )
     return clusters
 
 
@@ -138,6 +197,13 @@ def write_predictions(
     return len(predictions)
 
 
+def cluster_threshold(settings: dict[str, Any]) -> float:
+    """The run's clustering threshold: its own, else its embedder's average-linkage similarity for one person."""
+    if settings.get("cluster_threshold") is not None:
+        return float(settings["cluster_threshold"])
+    return embedder_spec(settings["faces"].get("embedder", "dlib")).group_similarity
+
+
 def merge(
     out: str | Path,
     gallery: str | Path | None = None,
@@ -153,12 +219,15 @@ def merge(
     shot_of_face = shot_ids(faces.frame_index, cut_frames)
     embeddings = faces.embedding.float()
     n = tracks.count
-    means = torch.nn.functional.normalize(track_means(tracks.of_face, embeddings, n), dim=1) if n else embeddings
-    write_trajectories(out, faces, tracks, shot_of_face, means)
+    means = torch.nn.functional.normalize(track_sums(tracks.of_face, embeddings, torch.ones(len(faces)), n)[0], dim=1)
+    floors = dict(min_score=settings.get("min_score", MIN_SCORE), min_face_px=settings.get("min_face_px", MIN_FACE_PX))
+    quality = trajectory_quality(faces, tracks)
+    junk = junk_reasons(*quality, **floors)
+    write_trajectories(out, faces, tracks, shot_of_face, means, quality, junk)
     write_scenes(out, metas, cut_frames, cut_scores, frame_times(metas, shards, cut_frames))
-    threshold = settings["cluster_threshold"]
-    clusters = write_clusters(out, tracks, cluster_trajectories(faces, tracks, means, threshold), shot_of_face,
-                              threshold)  # fmt: skip
+    threshold = cluster_threshold(settings)
+    cluster_of = cluster_trajectories(faces, tracks, threshold, torch.tensor([not j for j in junk], dtype=torch.bool))
+    clusters = write_clusters(out, tracks, cluster_of, shot_of_face, threshold, floors, junk)
     summary: dict[str, Any] = dict(
         format_version=FORMAT_VERSION,
         film=metas[0]["film"],
@@ -167,6 +236,7 @@ def merge(
         shards=len(metas),
         faces=len(faces),
         trajectories=n,
+        junk=sum(1 for j in junk if j),
         clusters=len(clusters),
         cuts=len(cut_frames),
         settings=settings,

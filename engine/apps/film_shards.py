@@ -17,7 +17,8 @@ import torch
 
 from engine.types import Faces, Tracks
 
-FORMAT_VERSION = 1
+#: Version of the labelling files (``docs/film.md``). 2: trajectories under the floors are marked and unclustered.
+FORMAT_VERSION = 2
 
 
 class LabelError(ValueError):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from engine.apps.shots import ShotScorer, ShotSettings, find_cuts
 from engine.faces.batching import FaceModels, Timer, analyze_batches
 from engine.media import FrameBatch, MediaInfo, VideoInfo, iter_frames, probe
+from engine.shots import ShotScorer, ShotSettings, find_cuts
 from engine.types import VideoFaces
 
 

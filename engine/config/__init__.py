@@ -14,7 +14,14 @@ Every problem is a :class:`ConfigError` whose message says what to fix.
 from engine.config.challenge import Challenge, Prompt, bundled_challenges, load_challenge, parse_challenge
 from engine.config.device import DEVICES, resolve_device
 from engine.config.errors import ConfigError
-from engine.config.sections import AlignSettings, ClusterSettings, FaceSettings, LogoSettings, ManualBreak
+from engine.config.sections import (
+    AlignSettings,
+    ClusterSettings,
+    FaceSettings,
+    LogoSettings,
+    ManualBreak,
+    ManualMerge,
+)
 from engine.config.settings import EXECUTORS, RUNTYPES, Settings, normalize_db_url
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "FaceSettings",
     "LogoSettings",
     "ManualBreak",
+    "ManualMerge",
     "Prompt",
     "Settings",
     "bundled_challenges",

@@ -16,18 +16,24 @@ from engine.config.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------------------- [faces]
 
-FACE_KEYS = ("long_side", "threshold", "rotate", "jpeg_quality")
+FACE_KEYS = ("long_side", "threshold", "rotate", "jpeg_quality", "embedder")
+#: The face embedders a challenge may choose (``engine.faces.embedders`` says what each is and why ``hse`` is the
+#: default).
+EMBEDDER_NAMES = ("hse", "dlib")
+DEFAULT_EMBEDDER = "hse"
 
 
 @dataclass(frozen=True)
 class FaceSettings:
-    """The challenge's ``[faces]`` table: detection size and score threshold, and whether frames are retried
-    rotated. ``long_side`` resizes frames whose long side is larger (never upscales); 0 keeps the original size."""
+    """The challenge's ``[faces]`` table: detection size and score threshold, whether frames are retried rotated,
+    and the embedder. ``long_side`` resizes frames whose long side is larger (never upscales); 0 keeps the original
+    size."""
 
     long_side: int = 640
     threshold: float = 0.5
     rotate: bool = True
     jpeg_quality: int = 90
+    embedder: str = DEFAULT_EMBEDDER
 
 
 def parse_faces(table: Any, challenge: str) -> FaceSettings:
@@ -45,6 +51,8 @@ def parse_faces(table: Any, challenge: str) -> FaceSettings:
         raise ConfigError(f"{where}: threshold must be a number between 0 and 1")
     if not isinstance(out.jpeg_quality, int) or not 1 <= out.jpeg_quality <= 100:
         raise ConfigError(f"{where}: jpeg_quality must be an integer 1..100")
+    if out.embedder not in EMBEDDER_NAMES:
+        raise ConfigError(f"{where}: embedder must be one of {', '.join(EMBEDDER_NAMES)} (got {out.embedder!r})")
     return out
 
 
@@ -156,11 +164,15 @@ def parse_logo(table: Any) -> LogoSettings | None:
 
 # -------------------------------------------------------------------------------------------------- [clustering]
 
-#: Cosine between track mean descriptors above which two tracks are one person (calibrated in ``engine.cluster``'s
-#: module docstring, where raising or lowering it is discussed).
-CLUSTER_THRESHOLD = 0.936
-#: Pairs under this cosine are not stored (and count as this value in the average linkage).
-CLUSTER_FLOOR = 0.85
+#: Legacy name of dlib's grouping threshold (the film labeller's default); each embedder's own threshold is in
+#: ``engine.faces.embedders`` and measured in ``benchmarks/identity``.
+CLUSTER_THRESHOLD = 0.90
+#: Candidate pairs are track pairs whose similarity is at least the threshold minus this margin: the only pairs
+#: whose groups can ever reach the threshold are among them (an average of values under it stays under it).
+CLUSTER_FLOOR_MARGIN = 0.15
+#: Kept for callers of the old API: the candidate floor under :data:`CLUSTER_THRESHOLD`.
+CLUSTER_FLOOR = CLUSTER_THRESHOLD - CLUSTER_FLOOR_MARGIN
+CLUSTER_KEYS = ("threshold", "floor", "min_quality", "manual_breaks", "manual_merges")
 
 
 @dataclass(frozen=True)
@@ -172,44 +184,83 @@ class ManualBreak:
     at_s: float
 
     def matches(self, file_name: str, sha256: str) -> bool:
-        return self.video == file_name or (len(self.video) >= 6 and sha256.startswith(self.video.lower()))
+        return _video_matches(self.video, file_name, sha256)
+
+
+def _video_matches(video: str, file_name: str, sha256: str) -> bool:
+    return video == file_name or (len(video) >= 6 and sha256.startswith(video.lower()))
+
+
+@dataclass(frozen=True)
+class ManualMerge:
+    """Make ``track_a`` of ``video_a`` and ``track_b`` of ``video_b`` one individual (videos: file name or sha256
+    prefix; tracks as the ``faces_with_intra_ind`` table numbers them)."""
+
+    video_a: str
+    track_a: int
+    video_b: str
+    track_b: int
+
+    def ends(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        return (self.video_a, self.track_a), (self.video_b, self.track_b)
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The challenge's ``[clustering]`` table."""
+    """The challenge's ``[clustering]`` table. ``threshold`` (average-linkage cosine) and ``min_quality`` (faces
+    under it do not vote) are ``None`` for the embedder's / the quality module's defaults; ``floor`` is the
+    candidate-pair floor (``None``: threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
 
-    threshold: float = CLUSTER_THRESHOLD
-    floor: float = CLUSTER_FLOOR
+    threshold: float | None = None
+    floor: float | None = None
+    min_quality: float | None = None
     manual_breaks: tuple[ManualBreak, ...] = ()
+    manual_merges: tuple[ManualMerge, ...] = ()
 
     def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
         return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
 
+    def threshold_for(self, default: float) -> float:
+        return default if self.threshold is None else self.threshold
+
+    def floor_for(self, threshold: float) -> float:
+        return threshold - CLUSTER_FLOOR_MARGIN if self.floor is None else min(self.floor, threshold)
+
+
+def _number(value: Any, key: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(f"[clustering] {key} must be a number between {lo:g} and {hi:g} (got {value!r})")
+    return float(value)
+
+
+def _entries(table: dict, key: str, example: str, build: Any) -> tuple:
+    out = []
+    for i, entry in enumerate(table.get(key, [])):
+        try:
+            out.append(build(entry))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"[clustering] {key}[{i}] must be {example} ({exc})") from exc
+    return tuple(out)
+
 
 def parse_cluster(table: Any) -> ClusterSettings:
-    """Validate the ``[clustering]`` table (threshold, floor, manual_breaks); errors name the key at fault."""
+    """Validate the ``[clustering]`` table; errors name the key at fault."""
     if not isinstance(table, dict):
         raise ConfigError("[clustering] must be a table")
-    unknown = sorted(set(table) - {"threshold", "floor", "manual_breaks"})
+    unknown = sorted(set(table) - set(CLUSTER_KEYS))
     if unknown:
-        raise ConfigError(
-            f"[clustering] has unknown key(s) {', '.join(unknown)}; allowed: threshold, floor, manual_breaks"
-        )
-    threshold = table.get("threshold", CLUSTER_THRESHOLD)
-    floor = table.get("floor", min(CLUSTER_FLOOR, threshold))
-    for key, value in (("threshold", threshold), ("floor", floor)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
-            raise ConfigError(f"[clustering] {key} must be a cosine between -1 and 1 (got {value!r})")
-    if floor > threshold:
+        raise ConfigError(f"[clustering] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CLUSTER_KEYS)}")
+    threshold = None if "threshold" not in table else _number(table["threshold"], "threshold", -1, 1)
+    floor = None if "floor" not in table else _number(table["floor"], "floor", -1, 1)
+    if floor is not None and threshold is not None and floor > threshold:
         raise ConfigError(f"[clustering] floor ({floor}) must not exceed threshold ({threshold})")
-    breaks = []
-    for i, entry in enumerate(table.get("manual_breaks", [])):
-        try:
-            breaks.append(ManualBreak(str(entry["video"]), int(entry["track"]), float(entry["at_s"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(
-                f'[clustering] manual_breaks[{i}] must be {{ video = "<file name or sha256 prefix>", track = N, '
-                f"at_s = seconds }} ({exc})"
-            ) from exc
-    return ClusterSettings(float(threshold), float(floor), tuple(breaks))
+    min_quality = None if "min_quality" not in table else _number(table["min_quality"], "min_quality", 0, 1)
+    breaks = _entries(
+        table, "manual_breaks", '{ video = "<file name or sha256 prefix>", track = N, at_s = seconds }',
+        lambda e: ManualBreak(str(e["video"]), int(e["track"]), float(e["at_s"])),
+    )  # fmt: skip
+    merges = _entries(
+        table, "manual_merges", '{ video_a = "<file or sha256 prefix>", track_a = N, video_b = "...", track_b = M }',
+        lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"])),
+    )  # fmt: skip
+    return ClusterSettings(threshold, floor, min_quality, breaks, merges)

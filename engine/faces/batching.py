@@ -23,9 +23,11 @@ from engine.config import FaceSettings
 from engine.dedup import phash
 from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
-from engine.faces.embed import FaceEmbedder
+from engine.faces.embedders import Embedder, load_embedder
+from engine.faces.quality import quality_of
 from engine.inference.weights import resolve as resolve_weights
-from engine.types import Faces, Frames, VideoFaces
+from engine.shots import ShotScorer
+from engine.types import QUALITY_COLUMNS, Faces, Frames, VideoFaces
 
 ROTATIONS_TRIED = [0, 90, 270]
 Timer = Callable[[str], AbstractContextManager[None]]
@@ -34,10 +36,10 @@ K = TypeVar("K")
 
 @dataclass
 class FaceModels:
-    """The detector and embedder of a run, loaded once on its device."""
+    """The detector and embedder of a run, loaded once on its device (the embedder named by ``settings.embedder``)."""
 
     detector: FaceDetector
-    embedder: FaceEmbedder
+    embedder: Embedder
     settings: FaceSettings = field(default_factory=FaceSettings)
 
     @classmethod
@@ -48,10 +50,11 @@ class FaceModels:
         default; see ``engine.inference.precision`` and ``engine.inference.backends``. Their weights are resolved
         with ``mirror`` (``Settings.weights_mirror``; ``None``: ``ENGINE_WEIGHTS_MIRROR``, see
         ``engine.inference.weights``)."""
+        settings = settings or FaceSettings()
         return cls(
             FaceDetector(resolve_weights("retinaface_mnet025", mirror), device=device, precision=precision),
-            FaceEmbedder(resolve_weights("dlib_resnet_v1", mirror), device=device, precision=precision),
-            settings or FaceSettings(),
+            load_embedder(settings.embedder, device, precision, mirror),
+            settings,
         )
 
 
@@ -85,6 +88,7 @@ class _Collected:
     noface: list[torch.Tensor] = field(default_factory=list)
     frame_jpegs: dict[int, bytes] = field(default_factory=dict)
     kept: list[torch.Tensor] = field(default_factory=list)
+    scorer: ShotScorer = field(default_factory=ShotScorer)  # picture change between successive sampled frames
     waiting: int = 0  # frames handed in, not through the models yet
     ended: bool = False
 
@@ -222,8 +226,11 @@ class FaceBatcher(Generic[K]):
             find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
             det = find(frames, scale, cfg.threshold)
         with timer("embed"):
-            chips = align_chips(frames.to(models.embedder.device), det.to(models.embedder.device))
-            embedding = models.embedder.embed_chips(chips)
+            frames_e, det_e = frames.to(models.embedder.device), det.to(models.embedder.device)
+            chips = align_chips(frames_e, det_e)
+            embedding = models.embedder.embed_faces(frames_e, det_e, chips)
+            measured = quality_of(det_e, chips)
+            quality = torch.stack([getattr(measured, c).float() for c in QUALITY_COLUMNS], 1)
         crops: list[bytes] = []
         jpegs: list[bytes] = []
         with timer("crops"):
@@ -249,7 +256,10 @@ class FaceBatcher(Generic[K]):
             embedding=embedding.float().cpu(),
             phash=None if hashes is None else hashes.cpu(),
             crops=crops,
+            quality=quality.cpu(),
         )
+        with timer("shots"):
+            changes = [self._change(video, b.frames) for video, b in pieces]
         per_frame = torch.bincount(image, minlength=len(index))
         # Faces come grouped by frame, in frame order: each piece's faces are one slice.
         starts = [0, *torch.tensor(lengths).cumsum(0).tolist()]
@@ -268,6 +278,7 @@ class FaceBatcher(Generic[K]):
                     batch.pts_s.cpu(),
                     torch.full((n,), w, dtype=torch.int64),
                     torch.full((n,), h, dtype=torch.int64),
+                    changes[j],
                 )
             )
             collected.noface.append(index[lo:hi][per_frame[lo:hi] == 0])
@@ -276,6 +287,13 @@ class FaceBatcher(Generic[K]):
                 collected.frame_jpegs.update(zip(index[lo:hi].tolist(), jpegs[lo:hi], strict=True))
             if self.keep_frames:  # a copy when the batch is shared: a view would keep the other videos' frames
                 collected.kept.append(batch.frames.to("cpu", copy=len(pieces) > 1))
+
+    def _change(self, video: K, frames: torch.Tensor) -> torch.Tensor:
+        """Each frame's content change since the video's previous sampled frame (host float32 ``[N]``)."""
+        collected = self._videos.get(video)
+        if collected is None:
+            return torch.zeros(len(frames))
+        return collected.scorer.update(frames).cpu()
 
 
 def analyze_batches(

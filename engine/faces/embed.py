@@ -18,6 +18,8 @@ from engine.models.dlib_resnet import load_dlib_resnet
 class FaceEmbedder:
     """dlib's face recognition ResNet on a device: chips or (frames + detections) → 128-d descriptors."""
 
+    name = "dlib"
+
     def __init__(
         self, weights: str | Path | None = None, device: str = "cpu", precision: str = "fp32", backend: str = "auto"
     ) -> None:
@@ -52,6 +54,11 @@ class FaceEmbedder:
         net = (lambda c: self._ort(c)[0]) if self._ort is not None else self._torch  # OrtForward casts to fp32
         out = [net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
+
+    def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:
+        """Descriptors of faces whose aligned chips the caller already has (the faces stage makes them for the
+        crops): dlib's network reads only the chips."""
+        return self.embed_chips(chips)
 
     @torch.inference_mode()
     def embed(self, frames: torch.Tensor, det: Detections) -> torch.Tensor:

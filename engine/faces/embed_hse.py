@@ -1,7 +1,6 @@
 """Embedding with the HSE face network (``engine.models.hse_mobilenet``): the detector's box widened by 10 % each
 side, resized to 224×224, BGR minus the VGG means → 1024-d L2-normalised descriptors (compare by cosine, or by
-Euclidean distance, which is a function of it). Not used by the pipeline yet: dlib's ResNet (``engine.faces.embed``)
-stays the default until the identity benchmark says otherwise.
+Euclidean distance, which is a function of it). The default embedder (``engine.faces.embedders`` says why).
 
 The crop equals OpenCV's ``cv2.resize(img[y1:y2, x1:x2], (224, 224), interpolation=INTER_LINEAR)`` of the widened
 box rounded to whole pixels and clipped to the image (no antialiasing, edges of the crop replicated), computed in
@@ -72,6 +71,8 @@ def crop_faces(frames: torch.Tensor, det: Detections, size: int = INPUT_SIZE) ->
 class HSEEmbedder:
     """The HSE network on a device: frames + detections (or 224² RGB crops) → ``[F, 1024]`` unit descriptors."""
 
+    name = "hse"
+
     def __init__(
         self, device: str = "cpu", precision: str = "fp32", weights: tuple[str | Path, str | Path] | None = None
     ) -> None:
@@ -95,6 +96,10 @@ class HSEEmbedder:
             x = crops[i : i + batch].to(self.device, torch.float32).flip(1) - self.mean  # RGB → BGR, minus means
             out.append(F.normalize(self.model(x.to(self.dtype)).float(), dim=1))
         return torch.cat(out) if out else torch.zeros((0, DESCRIPTOR_DIM), device=self.device)
+
+    def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:
+        """Descriptors from the frames and boxes (the aligned ``chips`` are dlib's input, not this network's)."""
+        return self.embed(frames, det)
 
     @torch.inference_mode()
     def embed(self, frames: torch.Tensor, det: Detections) -> torch.Tensor:

@@ -49,7 +49,9 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
     if size == 0:
         return fail_video(ctx, item, "probe", "empty_file", f"{item.name} is an empty (zero-byte) file", sha)
 
-    needed = {"ingest", "frames", "faces", "tracks", "audio"}
+    # The embedder is a stage: a video stored with another embedder's descriptors is processed again, so a
+    # challenge's descriptors are always of one kind (they are never compared across embedders).
+    needed = {"ingest", "frames", "faces", "tracks", "audio", f"embed:{ctx.challenge.faces.embedder}"}
     needed |= ({"frame_jpegs"} if s.save_frames else set()) | ({"logo"} if ctx.challenge.logo else set())
     if not s.force:
         if claimed is not None and sha in claimed:

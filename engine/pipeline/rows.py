@@ -15,7 +15,7 @@ from engine.dedup import hash_to_hex
 from engine.pipeline.prepare import PreparedVideo
 from engine.prompts import PromptMatch
 from engine.store import face_key, frame_key, video_key
-from engine.types import Faces, Frames, Individuals, StoredFaces, Tracks, VideoFaces
+from engine.types import QUALITY_COLUMNS, Faces, Frames, Individuals, StoredFaces, Tracks, VideoFaces
 
 Row = dict[str, Any]
 #: Containers a stored video keeps its own suffix for; anything else (and every covered copy) is stored as .mp4.
@@ -57,8 +57,9 @@ def crop_keys(faces: Faces, sha: str) -> list[str]:
     return [face_key(sha, k, i) for k, i in zip(faces.frame_index.tolist(), faces.face_index.tolist(), strict=True)]
 
 
-def face_rows(faces: Faces, tracks: Tracks, keys: list[str]) -> list[Row]:
-    """One ``faces`` row per face, with its crop's key, PHash (hex) and track."""
+def face_rows(faces: Faces, tracks: Tracks, keys: list[str], embedder: str) -> list[Row]:
+    """One ``faces`` row per face, with its crop's key, PHash (hex), track, descriptor (and the embedder that made
+    it) and quality columns."""
     assert faces.phash is not None, "a challenge run makes crops and hashes for every face"
     columns = (
         faces.frame_index.tolist(),
@@ -72,6 +73,7 @@ def face_rows(faces: Faces, tracks: Tracks, keys: list[str]) -> list[Row]:
         faces.phash.tolist(),
         faces.embedding.numpy(),
         tracks.of_face.tolist(),
+        _quality_rows(faces),
     )
     return [
         dict(
@@ -88,10 +90,18 @@ def face_rows(faces: Faces, tracks: Tracks, keys: list[str]) -> list[Row]:
             crop_key=key,
             phash=hash_to_hex(h),
             embedding=emb,
+            embedder=embedder,
             track=tr,
+            **q,
         )
-        for k, i, t, box, score, marks, rot, key, h, emb, tr in zip(*columns, strict=True)
+        for k, i, t, box, score, marks, rot, key, h, emb, tr, q in zip(*columns, strict=True)
     ]
+
+
+def _quality_rows(faces: Faces) -> list[dict[str, float | None]]:
+    if faces.quality is None:
+        return [dict.fromkeys(QUALITY_COLUMNS) for _ in range(len(faces))]
+    return [dict(zip(QUALITY_COLUMNS, (round(v, 4) for v in row), strict=True)) for row in faces.quality.tolist()]
 
 
 def subvideo_rows(matches: list[PromptMatch]) -> list[Row]:
@@ -149,8 +159,10 @@ def individual_rows(faces: StoredFaces, individuals: Individuals) -> tuple[list[
     ]
     columns = (faces.face_id.tolist(), [faces.videos[v] for v in faces.video.tolist()], faces.track.tolist())
     of_face = individuals.of_face.tolist()
+    voted = individuals.voted.tolist()
     final = [
-        dict(face_id=f, video_sha256=v, track=t, individual=i) for f, v, t, i in zip(*columns, of_face, strict=True)
+        dict(face_id=f, video_sha256=v, track=t, individual=None if i < 0 else i, voted=w)
+        for f, v, t, i, w in zip(*columns, of_face, voted, strict=True)
     ]
     kept = (~individuals.duplicate & faces.has_phash).tolist()
     unique = [
@@ -162,10 +174,10 @@ def individual_rows(faces: StoredFaces, individuals: Individuals) -> tuple[list[
 
 
 def video_faces_rows(
-    prepared: PreparedVideo, found: VideoFaces, tracks: Tracks, saved_frames: bool
+    prepared: PreparedVideo, found: VideoFaces, tracks: Tracks, saved_frames: bool, embedder: str
 ) -> tuple[list[Row], list[Row], list[tuple[str, bytes]]]:
     """A video's ``frames`` and ``faces`` rows and its objects (crops, then frame JPEGs)."""
     keys = crop_keys(found.faces, prepared.sha)
     objects = list(zip(keys, found.faces.crops, strict=True))
     objects += [(frame_key(prepared.sha, k), data) for k, data in found.frame_jpegs.items()]
-    return frame_rows(found.frames, prepared.sha, saved_frames), face_rows(found.faces, tracks, keys), objects
+    return frame_rows(found.frames, prepared.sha, saved_frames), face_rows(found.faces, tracks, keys, embedder), objects

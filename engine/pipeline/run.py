@@ -62,7 +62,8 @@ def run_items(settings: Settings, videos: str | Path, log: Log) -> list[SourceIt
 
 def start_run(db: Database, settings: Settings, challenge: Challenge, videos: str | Path, log: Log) -> int:
     """The run's row; earlier runs of the challenge left ``running`` (killed) are marked interrupted."""
-    run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), settings.public_dict())
+    recorded = {**settings.public_dict(), "embedder": challenge.faces.embedder}  # which descriptors this run made
+    run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), recorded)
     stale = db.mark_runs_interrupted(challenge.name, run_id)
     if stale:
         log(
@@ -148,7 +149,7 @@ def run_challenge(
             summary.add(result.outcome)
         with timer("individuals"):
             summary.similarities, summary.individuals, summary.unique_faces = individuals_stage(
-                db, challenge.name, challenge.cluster, device
+                db, challenge.name, challenge.cluster, challenge.faces.embedder, device
             )
         status = "ok" if summary.processed else "failed"
     finally:

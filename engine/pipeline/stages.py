@@ -21,7 +21,7 @@ from engine.pipeline.rows import VideoRows, stored_video_key, subvideo_rows, vid
 from engine.pipeline.summary import VideoOutcome
 from engine.prompts import PromptMatch, find_prompts
 from engine.sources import SourceItem
-from engine.track import track_video
+from engine.track import TrackerSettings, track_video
 from engine.types import VideoFaces
 
 #: Frames per model batch (and decode chunk) when ``Settings.batch_frames`` is 0. A GPU takes a whole batch in one
@@ -122,8 +122,11 @@ def finish_video(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) ->
         return fail_video(ctx, item, "logo", "cover_failed", f"covering the logo of {item.name} failed: {exc}", sha)
     matches = prompts_stage(prepared, ctx)
     with ctx.timer("track"):
-        tracks = track_video(found.faces, ctx.challenge.cluster.breaks_for(item.name, sha))
-    frames, faces, objects = video_faces_rows(prepared, found, tracks, ctx.settings.save_frames)
+        tracker = TrackerSettings.for_embedder(ctx.challenge.faces.embedder)
+        breaks = ctx.challenge.cluster.breaks_for(item.name, sha)
+        tracks = track_video(found.faces, breaks, tracker, frames=found.frames, appearance=True)
+    embedder = ctx.challenge.faces.embedder
+    frames, faces, objects = video_faces_rows(prepared, found, tracks, ctx.settings.save_frames, embedder)
     key = stored_video_key(prepared, covered_box is not None)
     s = ctx.settings
     return VideoRows(

@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .schema import Base
+from .schema import DERIVED_TABLES, Base, Face
 
 
 class StoreUnreachable(RuntimeError):
@@ -51,6 +51,28 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def upgrade_older_schema(engine: Engine) -> None:
+    """Bring a database made by an older version up to the current tables, keeping every stored row: nullable
+    columns added since are added to ``faces`` (their values stay empty until the video is processed again), and the
+    challenge-wide tables (rebuilt from the faces by every run) are dropped when their columns changed, to be
+    created afresh. A full migration history (Alembic) replaces this once the schema needs more than additions."""
+    names = set(inspect(engine).get_table_names())
+    with engine.begin() as conn:
+        if Face.__tablename__ in names:
+            have = {c["name"] for c in inspect(conn).get_columns(Face.__tablename__)}
+            for column in Face.__table__.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE {Face.__tablename__} ADD COLUMN {column.name} {kind}"))
+        for model in DERIVED_TABLES:
+            if model.__tablename__ in names:
+                have = {c["name"]: c["nullable"] for c in inspect(conn).get_columns(model.__tablename__)}
+                wanted = model.__table__.columns
+                loosened = any(c.nullable and not have.get(c.name, True) for c in wanted if not c.primary_key)
+                if set(have) != set(wanted.keys()) or loosened:
+                    model.__table__.drop(conn)
+
+
 class DatabaseCore:
     """The engine's tables behind one SQLAlchemy URL (SQLite by default, PostgreSQL in prod): connection only."""
 
@@ -65,6 +87,7 @@ class DatabaseCore:
     def connect(self) -> Self:
         """Check the database answers and create missing tables; raise ``StoreUnreachable`` with a clear line."""
         try:
+            upgrade_older_schema(self.engine)
             Base.metadata.create_all(self.engine)
         except (SQLAlchemyError, OSError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -24,7 +24,13 @@ class IndividualsMixin(DatabaseCore):
                 FaceIntraInd.track,
                 Frame.frame_index,
                 Face.pts_s,
+                Face.x1,
+                Face.y1,
+                Face.x2,
+                Face.y2,
                 Face.embedding,
+                Face.embedder,
+                Face.quality,
                 Face.phash,
                 Video.file_name,
             )

@@ -7,14 +7,15 @@ from typing import Any
 from sqlalchemy import func, inspect, select
 
 from .database import DatabaseCore
-from .schema import ALL_MODELS, Face, FaceFinalInd, FaceIntraInd, Run, Subvideo, UniqueFace, Video
+from .schema import ALL_MODELS, Face, FaceFinalInd, FaceIntraInd, Run, Similarity, Subvideo, UniqueFace, Video
 
 
 class ReadsMixin(DatabaseCore):
-    """``unique_faces``, ``face_timeline``, ``videos``, ``subvideos``, ``last_run``, ``counts``."""
+    """``unique_faces``, ``face_timeline``, ``similarities``, ``videos``, ``subvideos``, ``last_run``, ``counts``."""
 
     def unique_faces(self, challenge: str) -> list[dict[str, Any]]:
-        """Every unique face of the challenge with its individual, track, video, time, box and crop key."""
+        """Every unique face of the challenge with its individual, track, video, time, box, crop key, quality
+        (``None`` for faces stored before it was measured) and whether it voted for its individual."""
         stmt = (
             select(
                 Face.id.label("face_id"),
@@ -30,9 +31,12 @@ class ReadsMixin(DatabaseCore):
                 UniqueFace.individual,
                 UniqueFace.phash,
                 FaceIntraInd.track,
+                Face.quality,
+                func.coalesce(FaceFinalInd.voted, True).label("voted"),
             )
             .join(UniqueFace, UniqueFace.face_id == Face.id)
             .join(FaceIntraInd, FaceIntraInd.face_id == Face.id)
+            .outerjoin(FaceFinalInd, FaceFinalInd.face_id == Face.id)
             .join(Video, Video.sha256 == Face.video_sha256)
             .where(Video.challenge == challenge)
             .order_by(UniqueFace.individual, Video.file_name, Face.pts_s, Face.face_index)
@@ -40,13 +44,34 @@ class ReadsMixin(DatabaseCore):
         return self._rows(stmt)
 
     def face_timeline(self, challenge: str) -> list[dict[str, Any]]:
-        """Every face's video, time and individual (for timelines)."""
+        """Every grouped face's video, time, track and individual (``None``: its track had no face good enough to
+        vote), whether it voted, its quality and crop key (for timelines and the report's track crops)."""
         stmt = (
-            select(Face.video_sha256, Face.pts_s, FaceFinalInd.individual)
+            select(
+                Face.id.label("face_id"),
+                Face.video_sha256,
+                Face.pts_s,
+                FaceFinalInd.track,
+                FaceFinalInd.individual,
+                FaceFinalInd.voted,
+                Face.quality,
+                Face.crop_key,
+            )
             .join(FaceFinalInd, FaceFinalInd.face_id == Face.id)
             .join(Video, Video.sha256 == Face.video_sha256)
             .where(Video.challenge == challenge)
             .order_by(Face.video_sha256, Face.pts_s)
+        )
+        return self._rows(stmt)
+
+    def similarities(self, challenge: str) -> list[dict[str, Any]]:
+        """The challenge's candidate track pairs (``video_a``, ``track_a``, ``video_b``, ``track_b``, ``cosine``: their
+        average-linkage similarity), most similar first."""
+        stmt = (
+            select(Similarity.video_a, Similarity.track_a, Similarity.video_b, Similarity.track_b, Similarity.cosine)
+            .join(Video, Video.sha256 == Similarity.video_a)
+            .where(Video.challenge == challenge)
+            .order_by(Similarity.cosine.desc(), Similarity.id)
         )
         return self._rows(stmt)
 

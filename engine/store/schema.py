@@ -163,6 +163,17 @@ class Face(Base):
     crop_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     phash: Mapped[str | None] = mapped_column(String(16), nullable=True)  # imagededup's PHash of the crop
     embedding: Mapped[np.ndarray | None] = mapped_column(Float32Vector, nullable=True)
+    # Which network made ``embedding`` (``engine.faces.embedders``): descriptors of two embedders are never compared.
+    embedder: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Face quality (``engine.faces.quality``, documented in docs/quality.md); ``quality`` in [0, 1] combines them.
+    interocular_px: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sharpness: Mapped[float | None] = mapped_column(Float, nullable=True)
+    yaw: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pitch: Mapped[float | None] = mapped_column(Float, nullable=True)
+    roll: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exposure: Mapped[float | None] = mapped_column(Float, nullable=True)
+    clipped: Mapped[float | None] = mapped_column(Float, nullable=True)
+    quality: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class NoFace(Base):
@@ -185,7 +196,8 @@ class FaceIntraInd(Base):
 
 
 class Similarity(Base):
-    """Cosine similarity between mean descriptors of two tracks of different videos (above a floor)."""
+    """A candidate pair of tracks of the grouping and its average-linkage similarity (the weighted mean cosine over
+    their voting faces; pairs under the candidate floor are not stored)."""
 
     __tablename__ = "similarities"
     __table_args__ = (UniqueConstraint("video_a", "track_a", "video_b", "track_b"),)
@@ -198,13 +210,15 @@ class Similarity(Base):
 
 
 class FaceFinalInd(Base):
-    """A face's individual across all videos of the challenge."""
+    """A face's individual across all videos of the challenge (``None``: its track had no face good enough to vote);
+    ``voted``: whether the face took part in deciding it (quality over the floor, agreeing with its track)."""
 
     __tablename__ = "faces_with_final_ind"
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
     video_sha256: Mapped[str] = mapped_column(ForeignKey("videos.sha256", ondelete="CASCADE"), index=True)
     track: Mapped[int] = mapped_column(Integer)
-    individual: Mapped[int] = mapped_column(Integer, index=True)
+    individual: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    voted: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class UniqueFace(Base):
@@ -231,6 +245,10 @@ class VideoError(Base):
     fatal: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+
+#: Tables whose rows the challenge-wide step rebuilds from the faces on every run: safe to recreate when their
+#: columns changed (``engine.store.database`` does, for databases made by an older version).
+DERIVED_TABLES = (Similarity, FaceFinalInd, UniqueFace)
 
 #: The per-video tables, children first: the order in which a video's rows are replaced.
 PER_VIDEO_TABLES = (UniqueFace, FaceFinalInd, FaceIntraInd, NoFace, Face, Frame, Subvideo)

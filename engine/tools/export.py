@@ -73,7 +73,8 @@ def export_dataset(
             continue
         prompt = lookup(face["video_sha256"], face["pts_s"])
         per_prompt[prompt] = per_prompt.get(prompt, 0) + 1
-        name = f"ind{face['individual']:04d}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg"
+        ind = "none" if face["individual"] is None else f"{face['individual']:04d}"  # unique faces all have one
+        name = f"ind{ind}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg"
         rel = f"{_safe(prompt)}/{name}"
         records.append(
             dict(

@@ -1,40 +1,71 @@
-"""A self-contained HTML report of a challenge: who appears (one contact sheet per individual), which prompts were
-found, when each person is on screen in each video (one timeline per video), and where the run spent its time.
+"""A self-contained HTML report of a challenge: how it was grouped (embedder, threshold) and how to fix a wrong
+individual, who appears (one contact sheet per individual, best faces first, and the faces in no individual), the
+pairs of tracks the grouping was least sure about (with the TOML that fixes each), which prompts were found, when
+each person is on screen in each video (one timeline per video), and where the run spent its time.
 
 Thumbnails are embedded as base64 JPEG and timelines are inline SVG, so the file can be mailed or archived alone.
+What each section shows and how to act on it: docs/report.md.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from engine.config import ClusterSettings
+from engine.faces.embedders import embedder_spec
 from engine.store import Database, ObjectStore
 from engine.tools.export import NO_PROMPT, prompt_at
+from engine.tools.report_pairs import PairView, uncertain_pairs, video_refs
+from engine.tools.report_sheets import SHEET_SIZE, colour, contact_sheets, no_individual
 
-#: Thumbnails per individual on its contact sheet.
-SHEET_SIZE = 24
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+__all__ = ["SHEET_SIZE", "grouping_of", "write_report"]
+
+#: The embedder of runs recorded before the run's settings named it (the only one there was).
+LEGACY_EMBEDDER = "dlib"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}h1{margin-bottom:0}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f4f4f4}.sheet img{width:75px;height:75px;
-margin:1px}.ind{margin:1em 0;padding:.5em;border:1px solid #ddd;border-radius:6px}.muted{color:#777}
+margin:1px}.ind,.pair,.help{margin:1em 0;padding:.5em;border:1px solid #ddd;border-radius:6px}.muted{color:#777}
+.small{font-size:85%}.novote{margin-top:.4em;padding-top:.3em;border-top:1px dashed #ccc}.novote img{opacity:.8}
+figure{display:inline-block;margin:1px;text-align:center}figcaption{font-size:75%;color:#777}
+.vs{margin:0 1em;font-size:150%;vertical-align:top}pre{background:#f6f6f6;padding:.4em;overflow-x:auto}
+.help{background:#fafafa}
 """
 
 
-def _colour(individual: int) -> str:
-    return _PALETTE[individual % len(_PALETTE)]
+def grouping_of(run: dict[str, Any] | None, cluster: ClusterSettings | None) -> tuple[str, float | None, str]:
+    """(embedder, grouping threshold, where the threshold comes from) of the run.
+
+    The run's own record wins (``settings["grouping"]["threshold"]`` when the run wrote it), then the challenge's
+    ``[clustering] threshold``, then the embedder's ``group_similarity``.
+    """
+    settings = (run or {}).get("settings") or {}
+    embedder = str(settings.get("embedder") or LEGACY_EMBEDDER)
+    recorded = (settings.get("grouping") or {}).get("threshold")
+    if recorded is not None:
+        return embedder, float(recorded), "recorded by the run"
+    if cluster is not None and cluster.threshold is not None:
+        return embedder, cluster.threshold, "the challenge's [clustering] threshold"
+    try:
+        default = embedder_spec(embedder).group_similarity
+    except ValueError:
+        return embedder, None, "unknown embedder"
+    if cluster is None:
+        return embedder, default, "the embedder's default; the challenge's [clustering] table was not read"
+    return embedder, default, "the embedder's default"
 
 
 def _timeline(video: dict, faces: list[dict], prompts: list[dict]) -> str:
-    """SVG: prompt intervals as bands, one row of dots per individual at the times it is seen."""
+    """SVG: prompt intervals as bands, one row of dots per individual at the times it is seen (faces that did not
+    vote hollow), and a grey row for the faces in no individual."""
     duration = max(float(video["duration_s"] or 0), max((f["pts_s"] for f in faces), default=0.0), 1e-3)
-    inds = sorted({f["individual"] for f in faces})
-    width, row_h, left = 900, 14, 70
+    inds = sorted({f["individual"] for f in faces}, key=lambda i: (i is None, i or 0))
+    width, row_h, left = 900, 14, 80
     height = 24 + row_h * max(1, len(inds))
     x = lambda t: left + (width - left - 10) * t / duration  # noqa: E731
     parts = [f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
@@ -46,11 +77,14 @@ def _timeline(video: dict, faces: list[dict], prompts: list[dict]) -> str:
             f'<text x="{x(p["start_s"]) + 2:.1f}" y="10" font-size="9">{html.escape(p["prompt"])}</text>'
         )
     for row, ind in enumerate(inds):
-        y = 20 + row * row_h
-        parts.append(f'<text x="0" y="{y + 4}" font-size="10">person {ind}</text>')
+        y, c = 20 + row * row_h, colour(ind)
+        parts.append(
+            f'<text x="0" y="{y + 4}" font-size="10">{"no individual" if ind is None else f"person {ind}"}</text>'
+        )
         for f in faces:
             if f["individual"] == ind:
-                parts.append(f'<circle cx="{x(f["pts_s"]):.1f}" cy="{y}" r="3" fill="{_colour(ind)}"/>')
+                fill = c if f.get("voted", True) else "none"
+                parts.append(f'<circle cx="{x(f["pts_s"]):.1f}" cy="{y}" r="3" fill="{fill}" stroke="{c}"/>')
     parts.append(
         f'<text x="{left}" y="{height - 1}" font-size="9" class="muted">0 s</text>'
         f'<text x="{width - 40}" y="{height - 1}" font-size="9">{duration:.1f} s</text></svg>'
@@ -59,23 +93,33 @@ def _timeline(video: dict, faces: list[dict], prompts: list[dict]) -> str:
 
 
 def write_report(
-    db: Database, store: ObjectStore, challenge: str, out: Path, log: Callable[[str], None] = print
+    db: Database,
+    store: ObjectStore,
+    challenge: str,
+    out: Path,
+    log: Callable[[str], None] = print,
+    *,
+    cluster: ClusterSettings | None = None,
 ) -> Path:
-    """Write the HTML report of ``challenge`` to ``out``."""
+    """Write the HTML report of ``challenge`` to ``out``; ``cluster`` (the challenge's ``[clustering]`` table) names
+    the threshold the run grouped with when the run did not record it."""
     unique = db.unique_faces(challenge)
     subvideos = db.subvideos(challenge)
     videos = db.videos(challenge)
     timeline = db.face_timeline(challenge)
     run = db.last_run(challenge)
-    faces_per_ind = Counter(f["individual"] for f in timeline)
+    name_of = {v["sha256"]: v["file_name"] for v in videos}
+    embedder, threshold, source = grouping_of(run, cluster)
 
-    body = [f"<h1>Challenge {html.escape(challenge)}</h1>"]
-    body.append(
-        f'<p class="muted">{len(videos)} videos · {len(subvideos)} prompts found · {len(timeline)} faces · '
-        f"{len(faces_per_ind)} individuals · {len(unique)} unique faces</p>"
-    )
+    body = [f"<h1>Challenge {html.escape(challenge)}</h1>", _summary(videos, subvideos, timeline, unique)]
+    body.append(_grouping(embedder, threshold, source))
+    body.append(_how_to_fix(threshold))
+    body += contact_sheets(store, unique, timeline, name_of, log)
+    body += no_individual(store, timeline, name_of, log)
+    if threshold is not None:
+        view = PairView(store, timeline, name_of, video_refs(videos), log)
+        body += uncertain_pairs(view, db.similarities(challenge), threshold)
     body += _prompt_counts(subvideos, unique)
-    body += _contact_sheets(store, unique, timeline, videos, log)
     body += _timelines(videos, timeline, subvideos)
     if run:
         body += _stage_timings(run)
@@ -87,6 +131,41 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+def _summary(videos: list[dict], subvideos: list[dict], timeline: list[dict], unique: list[dict]) -> str:
+    individuals = {f["individual"] for f in timeline} - {None}
+    alone = sum(f["individual"] is None for f in timeline)
+    silent = sum(not f["voted"] for f in timeline)
+    return (
+        f'<p class="muted">{len(videos)} videos · {len(subvideos)} prompts found · {len(timeline)} faces · '
+        f"{len(individuals)} individuals · {len(unique)} unique faces · {alone} faces in no individual · "
+        f"{silent} faces did not vote</p>"
+    )
+
+
+def _grouping(embedder: str, threshold: float | None, source: str) -> str:
+    value = "unknown" if threshold is None else f"{threshold:.3f}"
+    return (
+        f"<p>Embedder <b>{html.escape(embedder)}</b> · grouping threshold <b>{value}</b> "
+        f'<span class="muted">({html.escape(source)})</span></p>'
+    )
+
+
+def _how_to_fix(threshold: float | None) -> str:
+    now = "" if threshold is None else f" (now {threshold:.3f})"
+    return (
+        '<div class="help"><b>How to fix a wrong individual.</b> All fixes go in the challenge TOML\'s '
+        "<code>[clustering]</code> table. <i>One person split into two individuals</i>: find the pair under "
+        '<a href="#unsure">Pairs the grouping was least sure about</a> → "closest tracks left apart" (or read the '
+        "tracks off the two contact sheets) and paste its <code>manual_merges</code> line; run again: videos already "
+        'stored are skipped and the individuals are rebuilt. <i>Two people in one individual</i>: under "least '
+        'similar tracks grouped together", if one track switches person partway, split it with a '
+        "<code>manual_breaks</code> entry at the second it switches and run again with <code>--force</code> (breaks "
+        "act when the video is tracked). No setting keeps two whole tracks apart yet. <i>Many of either</i>: move "
+        f"<code>threshold</code>{now}: lower joins more, higher splits more (it applies to every pair). Faces in no "
+        "individual had no face good enough to vote in their track; <code>min_quality</code> sets that floor.</div>"
+    )
 
 
 def _prompt_counts(subvideos: list[dict], unique: list[dict]) -> list[str]:
@@ -101,39 +180,9 @@ def _prompt_counts(subvideos: list[dict], unique: list[dict]) -> list[str]:
     return body
 
 
-def _contact_sheets(
-    store: ObjectStore, unique: list[dict], timeline: list[dict], videos: list[dict], log: Callable[[str], None]
-) -> list[str]:
-    """One contact sheet per individual (most faces first): up to ``SHEET_SIZE`` of its unique crops, evenly picked."""
-    name_of = {v["sha256"]: v["file_name"] for v in videos}
-    by_individual: dict[int, list[dict]] = defaultdict(list)
-    for face in unique:
-        by_individual[face["individual"]].append(face)
-    faces_per_ind = Counter(f["individual"] for f in timeline)
-    videos_per_ind = {i: len({f["video_sha256"] for f in timeline if f["individual"] == i}) for i in faces_per_ind}
-    body = ["<h2>Individuals</h2>"]
-    for ind in sorted(by_individual, key=lambda i: -faces_per_ind[i]):
-        crops = by_individual[ind]
-        step = max(1, len(crops) // SHEET_SIZE)
-        thumbs = []
-        for face in crops[::step][:SHEET_SIZE]:
-            try:
-                data = base64.b64encode(store.get_bytes(face["crop_key"])).decode()
-            except Exception as exc:  # noqa: BLE001 - a missing crop leaves a gap, not a broken report
-                log(f"note   crop {face['crop_key']} unreadable ({exc})")
-                continue
-            title = f"{name_of.get(face['video_sha256'], '')} {face['pts_s']:.1f}s"
-            thumbs.append(f'<img src="data:image/jpeg;base64,{data}" title="{html.escape(title)}">')
-        body.append(
-            f'<div class="ind" style="border-left:6px solid {_colour(ind)}"><b>person {ind}</b> · '
-            f"{faces_per_ind[ind]} faces in {videos_per_ind.get(ind, 0)} video(s) · {len(crops)} unique"
-            f'<div class="sheet">{"".join(thumbs)}</div></div>'
-        )
-    return body
-
-
 def _timelines(videos: list[dict], timeline: list[dict], subvideos: list[dict]) -> list[str]:
-    """One timeline per video: its prompts as bands, each individual's faces as dots."""
+    """One timeline per video: its prompts as bands, each individual's faces as dots (faces in no individual on a
+    grey row)."""
     body = ["<h2>Timelines</h2>"]
     faces_by_video: dict[str, list[dict]] = defaultdict(list)
     for f in timeline:
