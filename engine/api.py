@@ -213,7 +213,7 @@ def report(
     from engine.tools.report import write_report
 
     name, db, store = _stored(challenge, db_url, store_url, s3_endpoint_url)
-    return write_report(db, store, name, out, log=log)
+    return write_report(db, store, name, out, log=log, cluster=load_challenge(challenge).cluster)
 
 
 def doctor(challenge: str = "demo", **stores: str | None) -> list[Check]:

@@ -148,11 +148,13 @@ def test_clustering_table_manual_breaks_and_merges() -> None:
         BASE + '[clustering]\nthreshold = 0.8\nmanual_breaks = [{ video = "a.mp4", track = 2, at_s = 1.5 },'
         ' { video = "ABCDEF01", track = 0, at_s = 3 }]\n'
         'manual_merges = [{ video_a = "a.mp4", track_a = 1, video_b = "b.mp4", track_b = 0 }]\n'
+        'keep_apart = [{ video_a = "a.mp4", track_a = 2, video_b = "a.mp4", track_b = 3 }]\n'
     ).cluster
     assert (cluster.threshold, cluster.floor, cluster.min_quality) == (0.8, None, None)
     assert cluster.threshold_for(0.5) == 0.8 and cluster.floor_for(0.8) == pytest.approx(0.65)
     assert ClusterSettings().threshold_for(0.5) == 0.5  # absent: the embedder's own threshold
     assert cluster.manual_merges == (ManualMerge("a.mp4", 1, "b.mp4", 0),)
+    assert cluster.keep_apart == (ManualMerge("a.mp4", 2, "a.mp4", 3),)
     assert cluster.manual_breaks[0] == ManualBreak("a.mp4", 2, 1.5)
     assert cluster.breaks_for("a.mp4", "ff" * 32) == [(2, 1.5)]
     assert cluster.breaks_for("b.mp4", "abcdef01" + "0" * 56) == [(0, 3.0)]  # sha256 prefix, any case

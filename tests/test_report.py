@@ -115,7 +115,7 @@ def test_report_sections_order_and_fixes(db: Database, tmp_path: Path) -> None:
     assert "both person 0" in weak and "similarity 0.410" in weak
     assert '{ video = "a.mp4", track = 0, at_s = S },  # S: the second where the face changes, within 1.0-4.0' in weak
     assert 'b.mp4", track = 1' not in weak  # seen once: nothing to split
-    assert "keeps two whole tracks apart" in weak
+    assert 'keep_apart = [\n  { video_a = "a.mp4", track_a = 0, video_b = "b.mp4", track_b = 1 },' in weak
 
 
 def test_threshold_sources(db: Database, tmp_path: Path) -> None:

@@ -1,21 +1,22 @@
 """Identity challenges built from one labelled clip, so that the engine's *cross-video* grouping is scored too.
 
-    .venv/bin/python -m benchmarks.identity.challenges build CLIP OUT [--parts 3]
+    .venv/bin/python -m benchmarks.identity.challenges build CLIP OUT [--parts 3] [--segment 2]
     ENGINE_WEIGHTS_MIRROR=../shared/weights .venv/bin/python cli.py run --challenge OUT/challenge.toml \
         --videos OUT/videos --db sqlite:///OUT/engine.db --store OUT/store --runtype prod --embedder hse --quiet
     .venv/bin/python -m benchmarks.identity.challenges score OUT sqlite:///OUT/engine.db LABELS FACES_CSV
 
-Why: on one video the engine's individuals are its tracks (it pairs only tracks of *different* videos), so
-``peers.py`` never exercises the grouping across videos. Here the clip is cut into ``parts`` consecutive time
-ranges, each written as one participant video fitted into 720x1280 the way ``benchmarks/make_corpus.py`` fits its
-pictures (full width, centred, black bars), and the faces the engine stores for those videos are given the labels
-made by eye for the source clip (``<stem>.labels.csv``, see ``LABELS.md``).
+Why: ``peers.py`` scores one video, where only the grouping of tracks *within* a video is exercised. Here the clip
+is cut into ``parts`` consecutive time ranges (or dealt out round robin in segments of ``--segment`` seconds, so
+that a person on screen longer than a segment is in several participants), each written as one participant video
+fitted into 720x1280 the way ``benchmarks/make_corpus.py`` fits its pictures (full width, centred, black bars),
+and the faces the engine stores for those videos are given the labels made by eye for the source clip
+(``<stem>.labels.csv``, see ``LABELS.md``).
 
 Exact mapping (why frames are not cut by ffmpeg): the clip is decoded once by the engine's own decoder
 (``engine.media.decode.iter_frames``, torchcodec, the same pts the labels' ``time_s`` carry); every decoded frame
 goes, in order, to exactly one participant, letterboxed with torch and piped as raw RGB to ffmpeg at the clip's
-frame rate. So participant frame ``i`` *is* source frame ``first_frame + i``, and ``mapping.json`` records per
-participant file its source frame range, the source pts of each of its frames, the frame rate and the placement
+frame rate. So participant frame ``i`` *is* a known source frame, and ``mapping.json`` records per participant
+file the source pts of each of its frames, the frame rate and the placement
 ``x' = ox + sx * x``, ``y' = oy + sy * y``. A stored face at participant time ``t'`` is participant frame
 ``round(t' * fps)``; its source pts and box follow. Parts start at the source frame nearest to a source sample
 time (``start + k * interval``), so a participant's sample grid falls on the source's (within one frame: a source
@@ -46,6 +47,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
+    from benchmarks.identity.score import Scores
 
 #: The participant frame, as in ``benchmarks/make_corpus.py`` (portrait phone video).
 WIDTH, HEIGHT = 720, 1280
@@ -94,8 +97,9 @@ def fit(src_w: int, src_h: int, out_w: int = WIDTH, out_h: int = HEIGHT) -> Plac
 
 @dataclass
 class Participant:
-    """One participant video: source frames ``first_frame .. first_frame + len(source_pts) - 1``, re-timed at a
-    constant ``fps_num / fps_den`` from 0, placed by ``placement``."""
+    """One participant video: its frame ``i`` is the source frame with pts ``source_pts[i]`` (consecutive source
+    frames from ``first_frame``, or several cuts when the clip is dealt in segments), re-timed at a constant
+    ``fps_num / fps_den`` from 0, placed by ``placement``."""
 
     file: str
     first_frame: int
@@ -299,9 +303,17 @@ def _add_audio(video: Path, clip: Path, start: float, duration: float) -> bool:
     return True
 
 
-def build(clip: Path | str, out_dir: Path | str, parts: int = 3, crf: int = 20, audio: bool = True) -> Path:
+def build(
+    clip: Path | str, out_dir: Path | str, parts: int = 3, crf: int = 20, audio: bool = True, segment_s: float = 0.0
+) -> Path:
     """Cut ``clip`` into ``parts`` participant videos under ``out_dir/videos``, write ``mapping.json`` and
-    ``challenge.toml`` (no prompts: only the faces, tracks and grouping matter here); returns the TOML's path."""
+    ``challenge.toml`` (no prompts: only the faces, tracks and grouping matter here); returns the TOML's path.
+
+    ``segment_s`` (a multiple of the 0.5 s sampling interval; 0: off) deals the clip out in segments of that length,
+    round robin (segment ``k`` goes to participant ``k % parts``), so that a person on screen longer than one
+    segment appears in several participants: each participant is then several cuts of the clip, and the grouping
+    across videos is exercised even on a clip where every person has one shot. The sound is left out then (it would
+    not follow the cuts)."""
     from engine.media.decode import iter_frames
     from engine.media.streams import probe
 
@@ -310,39 +322,44 @@ def build(clip: Path | str, out_dir: Path | str, parts: int = 3, crf: int = 20, 
     video = info.video
     fps = frame_rate(clip)
     place = fit(video.width, video.height)
-    starts = part_starts(video.start_s, video.end_s, parts)
+    if segment_s:
+        steps = round(segment_s / INTERVAL)
+        if steps < 1 or abs(steps * INTERVAL - segment_s) > 1e-9:
+            raise ValueError(f"segment_s must be a multiple of {INTERVAL} s (got {segment_s})")
+        n = math.floor((video.end_s - video.start_s) / INTERVAL + 1e-9) + 1
+        starts = [video.start_s + k * INTERVAL for k in range(steps, n, steps)]
+        audio = False
+    else:
+        starts = part_starts(video.start_s, video.end_s, parts)
     first_pts = sampled_pts(clip, starts)
     stem = clip.stem
     (out / "videos").mkdir(parents=True, exist_ok=True)
     for old in (out / "videos").glob("*.mp4"):
         old.unlink()
-    made: list[Participant] = []
-    writer: _Writer | None = None
-    part = -1
+    made: dict[int, Participant] = {}
+    writers: dict[int, _Writer] = {}
+    segment = 0
     for batch in iter_frames(clip, chunk=16):
         pts = batch.pts_s.tolist()
-        labels = assign_parts(pts, first_pts, max(part, 0))
+        segments = assign_parts(pts, first_pts, segment)
+        segment = segments[-1]
         boxed = letterbox(batch.frames, place)
-        for p in sorted(set(labels)):
-            rows = [i for i, q in enumerate(labels) if q == p]
-            if p != part:
-                if writer is not None:
-                    writer.close()
-                part = p
+        for i, seg in enumerate(segments):
+            p = seg % parts
+            if p not in made:
                 name = f"{stem}_p{p + 1:02d}.mp4"
-                first = int(batch.index[rows[0]])
-                k = 0 if p == 0 else round((starts[p - 1] - video.start_s) / INTERVAL)
-                made.append(Participant(name, first, [], fps.numerator, fps.denominator, place, k))
-                writer = _Writer(out / "videos" / name, fps, crf)
-            assert writer is not None
-            writer.write(boxed[rows[0] : rows[-1] + 1])
-            made[-1].source_pts.extend(pts[rows[0] : rows[-1] + 1])
-    if writer is not None:
+                k = 0 if seg == 0 else round((starts[seg - 1] - video.start_s) / INTERVAL)
+                made[p] = Participant(name, int(batch.index[i]), [], fps.numerator, fps.denominator, place, k)
+                writers[p] = _Writer(out / "videos" / name, fps, crf)
+            writers[p].write(boxed[i : i + 1])
+            made[p].source_pts.append(pts[i])
+    for writer in writers.values():
         writer.close()
-    if len(made) != parts:
-        raise RuntimeError(f"{clip}: made {len(made)} participants, wanted {parts}")
+    made_list = [made[p] for p in sorted(made)]
+    if len(made_list) != parts:
+        raise RuntimeError(f"{clip}: made {len(made_list)} participants, wanted {parts}")
     with_audio = []
-    for p in made:
+    for p in made_list:
         _check_participant(out / "videos" / p.file, p)
         if audio and info.audio is not None:
             with_audio.append(_add_audio(out / "videos" / p.file, clip, p.first_pts, float(len(p.source_pts) / p.fps)))
@@ -354,14 +371,16 @@ def build(clip: Path | str, out_dir: Path | str, parts: int = 3, crf: int = 20, 
         "size": [WIDTH, HEIGHT],
         "crf": crf,
         "audio": bool(with_audio) and all(with_audio),
-        "participants": {p.file: p.to_json() for p in made},
+        "segment_s": segment_s,
+        "participants": {p.file: p.to_json() for p in made_list},
     }  # fmt: skip
     (out / "mapping.json").write_text(json.dumps(mapping, indent=1))
     toml = out / "challenge.toml"
     toml.write_text(
-        f"# Identity challenge written by benchmarks/identity/challenges.py from {clip.name} ({parts} parts).\n"
+        f"# Identity challenge written by benchmarks/identity/challenges.py from {clip.name} ({parts} parts"
+        f"{f', dealt in {segment_s:g} s segments' if segment_s else ''}).\n"
         f"# No prompts: only faces, tracks and the grouping across videos are measured.\n"
-        f'name = "identity_{stem}"\nbaseline = "videos/{made[0].file}"\nvideos = "videos"\n',
+        f'name = "identity_{stem}"\nbaseline = "videos/{made_list[0].file}"\nvideos = "videos"\n',
         encoding="utf-8",
     )
     return toml
@@ -512,9 +531,9 @@ def peer_methods(desc: np.ndarray) -> dict[str, list[int]]:
         return out
     unit = desc / np.linalg.norm(desc, axis=1, keepdims=True)
     for t in HSE_SWEEP:
-        out[f"chinese_whispers cos {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
+        out[f"chinese_whispers cos dist {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
     for t in HSE_SWEEP:
-        out[f"DBSCAN cos {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
+        out[f"DBSCAN cos dist {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
     return out
 
 
@@ -543,11 +562,13 @@ def cross_video_pairs(faces: Sequence[StoredFace], clusters: Sequence[object]) -
 
 def score_challenge(
     out_dir: Path | str, db_url: str, labels_csv: Path | str, faces_csv: Path | str, write: Path | None = None
-) -> list[StoredFace]:
+) -> tuple[list[StoredFace], dict[str, dict[str, Scores]]]:
     """Print the match summary, then the engine's individuals (and tracks) next to the peers on the same stored
-    descriptors, with ``score.py``'s figures and the cross-video pair precision / recall."""
+    descriptors, with ``score.py``'s figures and the cross-video pair precision / recall; returns the stored faces
+    and, per scoring view, every method's scores."""
     from benchmarks.identity.score import HEADER, IGNORED, row, score
 
+    table: dict[str, dict[str, Scores]] = {}
     faces = label_stored_faces(db_url, out_dir, labels_csv, faces_csv)
     mapping = read_mapping(out_dir)
     print(f"stored faces: {len(faces)} in {len(mapping)} participant videos")
@@ -568,7 +589,7 @@ def score_challenge(
     scored = [f for f in matched if f.descriptor is not None]
     if not scored:
         print("no matched face has a descriptor: nothing to score")
-        return faces
+        return faces, table
     embedders = {f.embedder for f in scored}
     if len({f.descriptor.shape for f in scored}) > 1:  # type: ignore[union-attr]
         raise SystemExit(f"descriptors of several embedders ({embedders}) in one store: score one run at a time")
@@ -585,12 +606,13 @@ def score_challenge(
     views = dict(zip(ids, (f.view for f in scored), strict=True))
     keep = [f.label not in IGNORED for f in scored]
     print(f"\ndescriptors: {desc.shape[1]}-d, embedder {', '.join(str(e) for e in embedders)}")
-    for title, exclude in (("all matched faces labelled with a person", ()), ("without partial faces", ("partial",))):
+    for title, exclude in (("all faces labelled with a person", ()), ("without partial faces", ("partial",))):
         sel = [i for i, f in enumerate(scored) if keep[i] and f.view not in exclude]
         pairs = cross_video_pairs([scored[i] for i in sel], [None] * len(sel))[2]
         print(f"\n{title} ({pairs} same-person pairs across videos)\n{HEADER} {'xP':>5} {'xR':>5} {'xpairs':>6}")
         for name, clusters in results.items():
             s = score(labels, dict(zip(ids, clusters, strict=True)), views, exclude)
+            table.setdefault(title, {})[name] = s
             xp, xr, _, predicted = cross_video_pairs([scored[i] for i in sel], [clusters[i] for i in sel])
             print(f"{row(name, s)} {xp:>5.3f} {xr:>5.3f} {predicted:>6}")
     if write is not None:
@@ -603,7 +625,7 @@ def score_challenge(
                 src = None if f.source_pts is None else round(f.source_pts, 4)
                 w.writerow([f.face_id, f.video, round(f.pts_s, 4), src, f.source_face, round(f.iou, 3), f.label,
                             f.view, f.track, f.individual, f.embedder, f.quality])  # fmt: skip
-    return faces
+    return faces, table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -615,6 +637,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--parts", type=int, default=3)
     b.add_argument("--crf", type=int, default=20)
     b.add_argument("--no-audio", action="store_true")
+    b.add_argument("--segment", type=float, default=0.0, help="deal the clip out in segments of S seconds")
     s = sub.add_parser("score", help="label the engine's stored faces and score its individuals next to peers")
     s.add_argument("out", type=Path)
     s.add_argument("db_url")
@@ -625,14 +648,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd == "build":
         if shutil.which("ffmpeg") is None:
             raise SystemExit("ffmpeg is needed")
-        toml = build(a.clip, a.out, a.parts, a.crf, not a.no_audio)
+        toml = build(a.clip, a.out, a.parts, a.crf, not a.no_audio, a.segment)
         parts = json.loads((a.out / "mapping.json").read_text())["participants"]
         for name, p in parts.items():
-            print(f"{name}: source frames {p['first_frame']}..{p['first_frame'] + p['frames'] - 1}, "
+            print(f"{name}: {p['frames']} source frames from {p['first_frame']}, "
                   f"pts {p['first_pts']:.3f}..{p['source_pts'][-1]:.3f}")  # fmt: skip
         print(f"wrote {toml}")
     else:
-        score_challenge(a.out, a.db_url, a.labels, a.faces_csv, a.write)
+        score_challenge(a.out, a.db_url, a.labels, a.faces_csv, a.write)  # prints its tables
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmarks.identity.score import HEADER, read_labels, row, score
+from benchmarks.identity.score import HEADER, Scores, read_labels, row, score
 
 if TYPE_CHECKING:
     from engine.config import ClusterSettings
@@ -168,9 +168,9 @@ def methods(out: Path, faces: list[dict], desc: np.ndarray, embedder: str = "dli
     else:
         unit = desc / np.linalg.norm(desc, axis=1, keepdims=True)
         for t in HSE_SWEEP:
-            result[f"chinese_whispers cos {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
+            result[f"chinese_whispers cos dist {t}"] = chinese_whispers(unit, float(np.sqrt(2 * t)))
         for t in HSE_SWEEP:
-            result[f"DBSCAN cos {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
+            result[f"DBSCAN cos dist {t} min=3"] = dbscan(unit, float(np.sqrt(2 * t)), 3)
     default = embedder_spec(embedder).group_similarity
     individual, track = engine_grouping(out, faces, desc, embedder)
     result[f"engine (default, cos {default:.2f})"] = individual
@@ -194,6 +194,26 @@ def titles(embedder: str) -> str:
     )
 
 
+#: The two ways every table is scored (``exclude`` views).
+VIEWS = (("all faces labelled with a person", ()), ("without partial faces", ("partial",)))
+
+
+def clip_results(out: Path, labels_csv: Path, embedder: str) -> tuple[dict[str, dict[str, Scores]], dict]:
+    """Per scoring view, every method's :class:`Scores` on one extracted clip, and the methods' clusterings."""
+    labels, views = read_labels(str(labels_csv))
+    faces, desc = load(out, embedder)
+    ids = [f["face_id"] for f in faces]
+    missing = sorted(set(ids) - set(labels))
+    if missing:
+        raise SystemExit(f"{len(missing)} faces have no label (first: {missing[:5]}): were they extracted anew?")
+    results = methods(out, faces, desc, embedder)
+    table = {
+        title: {name: score(labels, dict(zip(ids, c, strict=True)), views, exclude) for name, c in results.items()}
+        for title, exclude in VIEWS
+    }
+    return table, {"ids": ids, "results": results, "faces": faces, "desc": desc}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="runs/identity/friends_poker")
@@ -201,30 +221,24 @@ def main() -> None:
     ap.add_argument("--embedder", choices=("dlib", "hse", "both"), default="both")
     ap.add_argument("--write", type=Path, help="folder for each method's face_id,cluster CSV")
     a = ap.parse_args()
-    labels, views = read_labels(a.labels)
     for embedder in ("dlib", "hse") if a.embedder == "both" else (a.embedder,):
-        faces, desc = load(Path(a.out), embedder)
-        ids = [f["face_id"] for f in faces]
-        missing = sorted(set(ids) - set(labels))
-        if missing:
-            raise SystemExit(f"{len(missing)} faces have no label (first: {missing[:5]}): were they extracted anew?")
-        unit = desc / np.linalg.norm(desc, axis=1, keepdims=True)
-        anchor = same_frame_min(faces, unit)
-        results = methods(Path(a.out), faces, desc, embedder)
+        table, extra = clip_results(Path(a.out), Path(a.labels), embedder)
+        unit = extra["desc"] / np.linalg.norm(extra["desc"], axis=1, keepdims=True)
         print(f"\n=== {titles(embedder)}")
-        print(f"label-free anchor: smallest cosine distance between two faces of one frame = {anchor:.3f}")
-        for title, exclude in (("all faces labelled with a person", ()), ("without partial faces", ("partial",))):
+        print(f"label-free anchor: smallest cosine distance between two faces of one frame = "
+              f"{same_frame_min(extra['faces'], unit):.3f}")  # fmt: skip
+        for title, scores in table.items():
             print(f"\n{title}\n{HEADER}")
-            for name, clusters in results.items():
-                print(row(name, score(labels, dict(zip(ids, clusters, strict=True)), views, exclude)))
+            for name, s in scores.items():
+                print(row(name, s))
         if a.write:
             a.write.mkdir(parents=True, exist_ok=True)
-            for name, clusters in results.items():
+            for name, clusters in extra["results"].items():
                 slug = "".join(c if c.isalnum() or c == "." else "_" for c in f"{embedder} {name}").strip("_")
                 with open(a.write / f"{slug}.csv", "w", newline="") as fh:
                     w = csv.writer(fh)
                     w.writerow(["face_id", "cluster"])
-                    w.writerows(zip(ids, clusters, strict=True))
+                    w.writerows(zip(extra["ids"], clusters, strict=True))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 
 from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, distances, reference_embedding
 from engine.apps.scan import scan_frames, stride_for
-from engine.apps.shots import ShotSettings, shot_ids
+from engine.shots import ShotSettings, shot_ids
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.media import DecodeError, cut_clip

@@ -172,7 +172,7 @@ CLUSTER_THRESHOLD = 0.90
 CLUSTER_FLOOR_MARGIN = 0.15
 #: Kept for callers of the old API: the candidate floor under :data:`CLUSTER_THRESHOLD`.
 CLUSTER_FLOOR = CLUSTER_THRESHOLD - CLUSTER_FLOOR_MARGIN
-CLUSTER_KEYS = ("threshold", "floor", "min_quality", "manual_breaks", "manual_merges")
+CLUSTER_KEYS = ("threshold", "floor", "min_quality", "manual_breaks", "manual_merges", "keep_apart")
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,8 @@ def _video_matches(video: str, file_name: str, sha256: str) -> bool:
 
 @dataclass(frozen=True)
 class ManualMerge:
-    """Make ``track_a`` of ``video_a`` and ``track_b`` of ``video_b`` one individual (videos: file name or sha256
-    prefix; tracks as the ``faces_with_intra_ind`` table numbers them)."""
+    """Two tracks named by video (file name or sha256 prefix) and track (as the ``faces_with_intra_ind`` table
+    numbers them): in ``manual_merges`` they are made one individual, in ``keep_apart`` never."""
 
     video_a: str
     track_a: int
@@ -216,6 +216,7 @@ class ClusterSettings:
     min_quality: float | None = None
     manual_breaks: tuple[ManualBreak, ...] = ()
     manual_merges: tuple[ManualMerge, ...] = ()
+    keep_apart: tuple[ManualMerge, ...] = ()
 
     def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
         return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
@@ -259,8 +260,8 @@ def parse_cluster(table: Any) -> ClusterSettings:
         table, "manual_breaks", '{ video = "<file name or sha256 prefix>", track = N, at_s = seconds }',
         lambda e: ManualBreak(str(e["video"]), int(e["track"]), float(e["at_s"])),
     )  # fmt: skip
-    merges = _entries(
-        table, "manual_merges", '{ video_a = "<file or sha256 prefix>", track_a = N, video_b = "...", track_b = M }',
-        lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"])),
-    )  # fmt: skip
-    return ClusterSettings(threshold, floor, min_quality, breaks, merges)
+    pair = '{ video_a = "<file or sha256 prefix>", track_a = N, video_b = "...", track_b = M }'
+    track_pair = lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"]))  # noqa: E731
+    merges = _entries(table, "manual_merges", pair, track_pair)
+    apart = _entries(table, "keep_apart", pair, track_pair)
+    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart)

@@ -84,6 +84,7 @@ class HSEEmbedder:
             weights = (resolve("hse_faceres_json"), resolve("hse_faceres_bin"))
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self.backend = "torch"
         self.model = load_hse_mobilenet(weights[0], weights[1], self.device).to(self.dtype)
         self.mean = torch.tensor(VGG_BGR_MEAN, device=self.device).view(1, 3, 1, 1)
 

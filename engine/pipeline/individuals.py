@@ -83,11 +83,11 @@ def frame_conflicts(faces: StoredFaces, face_track: torch.Tensor) -> set[tuple[i
     return out
 
 
-def merge_pairs(
-    merges: tuple[ManualMerge, ...], faces: StoredFaces, keys: list[tuple[int, int]]
+def track_pairs(
+    links: tuple[ManualMerge, ...], faces: StoredFaces, keys: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
-    """The challenge's manual merges as pairs of track indices (merges naming a track that is not stored are
-    ignored: the video may not be part of this challenge's results yet)."""
+    """The challenge's manual merges (or keep-aparts) as pairs of track indices (entries naming a track that is not
+    stored are ignored: the video may not be part of this challenge's results yet)."""
     index = {k: i for i, k in enumerate(keys)}
 
     def find(video: str, track: int) -> int | None:
@@ -96,7 +96,7 @@ def merge_pairs(
                 return index[(v, track)]
         return None
 
-    pairs = [(find(*m.ends()[0]), find(*m.ends()[1])) for m in merges]
+    pairs = [(find(*m.ends()[0]), find(*m.ends()[1])) for m in links]
     return [(a, b) for a, b in pairs if a is not None and b is not None]
 
 
@@ -132,8 +132,8 @@ def group_individuals(
     votes = voting_weights(on_device, unit, faces.quality.to(device), g.min_quality)
     sums, mass = track_sums(on_device, unit, votes, len(keys))
     pairs = similar_pairs(sums, mass, g.floor)
-    conflicts = frame_conflicts(faces, face_track)
-    must = merge_pairs(clustering.manual_merges, faces, keys)
+    conflicts = frame_conflicts(faces, face_track) | set(track_pairs(clustering.keep_apart, faces, keys))
+    must = track_pairs(clustering.manual_merges, faces, keys)
     individual = group_tracks(sums, mass, pairs, g.threshold, conflicts, must)
     face_individual = individual[face_track]
     drop = duplicates_to_remove(faces.phash, groups=face_individual).cpu() | (face_individual < 0)

@@ -12,6 +12,7 @@ In this process the videos stream by default (``engine.pipeline.stream``); ``--n
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Iterator
 from functools import partial
@@ -23,7 +24,7 @@ from engine.faces.batching import (
 )
 from engine.inference.runtime import share_malloc_arenas
 from engine.pipeline.executor import Executor, LocalExecutor
-from engine.pipeline.individuals import individuals_stage
+from engine.pipeline.individuals import grouping_for, individuals_stage
 from engine.pipeline.stream import stream_videos
 from engine.pipeline.summary import Log, RunSummary, StageTimer
 from engine.pipeline.workers import VideoJob, collect_results, video_task, video_worker
@@ -62,7 +63,9 @@ def run_items(settings: Settings, videos: str | Path, log: Log) -> list[SourceIt
 
 def start_run(db: Database, settings: Settings, challenge: Challenge, videos: str | Path, log: Log) -> int:
     """The run's row; earlier runs of the challenge left ``running`` (killed) are marked interrupted."""
-    recorded = {**settings.public_dict(), "embedder": challenge.faces.embedder}  # which descriptors this run made
+    # Which descriptors this run makes, and the numbers its grouping decides with (the report shows them).
+    grouping = dataclasses.asdict(grouping_for(challenge.faces.embedder, challenge.cluster))
+    recorded = {**settings.public_dict(), "embedder": challenge.faces.embedder, "grouping": grouping}
     run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), recorded)
     stale = db.mark_runs_interrupted(challenge.name, run_id)
     if stale:

@@ -55,7 +55,9 @@ WARMUP_NOTE = (
     "warm-up: every measured thing ran once untimed first, so model loading and first-call costs are excluded; "
     "peers are timed on frames in memory (no decode, no storage)"
 )
-BENCH_CHALLENGE = 'name = "bench"\nbaseline = "none"\n'
+#: The bench runs dlib's embedder, the network ``face_recognition`` runs, so both do the same work per face (the
+#: default HSE embedder costs about 3x dlib's CPU time per face: ``benchmarks/hse_parity_speed.py``).
+BENCH_CHALLENGE = 'name = "bench"\nbaseline = "none"\n[faces]\nembedder = "dlib"\n'
 
 
 class BenchError(ValueError):
@@ -223,7 +225,7 @@ def run_bench(
 def _load_models(device: str, machine: dict[str, Any], n_videos: int, log: Log) -> FaceModels:
     """Both networks loaded (not timed); their backend and dtype noted in ``machine``."""
     t0 = time.perf_counter()
-    models = FaceModels.load(device)
+    models = FaceModels.load(device, parse_challenge(BENCH_CHALLENGE).faces)
     for name, net in (("detector", models.detector), ("embedder", models.embedder)):
         machine[name] = f"{net.backend}, {str(net.dtype).removeprefix('torch.')}"
     log(

@@ -160,9 +160,9 @@ def _how_to_fix(threshold: float | None) -> str:
         '<a href="#unsure">Pairs the grouping was least sure about</a> → "closest tracks left apart" (or read the '
         "tracks off the two contact sheets) and paste its <code>manual_merges</code> line; run again: videos already "
         'stored are skipped and the individuals are rebuilt. <i>Two people in one individual</i>: under "least '
-        'similar tracks grouped together", if one track switches person partway, split it with a '
-        "<code>manual_breaks</code> entry at the second it switches and run again with <code>--force</code> (breaks "
-        "act when the video is tracked). No setting keeps two whole tracks apart yet. <i>Many of either</i>: move "
+        "similar tracks grouped together\", paste the pair's <code>keep_apart</code> line and run again; if one "
+        "track switches person partway, split it with a <code>manual_breaks</code> entry at the second it switches "
+        "and run again with <code>--force</code> (breaks act when the video is tracked). <i>Many of either</i>: move "
         f"<code>threshold</code>{now}: lower joins more, higher splits more (it applies to every pair). Faces in no "
         "individual had no face good enough to vote in their track; <code>min_quality</code> sets that floor.</div>"
     )

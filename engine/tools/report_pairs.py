@@ -4,9 +4,8 @@ them in the challenge's ``[clustering]`` table:
 * near misses: the most similar track pairs that ended in *different* individuals, the closest one per pair of
   individuals (a ``manual_merges`` entry joins them at the next run);
 * weak links: the least similar track pairs grouped into *one* individual, a few per individual (candidate wrong
-  merges). No setting
-  keeps two whole tracks apart; a ``manual_breaks`` entry splits one track at a time (when a track switches person
-  partway), and a higher ``threshold`` makes every grouping stricter.
+  merges): a ``keep_apart`` entry keeps the two tracks in different individuals at the next run; a
+  ``manual_breaks`` entry splits one track at a time (when a track switches person partway).
 
 Only candidate pairs are stored (similarity at least the candidate floor), so two tracks of one individual with no
 stored pair are not listed here.
@@ -47,7 +46,7 @@ def toml_string(text: str) -> str:
 
 
 def merge_entry(pair: Row, refs: dict[str, str]) -> str:
-    """The ``manual_merges`` entry joining the pair's two tracks."""
+    """The ``manual_merges`` (or ``keep_apart``) entry naming the pair's two tracks."""
     a, b = (toml_string(refs.get(pair[k], pair[k])) for k in ("video_a", "video_b"))
     return f"{{ video_a = {a}, track_a = {pair['track_a']}, video_b = {b}, track_b = {pair['track_b']} }},"
 
@@ -168,19 +167,22 @@ def uncertain_pairs(view: PairView, similarities: list[Row], threshold: float) -
 
 
 def _break_fix(view: PairView, pair: Row) -> str:
-    """The ``manual_breaks`` lines of the pair's tracks that can be split (seen at two times at least)."""
+    """The ``keep_apart`` line of the pair, then the ``manual_breaks`` lines of its tracks that can be split (seen
+    at two times at least)."""
+    apart = f"<pre>keep_apart = [\n  {html.escape(merge_entry(pair, view.refs), quote=False)}\n]</pre>"
     ends = [(pair["video_a"], pair["track_a"]), (pair["video_b"], pair["track_b"])]
     lines = [break_entry(v, t, view.refs, view.span((v, t))) for v, t in ends if len(view.times((v, t))) > 1]
     if not lines:
-        return "<p class='muted'>Neither track can be split: each is seen at one time only.</p>"
-    return "<pre>manual_breaks = [\n" + "".join(f"  {html.escape(x, quote=False)}\n" for x in lines) + "]</pre>"
+        return apart
+    return apart + "<pre>manual_breaks = [\n" + "".join(f"  {html.escape(x, quote=False)}\n" for x in lines) + "]</pre>"
 
 
 def _weak_intro() -> str:
     return (
-        "<p>At most two pairs per individual. If a pair is two people: no setting keeps two whole tracks apart "
-        "today. When one of the two tracks "
-        "switches person partway (the crops below are spread over each track's time), split it there with a "
+        "<p>At most two pairs per individual. If a pair is two people, paste its <code>keep_apart</code> line under "
+        "<code>[clustering]</code> and run again (stored videos are skipped; the individuals are rebuilt). When one "
+        "of the two tracks switches person partway (the crops below are spread over each track's time), split it "
+        "there with a "
         "<code>manual_breaks</code> entry under <code>[clustering]</code> (keep the line of the track to split, with "
         "<code>S</code> replaced by the second where the face changes) and run again with <code>--force</code>: "
         "breaks act when a video is tracked, so its stored rows must be rebuilt. Otherwise a higher "

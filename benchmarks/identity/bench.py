@@ -1,0 +1,133 @@
+"""The whole identity benchmark in one run: every labelled clip and the challenge built from each, for each
+embedder, the engine's individuals next to the peers on the same descriptors, then a summary against the targets.
+
+    ENGINE_WEIGHTS_MIRROR=../shared/weights .venv/bin/python -m benchmarks.identity.bench [--shared ../shared]
+
+For each clip of :data:`CLIPS` (labels made by eye: ``LABELS.md``):
+
+1. ``extract.py`` runs the faces stage on the clip (``runs/identity/<clip>/``);
+2. ``peers.py``'s tables: the engine's grouping as a run of that one video computes it, next to Chinese whispers
+   and DBSCAN on the same descriptors, for dlib and HSE;
+3. ``challenges.py`` builds a 3-participant challenge from the clip, dealt out in 2-s segments (so people recur
+   across videos), runs the real pipeline (``cli.py run``) once per embedder into its own SQLite database, labels
+   the stored faces through the exact frame mapping and prints the same tables.
+
+The summary prints one line per (clip or challenge, embedder): the engine's purity, clusters per person, B-cubed
+F1 and assigned share, the best peer F1 and which peer it is, and whether the targets hold (purity >= 0.95, at most
+1.2 clusters per person, F1 above every peer). It is also written to ``runs/identity/summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.identity.score import HEADER, Scores, row
+
+REPO = Path(__file__).resolve().parents[2]
+#: (clip stem, path under the shared data folder).
+CLIPS = (
+    ("friends_poker", "multi_person/friends_poker.mp4"),
+    ("talk_show_guests", "multi_person/talk_show_guests.mp4"),
+    ("short_hamilton_clip", "videos/short_hamilton_clip.mp4"),
+)
+EMBEDDERS = ("hse", "dlib")
+MAIN_VIEW = "all faces labelled with a person"
+PURITY_TARGET, CLUSTERS_TARGET = 0.95, 1.2
+
+
+def _python(*args: str) -> None:
+    subprocess.run([sys.executable, *args], cwd=REPO, check=True)
+
+
+def clip_tables(stem: str, clip: Path, fresh: bool) -> dict[str, dict[str, dict[str, Scores]]]:
+    """Extract (when needed) and score one clip: per embedder, per view, per method."""
+    from benchmarks.identity.peers import clip_results
+
+    out = REPO / "runs" / "identity" / stem
+    if fresh or not (out / "frames.csv").is_file():
+        _python("-m", "benchmarks.identity.extract", str(clip), str(out))
+    labels = REPO / "benchmarks" / "identity" / f"{stem}.labels.csv"
+    return {e: clip_results(out, labels, e)[0] for e in EMBEDDERS}
+
+
+def challenge_tables(stem: str, clip: Path, fresh: bool) -> dict[str, dict[str, dict[str, Scores]]]:
+    """Build (when needed) the challenge of one clip, run the pipeline on it per embedder, and score it."""
+    from benchmarks.identity.challenges import score_challenge
+
+    out = REPO / "runs" / "identity" / "challenges" / f"{stem}_seg2"
+    if fresh or not (out / "mapping.json").is_file():
+        _python("-m", "benchmarks.identity.challenges", "build", str(clip), str(out), "--segment", "2")
+    tables = {}
+    for embedder in EMBEDDERS:
+        db = out / f"engine_{embedder}.db"
+        for leftover in out.glob(f"engine_{embedder}.db*"):
+            leftover.unlink()
+        _python(
+            "cli.py", "run", "--challenge", str(out / "challenge.toml"), "--videos", str(out / "videos"),
+            "--db", f"sqlite:///{db}", "--store", str(out / f"store_{embedder}"), "--runtype", "prod",
+            "--embedder", embedder, "--quiet",
+        )  # fmt: skip
+        print(f"\n=== challenge {stem} (3 participants, 2-s segments), {embedder}")
+        labels = REPO / "benchmarks" / "identity" / f"{stem}.labels.csv"
+        faces_csv = REPO / "runs" / "identity" / stem / "faces.csv"
+        tables[embedder] = score_challenge(out, f"sqlite:///{db}", labels, faces_csv)[1]
+    return tables
+
+
+def verdict(scores: dict[str, Scores]) -> tuple[str, Scores, str, float]:
+    """(engine method name, its scores, best peer name, best peer F1) of one table."""
+    engine = next(name for name in scores if name.startswith("engine") and "tracks" not in name and "@" not in name)
+    peers = {name: s for name, s in scores.items() if not name.startswith("engine")}
+    best = max(peers, key=lambda n: peers[n].f1)
+    return engine, scores[engine], best, peers[best].f1
+
+
+def summary(rows: list[tuple[str, str, dict[str, Scores]]]) -> str:
+    """The summary table (markdown) of every (clip or challenge, embedder) in ``rows``."""
+    lines = [
+        f"| set | embedder | purity | clusters/person | B³ F1 | assigned | best peer F1 | best peer | "
+        f"purity ≥ {PURITY_TARGET} | ≤ {CLUSTERS_TARGET} cl/person | F1 > every peer |",
+        "|---|---|---:|---:|---:|---:|---:|---|:-:|:-:|:-:|",
+    ]
+    for name, embedder, scores in rows:
+        _, s, peer, peer_f1 = verdict(scores)
+        ok = (s.purity >= PURITY_TARGET, s.clusters_per_person <= CLUSTERS_TARGET, s.f1 > peer_f1)
+        marks = " | ".join("yes" if x else "**no**" for x in ok)
+        lines.append(
+            f"| {name} | {embedder} | {s.purity:.3f} | {s.clusters_per_person:.2f} | {s.f1:.3f} | {s.assigned:.3f} "
+            f"| {peer_f1:.3f} | {peer} | {marks} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared material folder")
+    ap.add_argument("--fresh", action="store_true", help="extract and build again even when outputs exist")
+    a = ap.parse_args()
+    os.environ.setdefault("ENGINE_WEIGHTS_MIRROR", str((a.shared / "weights").resolve()))
+    rows: list[tuple[str, str, dict[str, Scores]]] = []
+    for stem, rel in CLIPS:
+        clip = a.shared / "data" / rel
+        for kind, tables in (
+            ("clip", clip_tables(stem, clip, a.fresh)),
+            ("challenge", challenge_tables(stem, clip, a.fresh)),
+        ):
+            for embedder, views in tables.items():
+                print(f"\n=== {kind} {stem}, {embedder}: {MAIN_VIEW}\n{HEADER}")
+                for name, s in views[MAIN_VIEW].items():
+                    print(row(name, s))
+                rows.append((f"{kind} {stem}", embedder, views[MAIN_VIEW]))
+    text = summary(rows)
+    print(f"\n=== identity summary ({MAIN_VIEW}; unassigned faces count as singletons)\n{text}")
+    path = REPO / "runs" / "identity" / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The challenge-wide grouping on stored faces: constraints from frames and from the TOML, votes by quality, and a
+database made by an older version brought up to the current tables."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import ClusterSettings, ManualMerge
+from engine.pipeline.individuals import frame_conflicts, group_individuals
+from engine.store import Database
+from engine.types import StoredFaces
+
+
+def _stored(people: list[int], video: list[int], track: list[int], frame: list[int], quality=None, boxes=None):
+    gen = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(4, 64, generator=gen), dim=1)
+    emb = F.normalize(centres[torch.tensor(people)] + 0.05 * torch.randn(len(people), 64, generator=gen), dim=1)
+    n = len(people)
+    default_boxes = torch.tensor([[100.0 * i, 0, 100.0 * i + 50, 50] for i in range(n)])
+    return StoredFaces(
+        face_id=torch.arange(n), video=torch.tensor(video), track=torch.tensor(track), frame_index=torch.tensor(frame),
+        boxes=default_boxes if boxes is None else boxes, embedding=emb, phash=torch.arange(n) * 0x1111111,
+        has_phash=torch.ones(n, dtype=torch.bool), quality=torch.ones(n) if quality is None else quality,
+        videos=["a" * 64, "b" * 64], names=["a.mp4", "b.mp4"],
+    )  # fmt: skip
+
+
+def test_one_person_across_and_within_videos_and_keep_apart() -> None:
+    # Person 0 in video a (tracks 0 and 2, at different times) and video b (track 0); person 1 in video a track 1.
+    faces = _stored([0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2, 0, 0], [0, 1, 0, 1, 5, 6, 0, 1])
+    ind = group_individuals(faces, ClusterSettings(), "hse")
+    assert ind.count == 2
+    assert ind.of_face[0] == ind.of_face[4] == ind.of_face[6] != ind.of_face[2]
+    # keep_apart: track 2 of a.mp4 stays away from track 0 of a.mp4 (and from b's, grouped with it).
+    apart = ClusterSettings(keep_apart=(ManualMerge("a.mp4", 0, "a.mp4", 2),))
+    ind2 = group_individuals(faces, apart, "hse")
+    assert ind2.of_face[0] != ind2.of_face[4]
+
+
+def test_manual_merge_and_quality_votes() -> None:
+    faces = _stored([0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1], quality=torch.tensor([1.0, 1, 0.05, 0.05]))
+    ind = group_individuals(faces, ClusterSettings(), "hse")
+    # Video b's track has no face good enough to vote: no individual, and not a unique face.
+    assert ind.of_face.tolist()[2:] == [-1, -1] and bool(ind.duplicate[2:].all())
+    assert ind.voted.tolist() == [True, True, False, False]
+    merged = ClusterSettings(min_quality=0.0, manual_merges=(ManualMerge("a.mp4", 0, "bbbbbbbb", 0),))
+    assert group_individuals(faces, merged, "hse").count == 1
+
+
+def test_two_boxes_on_one_head_are_not_two_people() -> None:
+    faces = _stored([0, 0, 0], [0, 0, 0], [0, 1, 2], [0, 0, 0])
+    faces.boxes = torch.tensor([[0.0, 0, 100, 100], [10, 10, 60, 60], [300, 0, 400, 100]])
+    # Tracks 0 and 1 overlap (one head found twice); track 2 is elsewhere in the frame: another person.
+    assert frame_conflicts(faces, faces.track) == {(0, 2), (1, 2)}
+
+
+def test_older_database_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = Database(f"sqlite:///{path}").connect()
+    db.dispose()
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE faces DROP COLUMN quality")
+    con.execute("DROP TABLE faces_with_final_ind")
+    con.execute(
+        "CREATE TABLE faces_with_final_ind (face_id INTEGER PRIMARY KEY, video_sha256 VARCHAR(64), "
+        "track INTEGER, individual INTEGER NOT NULL)"
+    )
+    con.commit()
+    con.close()
+    Database(f"sqlite:///{path}").connect().dispose()
+    con = sqlite3.connect(path)
+    faces_columns = {r[1] for r in con.execute("PRAGMA table_info(faces)")}
+    final = {r[1]: r[3] for r in con.execute("PRAGMA table_info(faces_with_final_ind)")}  # name: notnull
+    assert "quality" in faces_columns and final["individual"] == 0 and "voted" in final
