@@ -61,9 +61,10 @@ test: setup
 
 # The pytest benchmarks, then `cli.py bench` (full pipeline vs face_recognition and our own unbatched models, one run,
 # same frames) on an 8-video corpus built once, its table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g.
-# --machine "..." or --dry-run). Then the identity benchmark on the labelled friends_poker clip (benchmarks/identity:
-# dlib and HSE descriptors of the engine's faces, peers and the engine's grouping scored against the labels); its
-# tables are printed only, nothing is appended.
+# --machine "..." or --dry-run). Then the identity benchmark (benchmarks/identity): on each labelled clip and on the
+# challenge built from it, for each embedder, the engine's individuals next to the peers on the same descriptors and
+# a summary against the targets (runs/identity/summary.md); then reference search with each Friends photo, scored
+# against the labels. Identity tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
@@ -71,8 +72,8 @@ bench: setup
 	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
-	$(PY) -m benchmarks.identity.extract $(SHARED)/data/multi_person/friends_poker.mp4 runs/identity/friends_poker
-	$(PY) -m benchmarks.identity.peers
+	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --fresh
+	$(PY) -m benchmarks.identity.search_bench --fresh
 
 # The demo run's tables and objects against the digest recorded before issue 12's layout change
 # (benchmarks/run_dump.py): "identical", or each table/object list that differs. Float results depend on the CPU's

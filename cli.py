@@ -169,12 +169,14 @@ def monitor(
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Poll once, then exit.")] = False,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Largest face distance that alerts [default 0.6, dlib's].")
+        float | None,
+        typer.Option("--threshold", help="Largest track distance that alerts [default: the embedder's, hse 1.05]."),
     ] = None,
     settle: Annotated[
         float | None,
         typer.Option("--settle", help="Seconds a local file must stay unchanged before it is read [default 10]."),
     ] = None,
+    embedder: Annotated[str | None, typer.Option("--embedder", help="hse or dlib [default hse].")] = None,
     db: DbOpt = None,
     store: StoreOpt = None,
     device: DeviceOpt = None,
@@ -203,7 +205,7 @@ def monitor(
     try:
         watcher = api.monitor(
             watch, source, emit=emit, log=log, webhook=webhook, threshold=threshold, settle_s=settle, db_url=db,
-            store_url=store, device=device, s3_endpoint_url=s3_endpoint,
+            store_url=store, device=device, s3_endpoint_url=s3_endpoint, embedder=embedder,
         )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:  # ConfigError, PeopleError, SourceError: ValueErrors
         _fail(str(exc))
@@ -477,13 +479,15 @@ def search(
         "search-out"
     ),
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Largest descriptor distance that is the person (dlib: 0.6).")
-    ] = 0.6,
+        float | None,
+        typer.Option("--threshold", help="Largest track distance that is the person [default: the embedder's]."),
+    ] = None,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between frames searched.")] = 0.2,
     max_gap: Annotated[
         float, typer.Option("--max-gap", help="Seconds the person may be missing inside one clip.")
     ] = 1.0,
     no_clips: Annotated[bool, typer.Option("--no-clips", help="Metadata only, no MP4 clips.")] = False,
+    embedder: Annotated[str | None, typer.Option("--embedder", help="hse or dlib [default hse].")] = None,
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
@@ -494,7 +498,8 @@ def search(
     try:
         results = api.search(
             reference, videos, out_dir, threshold=threshold, interval=interval, max_gap=max_gap, clips=not no_clips,
-            device=device, executor=executor, ray_address=ray_address, log=lambda m: err.print(m, markup=False),
+            device=device, executor=executor, ray_address=ray_address, embedder=embedder,
+            log=lambda m: err.print(m, markup=False),
         )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))

@@ -156,15 +156,19 @@ def merge(
 
 
 def search(
-    reference: str | Path, videos: Sequence[str | Path], out: str | Path, *, threshold: float = 0.6,
+    reference: str | Path, videos: Sequence[str | Path], out: str | Path, *, threshold: float | None = None,
     interval: float = 0.2, max_gap: float = 1.0, clips: bool = True, device: str | None = None,
-    executor: str | None = None, ray_address: str | None = None, log: Log = print,
+    executor: str | None = None, ray_address: str | None = None, embedder: str | None = None, log: Log = print,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The reference photo's person in videos: one clip per appearance and metadata per video."""
+    """The reference photo's person in videos: one clip per appearance and metadata per video. ``embedder``: hse
+    (default) or dlib; ``threshold``: the largest robust track distance that may match (``None``: the embedder's)."""
     from engine.apps.search import SearchSettings
     from engine.apps.search import search as search_videos
+    from engine.config import FaceSettings
+    from engine.faces.embedders import embedder_spec
 
-    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=clips)
+    faces = FaceSettings() if embedder is None else FaceSettings(embedder=embedder_spec(embedder).name)
+    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=clips, faces=faces)
     cfg = Settings.load("search", device=device, executor=executor, ray_address=ray_address)
     with get_executor(cfg.executor, cfg.ray_address) as pool:
         return search_videos(reference, videos, out, settings=settings, device=cfg.device, executor=pool, log=log)
@@ -172,16 +176,18 @@ def search(
 
 def monitor(watch: Sequence[str | Path], source: str, *, emit: Callable[[dict], None], log: Log = print,
             webhook: str | None = None, threshold: float | None = None, settle_s: float | None = None,
-            **settings: Any) -> Monitor:  # fmt: skip
+            embedder: str | None = None, **settings: Any) -> Monitor:  # fmt: skip
     """An open watch-list monitor over ``source`` (call ``run(interval, once=...)``, then ``close()``); state lives
-    where a challenge named "monitor" keeps it."""
+    where a challenge named "monitor" keeps it. ``embedder``: hse (default) or dlib; ``threshold``: the largest
+    robust track distance that may alert (``None``: the embedder's)."""
     from engine.apps.monitor import DEFAULT_SETTLE_S, Monitor
-    from engine.apps.people import DEFAULT_MATCH_DISTANCE
+    from engine.faces.embedders import embedder_spec
 
+    if embedder is not None:
+        embedder_spec(embedder)
     return Monitor.open(
         Settings.load("monitor", **settings), watch, source, emit=emit, log=log, webhook=webhook,
-        threshold=DEFAULT_MATCH_DISTANCE if threshold is None else threshold,
-        settle_s=DEFAULT_SETTLE_S if settle_s is None else settle_s,
+        threshold=threshold, embedder=embedder, settle_s=DEFAULT_SETTLE_S if settle_s is None else settle_s,
     )  # fmt: skip
 
 

@@ -31,7 +31,8 @@ def _stored(people: list[int], video: list[int], track: list[int], frame: list[i
 
 def test_one_person_across_and_within_videos_and_keep_apart() -> None:
     # Person 0 in video a (tracks 0 and 2, at different times) and video b (track 0); person 1 in video a track 1.
-    faces = _stored([0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2, 0, 0], [0, 1, 0, 1, 5, 6, 0, 1])
+    people, video = [0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]
+    faces = _stored(people, video, [0, 0, 1, 1, 2, 2, 0, 0], [0, 1, 0, 1, 5, 6, 0, 1])
     ind = group_individuals(faces, ClusterSettings(), "hse")
     assert ind.count == 2
     assert ind.of_face[0] == ind.of_face[4] == ind.of_face[6] != ind.of_face[2]
@@ -42,7 +43,7 @@ def test_one_person_across_and_within_videos_and_keep_apart() -> None:
 
 
 def test_manual_merge_and_quality_votes() -> None:
-    faces = _stored([0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1], quality=torch.tensor([1.0, 1, 0.05, 0.05]))
+    faces = _stored([0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1], quality=torch.tensor([1.0, 1, 0.01, 0.01]))
     ind = group_individuals(faces, ClusterSettings(), "hse")
     # Video b's track has no face good enough to vote: no individual, and not a unique face.
     assert ind.of_face.tolist()[2:] == [-1, -1] and bool(ind.duplicate[2:].all())

@@ -176,20 +176,30 @@ def write_predictions(
     out: Path, gallery: str | Path, models: FaceModels, faces: Faces, tracks: Tracks, clusters: list[dict],
     settings: dict[str, Any], log: Log | None,
 ) -> int:  # fmt: skip
-    """``predictions.json``: each cluster's top gallery people by kernel-weighted KNN over its faces."""
+    """``predictions.json``: each cluster's top gallery people by kernel-weighted KNN over its faces (``top``), and
+    the decision of ``engine.apps.identify`` (``identity``: the person, or ``None``, with how sure), the rule search
+    and the monitor use: a cluster is a person when its median distance to them is under the embedder's threshold
+    *and* clearly below the distances from that person's photos to the film's other clusters."""
+    from engine.apps.identify import identify, rule_for
+    from engine.apps.people import person_distances
+
     try:
         people = load_gallery(gallery, models, log)
     except PeopleError as exc:
         raise LabelError(str(exc)) from exc
     embeddings = faces.embedding.float()
-    predictions = [
-        dict(
-            cluster=c,
-            top=knn_vote(embeddings[torch.isin(tracks.of_face, torch.tensor(cl["trajectories"]))], people,
-                         settings["knn_k"], settings["top"]),
-        )
-        for c, cl in enumerate(clusters)
-    ]  # fmt: skip
+    members = [torch.isin(tracks.of_face, torch.tensor(cl["trajectories"])) for cl in clusters]
+    decided = None
+    if clusters and len(people):
+        d = person_distances(embeddings, people)  # [F, P]
+        median = torch.stack([d[m].median(dim=0).values for m in members])
+        decided = identify(median, people.unique_names, rule_for(models.embedder.name))
+    predictions = []
+    for c, m in enumerate(members):
+        match = None if decided is None else decided.of_track(c)
+        top = knn_vote(embeddings[m], people, settings["knn_k"], settings["top"])
+        identity = None if match is None else {"person": match.person, **match.as_dict()}
+        predictions.append(dict(cluster=c, top=top, identity=identity))
     (out / "predictions.json").write_text(
         json.dumps(dict(gallery=str(gallery), people=people.unique_names, k=settings["knn_k"],
                         clusters=predictions), indent=1)

@@ -1,10 +1,11 @@
 """Watch-list monitor: poll a source for new videos and raise an alert when a watched person appears in one.
 
 Each poll lists the source (a folder, a file of URLs or an ``s3://`` prefix) and checks every video it has not seen:
-frames sampled every ``sample_interval`` seconds go through the faces stage, every face is compared with every
-watched person, and each person's best (nearest) face makes an alert when its distance is at most the threshold
-(dlib's 0.6 by default). State lives in the database (``monitor_videos``, ``monitor_alerts``), so a restarted
-monitor carries on where it stopped:
+frames sampled every ``sample_interval`` seconds go through the faces stage, the faces are tracked, and each track is
+given to at most one watched person by the decision reference search uses (``engine.apps.identify``: its median
+distance under the embedder's threshold *and* clearly below the photo's distances to the video's other tracks). A
+watched person with a matching track makes one alert, saying how sure it is (``confidence``). State lives in the
+database (``monitor_videos``, ``monitor_alerts``), so a restarted monitor carries on where it stopped:
 
 * **Seen** means by URI *and* by content: a video is identified by the SHA-256 of its bytes, so the same file under
   another name is recorded as a ``duplicate`` and alerts nobody; an alert is unique per (video sha256, person).
@@ -33,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import media
-from engine.apps.monitor_match import alert_payload, faces_in_video, nearest_faces
+from engine.apps.identify import rule_for
+from engine.apps.monitor_match import alert_payload, faces_in_video, watched_people
 from engine.apps.monitor_source import Stat, check_source, file_stat, is_settled
-from engine.apps.people import DEFAULT_MATCH_DISTANCE, People, load_people
+from engine.apps.people import People, load_people
 from engine.apps.webhook import WEBHOOK_ATTEMPTS, WEBHOOK_BASE_DELAY_S, post_json
-from engine.config import ConfigError, Settings
+from engine.config import ConfigError, FaceSettings, Settings
 from engine.faces.batching import FaceModels
 from engine.hashing import sha256_file
 from engine.sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
@@ -95,7 +97,7 @@ class Monitor:
         emit: Emit,
         log: Log = lambda _m: None,
         webhook: str | None = None,
-        threshold: float = DEFAULT_MATCH_DISTANCE,
+        threshold: float | None = None,
         settle_s: float = DEFAULT_SETTLE_S,
         max_attempts: int = MAX_VIDEO_ATTEMPTS,
         webhook_attempts: int = WEBHOOK_ATTEMPTS,
@@ -103,8 +105,8 @@ class Monitor:
         db: Database | None = None,
         store: ObjectStore | None = None,
     ) -> None:
-        if not 0 < threshold <= 2:
-            raise ConfigError(f"threshold must be a distance in (0, 2] (got {threshold}); dlib's is 0.6")
+        if threshold is not None and not 0 < threshold <= 2:
+            raise ConfigError(f"threshold must be a distance in (0, 2] (got {threshold})")
         if settle_s < 0:
             raise ConfigError(f"settle time must be >= 0 seconds (got {settle_s})")
         if max_attempts < 1 or webhook_attempts < 1:
@@ -118,7 +120,9 @@ class Monitor:
         self.emit = emit
         self.log = log
         self.webhook = webhook
-        self.threshold = threshold
+        self.embedder = models.embedder.name
+        self.rule = rule_for(self.embedder, threshold)
+        self.threshold = self.rule.threshold
         self.settle_s = settle_s
         self.max_attempts = max_attempts
         self.webhook_attempts = webhook_attempts
@@ -143,15 +147,19 @@ class Monitor:
         emit: Emit,
         log: Log = lambda _m: None,
         models: FaceModels | None = None,
+        embedder: str | None = None,
         **options: Any,
     ) -> Monitor:
         """Check the source, connect the stores, load the models (unless given) and the watched people (one photo
         each, named by its file's stem). Every problem is a ``ConfigError``, ``PeopleError``, ``StoreUnreachable`` or
-        ``WeightError`` raised before the first poll, so a misconfigured monitor never starts."""
+        ``WeightError`` raised before the first poll, so a misconfigured monitor never starts. ``embedder``: the
+        descriptor network loaded when ``models`` is not given (``None``: the default, hse)."""
         check_source(str(source), settings.s3_endpoint_url)
-        models = models or FaceModels.load(settings.device, mirror=settings.weights_mirror)
+        if models is None:
+            faces = FaceSettings() if embedder is None else FaceSettings(embedder=embedder)
+            models = FaceModels.load(settings.device, faces, mirror=settings.weights_mirror)
         people = load_people(list(watch), models)  # before the stores: a bad photo leaves no database behind
-        log(f"watch  {len(people.unique_names)} person(s): {', '.join(people.unique_names)}")
+        log(f"watch  {len(people.unique_names)} person(s) ({models.embedder.name}): {', '.join(people.unique_names)}")
         db, store = open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
         try:
             return cls(settings, people, models, source, emit=emit, log=log, db=db, store=store, **options)
@@ -284,15 +292,15 @@ class Monitor:
                     "still being copied? Its decodable part is checked at the last attempt",
                 )
             found = faces_in_video(path, s, self.models)
-            matches = nearest_faces(found, self.people)
-            hits = [m for m in matches if m.distance <= self.threshold]
+            seen = watched_people(found, self.people, self.rule, self.embedder)
+            hits = seen.matches
             for m in hits:
                 self.store.put_bytes(alert_key(sha, m.person), found.faces.crops[m.index], "image/jpeg")
         except (FetchError, media.DecodeError, OSError) as exc:
             return self._failed(item, base, sha, attempts, _reason(exc))
         except Exception as exc:  # noqa: BLE001 - one video must never stop the monitor, whatever it triggers
             return self._failed(item, base, sha, attempts, f"{type(exc).__name__}: {exc}")
-        nearest = {m.person: round(m.distance, 4) for m in matches}
+        nearest = {person: round(d, 4) for person, d in seen.nearest.items()}
         alerts = [
             dict(
                 video_sha256=sha,
@@ -301,7 +309,7 @@ class Monitor:
                 video_name=item.name,
                 time_s=round(m.time_s, 3),
                 distance=round(m.distance, 4),
-                score=round(1.0 - m.distance, 4),
+                score=round(m.confidence, 4),
                 box=m.box,
                 thumbnail_key=alert_key(sha, m.person),
                 deliver=self.webhook is not None,
@@ -318,7 +326,8 @@ class Monitor:
         for alert in new:
             self.totals.alerts += 1
             self.log(
-                f"alert  {alert['person']} in {item.name} at {alert['time_s']:.2f}s (distance {alert['distance']:.3f})"
+                f"alert  {alert['person']} in {item.name} at {alert['time_s']:.2f}s (distance {alert['distance']:.3f}, "
+                f"confidence {alert['score']:.2f})"
             )
             self.emit(alert_payload(alert))
         self._deliver(new)

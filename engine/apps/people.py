@@ -17,7 +17,8 @@ import torch
 from engine.faces.batching import FaceModels
 from engine.media import DecodeError, load_image
 
-#: dlib's documented decision distance for its 128-d descriptors.
+#: dlib's documented decision distance for its 128-d descriptors (kept for callers of the seed's rule; search and
+#: the monitor take the chosen embedder's threshold from ``engine.apps.identify.rule_for``).
 DEFAULT_MATCH_DISTANCE = 0.6
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -32,7 +33,7 @@ class People:
 
     names: list[str]
     paths: list[str]
-    embeddings: torch.Tensor  # float32 [R, 128], on the models' device
+    embeddings: torch.Tensor  # float32 [R, D], on the models' device
 
     def __len__(self) -> int:
         return len(self.names)
@@ -43,7 +44,7 @@ class People:
 
 
 def reference_embedding(path: str | Path, models: FaceModels) -> tuple[torch.Tensor, list[float]]:
-    """The descriptor ``[128]`` and box of the largest face of a photo; ``PeopleError`` when there is none."""
+    """The descriptor ``[D]`` and box of the largest face of a photo; ``PeopleError`` when there is none."""
     path = Path(path)
     try:
         img = load_image(path)
@@ -112,6 +113,18 @@ def distances(embeddings: torch.Tensor, people: People) -> torch.Tensor:
     if len(embeddings) == 0:
         return torch.zeros((0, len(people)), device=people.embeddings.device)
     return torch.cdist(embeddings.to(people.embeddings).float(), people.embeddings.float())
+
+
+def person_distances(embeddings: torch.Tensor, people: People) -> torch.Tensor:
+    """``[F, P]`` distances of faces to each person of ``people.unique_names`` (a person with several photos is as
+    near as their nearest photo), on the host: the input of :func:`engine.apps.identify.track_distances`."""
+    d = distances(embeddings, people).cpu()
+    names = people.unique_names
+    if len(d) == 0:
+        return torch.zeros((0, len(names)))
+    return torch.stack(
+        [d[:, [i for i, n in enumerate(people.names) if n == name]].min(dim=1).values for name in names], 1
+    )
 
 
 #: Width of the Gaussian vote kernel: half dlib's decision distance, so a vote at 0.6 weighs e^-4 of one at 0.
