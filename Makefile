@@ -75,8 +75,9 @@ bench: setup
 	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --fresh
 	$(PY) -m benchmarks.identity.search_bench --fresh
 
-# The demo run's tables and objects against the digest recorded before issue 12's layout change
-# (benchmarks/run_dump.py): "identical", or each table/object list that differs. Float results depend on the CPU's
+# The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each
+# table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's
+# identity changes (embedder, quality, tracks, grouping), which change results by design. Float results depend on the CPU's
 # instruction set, so compare on the machine kind the digest was made on (the project's 2-core x86-64 VM).
 same-results: setup
 	rm -rf runs/same-results

@@ -23,7 +23,7 @@ from engine.faces.detect import Detections
 #: labelled clips of ``benchmarks/identity`` (``python -m benchmarks.identity.quality_check`` prints the split): it
 #: keeps most visible faces voting (tiny crowd faces and 640x360 stage shots included) while false detections and
 #: heads seen from behind fall under it; RESULTS.md ("Identity") has the figures.
-QUALITY_FLOOR = 0.05
+QUALITY_FLOOR = 0.10
 
 #: Head model behind the pose estimates, in interocular distances (eye centre to eye centre): the nose tip stands
 #: ``NOSE_DEPTH`` in front of the eyes and mouth, the mouth line is ``EYE_MOUTH`` below the eye line, the nose tip
