@@ -51,3 +51,12 @@ def test_noise_is_singletons_and_views_can_be_dropped() -> None:
     assert (s.clusters_per_person, s.assigned, s.clusters) == (1.0, pytest.approx(1 / 3), 1)
     s = score({"1": "A", "2": "A", "3": "B"}, {"1": 0, "2": 0, "3": 0}, {"3": "partial"}, ["partial"])
     assert (s.faces, s.purity) == (2, 1.0)
+
+
+def test_false_detections_cost_only_the_group_they_join() -> None:
+    labels = {"1": "A", "2": "A", "3": "no_face", "4": "no_face"}
+    alone = score(labels, {"1": 0, "2": 0, "3": None, "4": -1}, false_detections=True)
+    joined = score(labels, {"1": 0, "2": 0, "3": 0, "4": None}, false_detections=True)
+    assert (alone.purity, alone.f1) == (1.0, 1.0)
+    assert joined.purity == 0.75 and joined.precision < 1.0
+    assert score(labels, {"1": 0, "2": 0, "3": 0, "4": None}).purity == 1.0  # not scored by default

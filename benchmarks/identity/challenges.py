@@ -606,12 +606,14 @@ def score_challenge(
     views = dict(zip(ids, (f.view for f in scored), strict=True))
     keep = [f.label not in IGNORED for f in scored]
     print(f"\ndescriptors: {desc.shape[1]}-d, embedder {', '.join(str(e) for e in embedders)}")
-    for title, exclude in (("all faces labelled with a person", ()), ("without partial faces", ("partial",))):
+    from benchmarks.identity.peers import VIEWS
+
+    for title, exclude, junk in VIEWS:
         sel = [i for i, f in enumerate(scored) if keep[i] and f.view not in exclude]
         pairs = cross_video_pairs([scored[i] for i in sel], [None] * len(sel))[2]
         print(f"\n{title} ({pairs} same-person pairs across videos)\n{HEADER} {'xP':>5} {'xR':>5} {'xpairs':>6}")
         for name, clusters in results.items():
-            s = score(labels, dict(zip(ids, clusters, strict=True)), views, exclude)
+            s = score(labels, dict(zip(ids, clusters, strict=True)), views, exclude, junk)
             table.setdefault(title, {})[name] = s
             xp, xr, _, predicted = cross_video_pairs([scored[i] for i in sel], [clusters[i] for i in sel])
             print(f"{row(name, s)} {xp:>5.3f} {xr:>5.3f} {predicted:>6}")

@@ -194,8 +194,12 @@ def titles(embedder: str) -> str:
     )
 
 
-#: The two ways every table is scored (``exclude`` views).
-VIEWS = (("all faces labelled with a person", ()), ("without partial faces", ("partial",)))
+#: The ways every table is scored: (title, views excluded, false detections scored as classes of their own).
+VIEWS = (
+    ("all faces labelled with a person", (), False),
+    ("without partial faces", ("partial",), False),
+    ("persons and false detections (each no_face its own class)", (), True),
+)
 
 
 def clip_results(out: Path, labels_csv: Path, embedder: str) -> tuple[dict[str, dict[str, Scores]], dict]:
@@ -208,8 +212,8 @@ def clip_results(out: Path, labels_csv: Path, embedder: str) -> tuple[dict[str, 
         raise SystemExit(f"{len(missing)} faces have no label (first: {missing[:5]}): were they extracted anew?")
     results = methods(out, faces, desc, embedder)
     table = {
-        title: {name: score(labels, dict(zip(ids, c, strict=True)), views, exclude) for name, c in results.items()}
-        for title, exclude in VIEWS
+        title: {name: score(labels, dict(zip(ids, c, strict=True)), views, ex, junk) for name, c in results.items()}
+        for title, ex, junk in VIEWS
     }
     return table, {"ids": ids, "results": results, "faces": faces, "desc": desc}
 

@@ -13,6 +13,8 @@
   whose track had no face good enough to vote) is *unassigned*: its own singleton cluster for purity and B-cubed
   (so it costs recall), not a cluster a person is split into for clusters per person; ``assigned`` is the share of
   scored faces that are in a cluster.
+- **False detections** (optional view): each ``no_face`` face is scored as a class of its own, so a method that
+  groups hands or plates with a person pays for it in precision and purity, and one that leaves them alone does not.
 - **Purity**: each cluster counts its most frequent person; the sum over clusters divided by the scored faces.
 - **Clusters per person** (``clusters_per_person``): for each person, the number of distinct clusters their
   assigned faces fall into (at least 1); the mean over persons (1.0 is ideal). ``clusters_90``: for each person,
@@ -54,13 +56,18 @@ def scored_pairs(
     clustering: Mapping[str, object],
     views: Mapping[str, str] | None = None,
     exclude_views: Iterable[str] = (),
+    false_detections: bool = False,
 ) -> list[tuple[str, object]]:
-    """``(person, cluster)`` of every scored face, in face-id order; unassigned faces get a singleton cluster."""
+    """``(person, cluster)`` of every scored face, in face-id order; unassigned faces get a singleton cluster. With
+    ``false_detections``, each ``no_face`` face is scored too, as a class of its own: left alone it is right,
+    grouped with a person it costs that group precision (a hand in someone's individual)."""
     drop = set(exclude_views)
     out = []
     for fid in sorted(labels):
         person = labels[fid]
-        if person in IGNORED or fid not in clustering or (views and views.get(fid) in drop):
+        if false_detections and person == "no_face" and fid in clustering:
+            person = f"no_face:{fid}"
+        elif person in IGNORED or fid not in clustering or (views and views.get(fid) in drop):
             continue
         c = clustering[fid]
         if unassigned(c):
@@ -120,8 +127,9 @@ def score(
     clustering: Mapping[str, object],
     views: Mapping[str, str] | None = None,
     exclude_views: Iterable[str] = (),
+    false_detections: bool = False,
 ) -> Scores:
-    pairs = scored_pairs(labels, clustering, views, exclude_views)
+    pairs = scored_pairs(labels, clustering, views, exclude_views, false_detections)
     if not pairs:
         nan = math.nan
         return Scores(0, 0, 0, nan, nan, nan, nan, nan, nan)
