@@ -426,6 +426,14 @@ def label(
     threshold: Annotated[
         float | None, typer.Option("--cluster-threshold", help="Cosine above which trajectories are one person.")
     ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="Median detector score a trajectory needs to be clustered [0.95; 0: off]."),
+    ] = None,
+    min_face_px: Annotated[
+        float | None,
+        typer.Option("--min-face-px", help="Median face size (short side, px) needed to be clustered [50; 0: off]."),
+    ] = None,
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
@@ -436,8 +444,8 @@ def label(
     try:
         summary = api.label(
             film, out_dir, gallery=gallery, shards=shards, shard=shard, interval=interval,
-            cluster_threshold=threshold, device=device, executor=executor, ray_address=ray_address,
-            log=lambda m: err.print(m, markup=False),
+            cluster_threshold=threshold, min_score=min_score, min_face_px=min_face_px, device=device,
+            executor=executor, ray_address=ray_address, log=lambda m: err.print(m, markup=False),
         )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
@@ -445,8 +453,8 @@ def label(
         out.print(f"shard {shard} of {shards} written to {out_dir}/shards; run `cli.py merge {out_dir}` when all are")
         return
     out.print(
-        f"{summary['trajectories']} trajectories, {summary['clusters']} clusters, {summary['cuts']} shot cuts, "
-        f"{summary['faces']} faces -> {out_dir}",
+        f"{summary['trajectories']} trajectories ({summary.get('junk', 0)} under the floors, not clustered), "
+        f"{summary['clusters']} clusters, {summary['cuts']} shot cuts, {summary['faces']} faces -> {out_dir}",
         markup=False,
     )
 

@@ -127,15 +127,16 @@ def embed(
 def label(
     film: str | Path, out: str | Path, *, gallery: str | Path | None = None, shards: int = 1,
     shard: int | None = None, interval: float = 0.0, cluster_threshold: float | None = None,
-    device: str | None = None, executor: str | None = None, ray_address: str | None = None, log: Log = print,
+    min_score: float | None = None, min_face_px: float | None = None, device: str | None = None,
+    executor: str | None = None, ray_address: str | None = None, log: Log = print,
 ) -> dict[str, Any]:  # fmt: skip
     """Film labelling: shots, trajectories, features, clusters and (with a gallery) predictions; one shard only
-    when ``shard`` is given (merge them with :func:`merge`)."""
+    when ``shard`` is given (merge them with :func:`merge`). ``min_score`` / ``min_face_px``: the floors a
+    trajectory must reach to be clustered (``None``: the seed's 0.95 and 50 px)."""
     from engine.apps.film import LabelSettings, label_film
 
-    settings = LabelSettings(interval=interval)
-    if cluster_threshold is not None:
-        settings = LabelSettings(interval=interval, cluster_threshold=cluster_threshold)
+    given = dict(cluster_threshold=cluster_threshold, min_score=min_score, min_face_px=min_face_px)
+    settings = LabelSettings(interval=interval, **{k: v for k, v in given.items() if v is not None})
     cfg = Settings.load("label", device=device, executor=executor, ray_address=ray_address)
     with get_executor(cfg.executor, cfg.ray_address) as pool:
         return label_film(
