@@ -158,3 +158,22 @@ def test_embedder_tells_obama_from_biden(hse_files: tuple[Path, Path], shared_da
     same = torch.dist(desc["obama.jpg"], desc["obama2.jpg"])
     other = min(torch.dist(desc["obama.jpg"], desc["biden.jpg"]), torch.dist(desc["obama2.jpg"], desc["biden.jpg"]))
     assert same < other, (same, other)
+
+
+def test_crops_of_several_faces_per_frame_equal_one_frame_at_a_time() -> None:
+    """One grid_sample over every frame with a face equals cropping each frame's faces on their own."""
+    from engine.faces.detect import Detections
+    from engine.faces.embed_hse import crop_faces
+
+    gen = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (4, 3, 90, 120), generator=gen, dtype=torch.uint8)
+    image = torch.tensor([2, 0, 2, 2, 3])  # frame 1 has no face, frame 2 three
+    xy = torch.rand(5, 2, generator=gen) * torch.tensor([80.0, 50.0])
+    boxes = torch.cat([xy, xy + 10 + 30 * torch.rand(5, 2, generator=gen)], 1)
+    det = Detections(image, boxes, torch.ones(5), torch.zeros(5, 10), torch.zeros(5, dtype=torch.long))
+    together = crop_faces(frames, det, size=32)
+    for i in range(5):
+        alone = crop_faces(frames[image[i] : image[i] + 1], Detections(
+            torch.zeros(1, dtype=torch.long), boxes[i : i + 1], torch.ones(1), torch.zeros(1, 10),
+            torch.zeros(1, dtype=torch.long)), size=32)  # fmt: skip
+        assert torch.equal(together[i], alone[0])

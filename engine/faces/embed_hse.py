@@ -54,18 +54,27 @@ def _sample_grid(box: torch.Tensor, height: int, width: int, size: int) -> torch
 
 def crop_faces(frames: torch.Tensor, det: Detections, size: int = INPUT_SIZE) -> torch.Tensor:
     """Float RGB crops ``[F, 3, size, size]`` (0..255) of the faces of ``det`` from uint8 RGB ``frames``
-    ``[N, 3, H, W]``, on the frames' device; one float copy of a frame at a time, whatever the number of faces."""
+    ``[N, 3, H, W]``, on the frames' device, in one ``grid_sample`` call: the faces of each frame are laid side by
+    side in one sampling grid per frame (frames with fewer faces padded), so the call reads only the frames that hold
+    a face, once each, whatever the number of faces."""
     n_faces, (height, width) = len(det), frames.shape[-2:]
-    out = torch.empty((n_faces, 3, size, size), device=frames.device, dtype=torch.float32)
     if n_faces == 0:
-        return out
+        return torch.empty((0, 3, size, size), device=frames.device, dtype=torch.float32)
     det = det.to(frames.device)
-    grid = _sample_grid(crop_boxes(det, height, width), height, width, size)
-    for i in torch.unique(det.image).tolist():
-        idx = (det.image == i).nonzero().flatten()
-        frame = frames[i : i + 1].to(torch.float32).expand(len(idx), -1, -1, -1)
-        out[idx] = F.grid_sample(frame, grid[idx], mode="bilinear", padding_mode="border", align_corners=False)
-    return out
+    grid = _sample_grid(crop_boxes(det, height, width), height, width, size)  # [F, S, S, 2]
+    used, slot = torch.unique(det.image, return_inverse=True)  # frames with a face; each face's frame among them
+    order = torch.argsort(slot, stable=True)
+    counts = torch.bincount(slot, minlength=len(used))
+    rank = torch.empty_like(slot)
+    rank[order] = torch.arange(n_faces, device=slot.device) - (torch.cumsum(counts, 0) - counts)[slot[order]]
+    per_frame = int(counts.max())
+    layout = grid.new_zeros((len(used), per_frame, size, size, 2))
+    layout[slot, rank] = grid
+    crops = F.grid_sample(
+        frames[used].to(torch.float32), layout.view(len(used), per_frame * size, size, 2),
+        mode="bilinear", padding_mode="border", align_corners=False,
+    )  # fmt: skip
+    return crops.view(len(used), 3, per_frame, size, size)[slot, :, rank]
 
 
 class HSEEmbedder:
