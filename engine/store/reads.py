@@ -15,7 +15,8 @@ class ReadsMixin(DatabaseCore):
 
     def unique_faces(self, challenge: str) -> list[dict[str, Any]]:
         """Every unique face of the challenge with its individual, track, video, time, box, crop key, quality
-        (``None`` for faces stored before it was measured) and whether it voted for its individual."""
+        (``None`` for faces stored before it was measured), whether it voted for its individual, and its descriptor
+        (``embedding``: float32 array, with the ``embedder`` that made it; ``None`` where none was stored)."""
         stmt = (
             select(
                 Face.id.label("face_id"),
@@ -33,6 +34,8 @@ class ReadsMixin(DatabaseCore):
                 FaceIntraInd.track,
                 Face.quality,
                 func.coalesce(FaceFinalInd.voted, True).label("voted"),
+                Face.embedding,
+                Face.embedder,
             )
             .join(UniqueFace, UniqueFace.face_id == Face.id)
             .join(FaceIntraInd, FaceIntraInd.face_id == Face.id)

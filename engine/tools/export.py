@@ -1,14 +1,21 @@
 """The labelled face dataset: every unique face crop with the prompt playing when it was seen, its individual,
 video and time — the facial-expression dataset the seed project collected its data for.
 
-Two layouts: ``imagefolder`` (``DIR/<prompt>/<file>.jpg``, the layout torchvision's ``ImageFolder`` and most
-training scripts read, with ``labels.csv`` beside it carrying every column) and ``parquet`` (one ``faces.parquet``
-holding the JPEG bytes and the labels, for pandas / Hugging Face ``datasets``).
+Two layouts, both loadable by Hugging Face ``datasets`` with every label (``datasets`` is not needed to write them):
+
+- ``imagefolder``: ``DIR/<prompt>/<file>.jpg`` (the layout torchvision's ``ImageFolder`` and most training scripts
+  read) with ``metadata.csv`` at the root (``datasets``' imagefolder convention: ``file_name`` relative to ``DIR``,
+  then every label column and ``quality``) and ``labels.csv`` (the same rows under the older header ``file``, without
+  ``quality``; kept for existing readers).
+- ``parquet``: one ``faces.parquet``: the labels, the face descriptor (``embedding``, float32, with its
+  ``embedder``) and ``image``, a ``{bytes, path}`` struct that the schema's ``huggingface`` metadata declares an
+  ``Image`` feature, so ``datasets`` decodes it to a PIL image (pandas sees a dict holding the JPEG bytes).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,10 @@ from engine.store import Database, ObjectStore
 FORMATS = ("imagefolder", "parquet")
 #: Label of a face seen while no prompt of the challenge plays.
 NO_PROMPT = "no_prompt"
+#: ``labels.csv``'s header (unchanged since the first export).
 COLUMNS = ("file", "prompt", "individual", "video_sha256", "video_file", "time_s", "track", "face_id", "score", "box")
+#: ``metadata.csv``'s header: Hugging Face imagefolder's ``file_name``, then the labels and the face quality.
+METADATA_COLUMNS = ("file_name", *COLUMNS[1:], "quality")
 
 
 @dataclass
@@ -45,6 +55,77 @@ def prompt_at(subvideos: Iterable[dict[str, Any]]) -> Callable[[str, float], str
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def face_record(face: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """One exported face's labels (``file``: its path under the output folder) from its ``unique_faces`` row."""
+    ind = "none" if face["individual"] is None else f"{face['individual']:04d}"  # unique faces all have one
+    name = f"ind{ind}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg"
+    embedding = face.get("embedding")
+    return dict(
+        file=f"{_safe(prompt)}/{name}",
+        prompt=prompt,
+        individual=face["individual"],
+        video_sha256=face["video_sha256"],
+        video_file=face["file_name"],
+        time_s=round(face["pts_s"], 3),
+        track=face["track"],
+        face_id=face["face_id"],
+        score=round(face["score"], 4),
+        box=[round(face[k], 1) for k in ("x1", "y1", "x2", "y2")],
+        quality=None if face.get("quality") is None else round(face["quality"], 4),
+        embedding=None if embedding is None else [float(v) for v in embedding],
+        embedder=face.get("embedder"),
+    )
+
+
+def _csv(path: Path, rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """``rows`` as CSV with ``columns`` (others ignored); a box is written ``x1 y1 x2 y2``, ``None`` empty."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**r, "box": " ".join(map(str, r["box"]))} for r in rows)
+
+
+def write_imagefolder(out: Path, records: list[dict[str, Any]], images: list[bytes]) -> None:
+    """The crops under ``out/<prompt>/``, ``metadata.csv`` (Hugging Face imagefolder) and ``labels.csv``."""
+    for record, data in zip(records, images, strict=True):
+        path = out / record["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    _csv(out / "metadata.csv", ({"file_name": r["file"], **r} for r in records), METADATA_COLUMNS)
+    _csv(out / "labels.csv", records, COLUMNS)
+
+
+def write_parquet(path: Path, records: list[dict[str, Any]], images: list[bytes]) -> None:
+    """``faces.parquet``: labels, descriptor and the crop as a Hugging Face ``Image`` (``{bytes, path}`` struct)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [
+            ("file", pa.string()),
+            ("prompt", pa.string()),
+            ("individual", pa.int64()),
+            ("video_sha256", pa.string()),
+            ("video_file", pa.string()),
+            ("time_s", pa.float64()),
+            ("track", pa.int64()),
+            ("face_id", pa.int64()),
+            ("score", pa.float64()),
+            ("box", pa.list_(pa.float64())),
+            ("quality", pa.float64()),
+            ("embedding", pa.list_(pa.float32())),
+            ("embedder", pa.string()),
+            ("image", image),
+        ],
+        # Only the image needs declaring: ``datasets`` (2.17+) takes a declared feature where it matches its column and
+        # derives every other one from its Arrow type.
+        metadata={"huggingface": json.dumps({"info": {"features": {"image": {"_type": "Image"}}}})},
+    )
+    rows = [{**r, "image": {"bytes": data, "path": r["file"]}} for r, data in zip(records, images, strict=True)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def export_dataset(
@@ -73,37 +154,10 @@ def export_dataset(
             continue
         prompt = lookup(face["video_sha256"], face["pts_s"])
         per_prompt[prompt] = per_prompt.get(prompt, 0) + 1
-        ind = "none" if face["individual"] is None else f"{face['individual']:04d}"  # unique faces all have one
-        name = f"ind{ind}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg"
-        rel = f"{_safe(prompt)}/{name}"
-        records.append(
-            dict(
-                file=rel,
-                prompt=prompt,
-                individual=face["individual"],
-                video_sha256=face["video_sha256"],
-                video_file=face["file_name"],
-                time_s=round(face["pts_s"], 3),
-                track=face["track"],
-                face_id=face["face_id"],
-                score=round(face["score"], 4),
-                box=[round(face[k], 1) for k in ("x1", "y1", "x2", "y2")],
-            )
-        )
+        records.append(face_record(face, prompt))
         images.append(data)
     if fmt == "imagefolder":
-        for record, data in zip(records, images, strict=True):
-            path = out / record["file"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        with (out / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows({**r, "box": " ".join(map(str, r["box"]))} for r in records)
+        write_imagefolder(out, records, images)
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pylist([{**r, "image": data} for r, data in zip(records, images, strict=True)])
-        pq.write_table(table, out / "faces.parquet")
+        write_parquet(out / "faces.parquet", records, images)
     return ExportSummary(out, len(records), per_prompt, missing)
