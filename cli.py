@@ -483,9 +483,10 @@ def merge(
 def search(
     videos: Annotated[list[Path], typer.Argument(help="Video files to search.")],
     reference: Annotated[Path, typer.Option("--reference", help="Photo of the person to find.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: clips/ and one <video>.json each.")] = Path(
-        "search-out"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder: clips/<video>/, <video>-metadata.json (the seed's), <video>.json."),
+    ] = Path("search-out"),
     threshold: Annotated[
         float | None,
         typer.Option("--threshold", help="Largest track distance that is the person [default: the embedder's]."),
@@ -495,6 +496,9 @@ def search(
         float, typer.Option("--max-gap", help="Seconds the person may be missing inside one clip.")
     ] = 1.0,
     no_clips: Annotated[bool, typer.Option("--no-clips", help="Metadata only, no MP4 clips.")] = False,
+    clip_kind: Annotated[
+        str, typer.Option("--clip-kind", help="face: face-crop clips (the seed's); frame: full frames with audio.")
+    ] = "face",
     embedder: Annotated[str | None, typer.Option("--embedder", help="hse or dlib [default hse].")] = None,
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
@@ -506,7 +510,7 @@ def search(
     try:
         results = api.search(
             reference, videos, out_dir, threshold=threshold, interval=interval, max_gap=max_gap, clips=not no_clips,
-            device=device, executor=executor, ray_address=ray_address, embedder=embedder,
+            device=device, executor=executor, ray_address=ray_address, embedder=embedder, clip_kind=clip_kind,
             log=lambda m: err.print(m, markup=False),
         )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:

@@ -160,16 +160,21 @@ def search(
     reference: str | Path, videos: Sequence[str | Path], out: str | Path, *, threshold: float | None = None,
     interval: float = 0.2, max_gap: float = 1.0, clips: bool = True, device: str | None = None,
     executor: str | None = None, ray_address: str | None = None, embedder: str | None = None, log: Log = print,
+    clip_kind: str = "face",
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The reference photo's person in videos: one clip per appearance and metadata per video. ``embedder``: hse
-    (default) or dlib; ``threshold``: the largest robust track distance that may match (``None``: the embedder's)."""
+    """The reference photo's person in videos: one clip per appearance and metadata per video (the seed's
+    ``<stem>-metadata.json`` and the sidecar ``<stem>.json``, returned). ``embedder``: hse (default) or dlib;
+    ``threshold``: the largest robust track distance that may match (``None``: the embedder's); ``clip_kind``:
+    ``"face"`` (face-crop clips, the seed's) or ``"frame"`` (full frames with audio)."""
     from engine.apps.search import SearchSettings
     from engine.apps.search import search as search_videos
     from engine.config import FaceSettings
     from engine.faces.embedders import embedder_spec
 
     faces = FaceSettings() if embedder is None else FaceSettings(embedder=embedder_spec(embedder).name)
-    settings = SearchSettings(interval=interval, threshold=threshold, max_gap_s=max_gap, clips=clips, faces=faces)
+    settings = SearchSettings(
+        interval=interval, threshold=threshold, max_gap_s=max_gap, clips=clips, clip_kind=clip_kind, faces=faces
+    )
     cfg = Settings.load("search", device=device, executor=executor, ray_address=ray_address)
     with get_executor(cfg.executor, cfg.ray_address) as pool:
         return search_videos(reference, videos, out, settings=settings, device=cfg.device, executor=pool, log=log)

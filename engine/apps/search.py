@@ -5,12 +5,14 @@ Per video, one pass (:func:`engine.apps.scan.scan_frames`) gives shot cuts on ev
 the reference person is decided per track by :func:`engine.apps.identify.identify`: its median distance to the
 reference under the embedder's threshold *and* clearly below the reference's distances to the run's other tracks
 (a look-alike is near the photo too, but no nearer than the crowd). Matched samples form one *appearance* while
-they stay in one shot and no more than ``max_gap_s`` apart; each appearance becomes an MP4 clip re-encoded with its
-audio (the seed dropped audio), padded by half a sampling interval on both sides but never across a cut.
+they stay in one shot and no more than ``max_gap_s`` apart. An appearance spans whole frames (frame numbers, never
+times), padded by half a sampling interval but never past its shot, so no clip shows a frame of another shot at
+any frame rate. It becomes ``clips/<stem>/saved_file_N.mp4``: a face-crop clip like the seed's (``clip_kind``
+``"face"``, the default) or the full frames re-encoded with their audio (``"frame"``).
 
-The metadata JSON keeps the seed's shape (a list of clips, each with ``file_name``, ``timestamp_start``,
-``timestamp_end`` and per-frame ``face_clips`` boxes ``x, y, w, h``) and adds what the seed lacked: the frame, time
-and track of each box, its distance to the reference, per-clip scores, how sure the match is and the shot.
+Per video, ``<stem>-metadata.json`` is the seed's own format (a list of ``{file_name, face_clips, timestamp_start,
+timestamp_end}``, one ``x, y, w, h`` box per frame of the clip), and the sidecar ``<stem>.json`` adds what the seed
+lacked: the frame, time and track of each sampled box, its distance to the reference, scores, the shot.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from engine.apps.people import People, distances, reference_embedding
 from engine.apps.scan import Scan, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
-from engine.media import DecodeError, MediaInfo, cut_clip, probe
+from engine.media import DecodeError, MediaInfo, cut_clip, encode_face_clip, probe
 from engine.shots import ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
 
 Log = Callable[[str], None]
+
+#: What a clip shows: the face, cropped and followed (the seed's), or the full frames with the audio.
+CLIP_KINDS = ("face", "frame")
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,21 @@ class SearchSettings:
     """``interval``: seconds between searched frames (0.2 s: clip edges within 0.1 s). ``max_gap_s``: a clip ends
     when the person is missing longer than this (a turned head, a cutaway shorter than a shot). ``threshold``: the
     largest robust track distance that may match (``None``: the embedder's, :data:`engine.apps.identify.RULES`);
-    ``faces.embedder`` chooses the descriptor network."""
+    ``faces.embedder`` chooses the descriptor network. ``clip_kind``: ``"face"`` (the seed's face-crop clips,
+    ``face_size`` pixels square, no audio) or ``"frame"`` (full frames with audio)."""
 
     interval: float = 0.2
     threshold: float | None = None
     max_gap_s: float = 1.0
     clips: bool = True
+    clip_kind: str = "face"
+    face_size: int = 256
     faces: FaceSettings = field(default_factory=FaceSettings)
     shots: ShotSettings = field(default_factory=ShotSettings)
+
+    def __post_init__(self) -> None:
+        if self.clip_kind not in CLIP_KINDS:
+            raise ValueError(f"clip kind must be one of {', '.join(CLIP_KINDS)} (got {self.clip_kind!r})")
 
     @property
     def rule(self) -> Rule:
@@ -146,17 +158,85 @@ def find_reference(vs: VideoScan, reference: Reference, rule: Rule, embedder: st
     return Found(track, dist, decided, order[first])
 
 
-def _clip(vs: VideoScan, found: Found, rows: torch.Tensor, shot: int, span: tuple[float, float], name: str) -> dict:
-    """One clip's metadata: the seed's keys, the scores, and the decision of its least certain track."""
+@dataclass(frozen=True)
+class Span:
+    """One appearance's frames ``first .. last`` (frame numbers, both in ``shot``) and times: ``start`` the first
+    frame's pts, ``end`` the pts of the frame after the last (the shot's cut when the clip runs to it), and
+    ``cut_start`` (1 ms before the first frame: an encoder's frame grid stays aligned) / ``cut_end`` (half-way to
+    the next frame), the times a cut of the file selects exactly these frames with (no rounding pulls in a
+    neighbour)."""
+
+    shot: int
+    first: int
+    last: int
+    start: float
+    end: float
+    last_pts: float
+    cut_start: float
+    cut_end: float
+
+
+def clip_span(vs: VideoScan, shot: int, first_sample: int, last_sample: int, pad: int) -> Span:
+    """The frames of an appearance whose matched samples are frames ``first_sample .. last_sample`` in ``shot``:
+    ``pad`` frames more on each side, but never outside the shot (so never across a cut, at any frame rate)."""
+    scan = vs.scan
+    bounds = [scan.first, *vs.cuts.tolist(), scan.stop]
+    first = max(bounds[shot], first_sample - pad)
+    last = min(bounds[shot + 1] - 1, last_sample + pad)
+    pts = scan.pts_s.tolist()
+    frame_s = vs.info.video.frame_duration_s
+
+    def t(f: int) -> float:
+        return pts[f - scan.first]
+
+    before = t(first) - t(first - 1) if first > scan.first else frame_s
+    end = t(last + 1) if last + 1 < scan.stop else max(vs.info.video.end_s, t(last) + frame_s)
+    return Span(shot, first, last, t(first), end, t(last), t(first) - min(before / 2, 1e-3), (t(last) + end) / 2)
+
+
+def frame_boxes(frames: torch.Tensor, boxes: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """Boxes ``[last - first + 1, 4]`` for every frame ``first .. last``: linear between the sampled ``boxes``
+    (``[M, 4]`` at ascending ``frames``), held at the first and last sample outside them."""
+    f, b = frames.double(), boxes.double()
+    want = torch.arange(first, last + 1, dtype=torch.float64)
+    idx = torch.searchsorted(f, want, right=True)
+    lo, hi = (idx - 1).clamp(0, len(f) - 1), idx.clamp(max=len(f) - 1)
+    span = f[hi] - f[lo]
+    w = torch.where(span > 0, (want - f[lo]) / span.clamp(min=1), torch.zeros_like(want)).clamp(0, 1)
+    return b[lo] + w[:, None] * (b[hi] - b[lo])
+
+
+def clip_boxes(clip: dict[str, Any]) -> torch.Tensor:
+    """A sidecar clip's box on every one of its frames, ``[x1, y1, x2, y2]`` float ``[N, 4]`` (see
+    :func:`frame_boxes`)."""
+    fc = clip["face_clips"]
+    frames = torch.tensor([f["frame"] for f in fc])
+    boxes = torch.tensor([[f["x"], f["y"], f["x"] + f["w"], f["y"] + f["h"]] for f in fc], dtype=torch.float64)
+    return frame_boxes(frames, boxes, clip["first_frame"], clip["last_frame"])
+
+
+def smooth(boxes: torch.Tensor, window: int) -> torch.Tensor:
+    """A centred moving average of per-frame boxes over ``window`` frames (odd; edges repeated): a steady crop."""
+    if window <= 1 or len(boxes) < 2:
+        return boxes
+    x = torch.nn.functional.pad(boxes.T[None].float(), (window // 2, window // 2), mode="replicate")
+    return torch.nn.functional.avg_pool1d(x, window, stride=1)[0].T.to(boxes.dtype)
+
+
+def _clip(vs: VideoScan, found: Found, rows: torch.Tensor, span: Span, name: str) -> dict:
+    """One clip's sidecar entry: where it is, the scores, the decision of its least certain track, the samples."""
     faces = vs.scan.faces.faces
     dist = found.distance[rows]
     weakest = min((found.decision(int(i)) for i in rows), key=lambda m: m.confidence)
     numbers = weakest.as_dict()
     return dict(
-        file_name=f"clips/{name}",
-        timestamp_start=round(span[0], 4),
-        timestamp_end=round(span[1], 4),
-        shot=shot,
+        file_name=name,
+        timestamp_start=round(span.start, 4),
+        timestamp_end=round(span.end, 4),
+        first_frame=span.first,
+        last_frame=span.last,
+        last_frame_s=round(span.last_pts, 4),
+        shot=span.shot,
         samples=len(rows),
         best_distance=round(float(dist.min()), 4),
         mean_distance=round(float(dist.mean()), 4),
@@ -181,52 +261,85 @@ def _clip(vs: VideoScan, found: Found, rows: torch.Tensor, shot: int, span: tupl
     )  # fmt: skip
 
 
+def write_clip(video: Path, dst: Path, clip: dict[str, Any], span: Span, settings: SearchSettings, stride: int) -> None:
+    """Encode one clip of ``settings.clip_kind``: the face followed (crop steadied over one sampling interval) or
+    the full frames with audio, cut half-way between frames so exactly ``span``'s frames are in it."""
+    if settings.clip_kind == "face":
+        boxes = smooth(clip_boxes(clip), stride | 1)
+        encode_face_clip(video, dst, span.first, boxes, size=settings.face_size)
+    else:
+        cut_clip(video, dst, span.cut_start, span.cut_end)
+
+
 def search_scan(vs: VideoScan, reference: Reference, settings: SearchSettings, out: str | Path) -> dict[str, Any]:
-    """The reference person in one scanned video: the metadata (and, with ``settings.clips``, the clips under
-    ``out``); nothing is written but the clips."""
+    """The reference person in one scanned video: the sidecar metadata (and, with ``settings.clips``, the clips
+    under ``out``); nothing is written but the clips."""
     scan, info, out = vs.scan, vs.info, Path(out)
     embedder, rule = settings.faces.embedder, settings.rule
-    cut_times = scan.pts_s[vs.cuts].tolist()
     found = find_reference(vs, reference, rule, embedder)
     faces = scan.faces.faces
     clips: list[dict[str, Any]] = []
     best = found.faces
-    times = faces.pts_s[best]
-    shot = shot_ids(faces.frame_index[best], vs.cuts)
-    half = settings.interval / 2
-    for k, (a, b) in enumerate(appearances(times, shot, settings.max_gap_s)):
-        s = int(shot[a])
-        shot_start = cut_times[s - 1] if s > 0 else float(scan.pts_s[0])
-        shot_end = cut_times[s] if s < len(cut_times) else info.video.end_s
-        start = max(shot_start, float(times[a]) - half)
-        end = min(shot_end, float(times[b]) + half + info.video.frame_duration_s)
-        name = f"{vs.video.stem}_{k:03d}.mp4"
-        clips.append(_clip(vs, found, best[a : b + 1], s, (start, end), name))
+    frames = faces.frame_index[best]
+    shot = shot_ids(frames, vs.cuts)
+    for k, (a, b) in enumerate(appearances(faces.pts_s[best], shot, settings.max_gap_s), start=1):
+        span = clip_span(vs, int(shot[a]), int(frames[a]), int(frames[b]), vs.stride // 2)
+        name = f"clips/{vs.video.stem}/saved_file_{k}.mp4"
+        clips.append(_clip(vs, found, best[a : b + 1], span, name))
         if settings.clips:
-            cut_clip(vs.video, out / "clips" / name, start, end)
+            write_clip(vs.video, out / name, clips[-1], span, settings, vs.stride)
     return dict(
         video=str(vs.video),
         reference=reference.path,
         embedder=embedder,
         threshold=rule.threshold,
         interval_s=settings.interval,
+        clip_kind=settings.clip_kind,
         frames_sampled=int(((torch.arange(scan.first, scan.stop) % vs.stride) == 0).sum()),
         frames_matched=len(best),
         tracks=len(found.decisions.decisions),
         has_audio=info.has_audio,
-        scene_changes=[round(t, 4) for t in cut_times],
+        scene_changes=[round(t, 4) for t in scan.pts_s[vs.cuts].tolist()],
         clips=clips,
     )
+
+
+def seed_metadata(meta: dict[str, Any], out: str | Path, size: tuple[int, int] | None = None) -> list[dict]:
+    """The seed ``face-tracking``'s metadata for a sidecar ``meta``: a list with, per clip and in the seed's key
+    order, ``file_name`` (the clip's absolute path, as the seed wrote it), ``face_clips`` (one ``{x, y, w, h}`` of
+    ints per frame of the clip, interpolated between the sampled boxes, clipped to the ``size = (width, height)``
+    picture) and ``timestamp_start`` / ``timestamp_end`` (the pts of the clip's first and last frames)."""
+    out = Path(out).resolve()
+    entries = []
+    for clip in meta["clips"]:
+        boxes = clip_boxes(clip).round()
+        if size is not None:
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, size[0])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, size[1])
+        boxes = boxes.long().tolist()
+        entries.append(
+            dict(
+                file_name=str(out / clip["file_name"]),
+                face_clips=[dict(x=x1, y=y1, w=x2 - x1, h=y2 - y1) for x1, y1, x2, y2 in boxes],
+                timestamp_start=clip["timestamp_start"],
+                timestamp_end=clip["last_frame_s"],
+            )
+        )
+    return entries
 
 
 def search_video(
     models: FaceModels, reference: Reference, settings: SearchSettings, out: str | Path, video: str | Path
 ) -> dict[str, Any]:
-    """Find the reference person in one video; write its clips and ``<stem>.json`` under ``out``."""
-    out = Path(out)
-    meta = search_scan(scan_video(models, settings, video), reference, settings, out)
+    """Find the reference person in one video; write its clips, ``<stem>-metadata.json`` (the seed's format) and
+    the sidecar ``<stem>.json`` under ``out``."""
+    out, stem = Path(out), Path(video).stem
+    vs = scan_video(models, settings, video)
+    meta = search_scan(vs, reference, settings, out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{Path(video).stem}.json").write_text(json.dumps(meta, indent=1))
+    seed = seed_metadata(meta, out, (vs.info.video.width, vs.info.video.height))
+    (out / f"{stem}-metadata.json").write_text(json.dumps(seed, indent=4))
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
     return meta
 
 

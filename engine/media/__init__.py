@@ -8,14 +8,22 @@ its errors are called and which device decodes it are decided here once. The fil
 - ``decode``: frames, sampled every ``interval`` seconds by presentation time or every frame of a range;
 - ``audio``: the first audio stream as mono float samples;
 - ``images``: a still image as a uint8 RGB tensor;
-- ``encode``: JPEG bytes, and videos re-encoded by FFmpeg (a region covered, a clip cut out).
+- ``encode``: JPEG bytes, and videos re-encoded by FFmpeg (a region covered, a clip cut out, a
+  face-crop clip).
 
 The files import each other directly (never through this package), so there is no import cycle.
 """
 
 from engine.media.audio import AudioTrack, decode_audio
 from engine.media.decode import DEFAULT_CHUNK, FrameBatch, iter_frames, sample_frames, sample_times
-from engine.media.encode import COVER_METHODS, cut_clip, encode_jpegs, encode_with_region_covered, ffmpeg_version
+from engine.media.encode import (
+    COVER_METHODS,
+    cut_clip,
+    encode_face_clip,
+    encode_jpegs,
+    encode_with_region_covered,
+    ffmpeg_version,
+)
 from engine.media.images import load_image
 from engine.media.streams import (
     TRUNCATION_TOLERANCE_S,
@@ -41,6 +49,7 @@ __all__ = [
     "codecs_load",
     "cut_clip",
     "decode_audio",
+    "encode_face_clip",
     "encode_jpegs",
     "encode_with_region_covered",
     "ffmpeg_version",

@@ -1,4 +1,5 @@
-"""Encoding: frames to JPEG bytes, and videos re-encoded by the ffmpeg program (a region covered, a clip cut out).
+"""Encoding: frames to JPEG bytes, and videos re-encoded by the ffmpeg program (a region covered, a clip cut out, a
+face followed in a crop).
 
 FFmpeg writes beside the destination and the file is renamed at the end, so a failure never leaves a half-written
 file; its own reason (its last stderr lines) becomes a :class:`DecodeError` of kind ``encode_failed``.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -93,22 +96,50 @@ def encode_with_region_covered(
     return _ffmpeg_to(cmd, partial, dst, f"{src.name}: re-encoding with a covered region failed")
 
 
-def _ffmpeg_to(cmd: list[str], partial: Path, dst: Path, what: str) -> Path:
-    """Run an FFmpeg command writing ``partial``, then rename it to ``dst``; ``DecodeError`` with FFmpeg's last
-    lines (its reason) when it fails, never a half-written ``dst``."""
+def _run_ffmpeg(cmd: list[str], stdin: Iterable[bytes] | None) -> tuple[int, bytes]:
+    """Run FFmpeg, feeding it ``stdin`` chunk by chunk when given; its exit status and stderr. Stderr goes to a
+    temporary file, so a chatty FFmpeg never blocks on a full pipe while we write."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )  # fmt: skip
+        try:
+            if stdin is not None:
+                assert proc.stdin is not None
+                try:
+                    for chunk in stdin:
+                        proc.stdin.write(chunk)
+                except BrokenPipeError:
+                    pass  # FFmpeg stopped reading: its exit status and stderr say why
+                finally:
+                    proc.stdin.close()
+        finally:
+            code = proc.wait()
+        errors.seek(0)
+        return code, errors.read()
+
+
+def _ffmpeg_to(cmd: list[str], partial: Path, dst: Path, what: str, stdin: Iterable[bytes] | None = None) -> Path:
+    """Run an FFmpeg command writing ``partial`` (fed ``stdin`` when given), then rename it to ``dst``;
+    ``DecodeError`` with FFmpeg's last lines (its reason) when it fails, never a half-written ``dst``."""
     import os
-    import subprocess
 
     try:
-        done = subprocess.run(cmd, capture_output=True, check=False)
+        code, stderr = _run_ffmpeg(cmd, stdin)
     except FileNotFoundError as exc:
         raise DecodeError("ffmpeg_missing", "the ffmpeg program is not installed or not on PATH") from exc
-    if done.returncode != 0:
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if code != 0:
         partial.unlink(missing_ok=True)
         # "[mp4 @ 0x55d0...] " prefixes name FFmpeg's internals, not the reason.
-        text = re.sub(r"\[[\w -]+ @ 0x[0-9a-f]+\] ", "", done.stderr.decode("utf-8", "replace"))
+        text = re.sub(r"\[[\w -]+ @ 0x[0-9a-f]+\] ", "", stderr.decode("utf-8", "replace"))
         lines = [ln.strip() for ln in text.replace(str(partial), str(dst)).splitlines() if ln.strip()]
-        reason = " | ".join(lines[-_FFMPEG_ERROR_LINES:]) or f"exit status {done.returncode}"
+        reason = " | ".join(lines[-_FFMPEG_ERROR_LINES:]) or f"exit status {code}"
         raise DecodeError("encode_failed", f"{what}: {reason[:600]}")
     os.replace(partial, dst)
     return dst
@@ -135,6 +166,54 @@ def cut_clip(src: str | Path, dst: str | Path, start_s: float, end_s: float, crf
         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(partial),
     ]  # fmt: skip
     return _ffmpeg_to(cmd, partial, dst, f"{src.name}: cutting {start_s:.2f}-{end_s:.2f}s failed")
+
+
+def _face_crops(src: Path, first: int, boxes: torch.Tensor, size: int, margin: float) -> Iterable[bytes]:
+    """Frames ``first ..`` of ``src``, each cropped to the square around its box (side ``margin`` times the box's
+    longer side, black outside the picture) and resampled to ``size`` x ``size``: raw RGB24 bytes, a chunk at a time."""
+    from torchvision.ops import roi_align
+
+    from engine.media.decode import iter_frames
+
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    half = margin * torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=2) / 2
+    squares = torch.stack([cx - half, cy - half, cx + half, cy + half], 1).float()
+    done = 0
+    for batch in iter_frames(src, first, first + len(boxes)):
+        n = len(batch)
+        rois = torch.cat([torch.arange(n, dtype=torch.float)[:, None], squares[done : done + n]], 1)
+        crops = roi_align(batch.frames.float(), rois, (size, size), aligned=True)
+        yield crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy().tobytes()
+        done += n
+    if done != len(boxes):
+        raise DecodeError("decode_failed", f"{src.name}: frames {first}..{first + len(boxes) - 1} are not all there")
+
+
+def encode_face_clip(
+    src: str | Path, dst: str | Path, first: int, boxes: torch.Tensor, size: int = 256, margin: float = 1.5,
+    crf: int = 18,
+) -> Path:  # fmt: skip
+    """A face-crop clip (the seed ``face-tracking``'s kind): frames ``first .. first + len(boxes) - 1`` of ``src``
+    (frame numbers, so a clip never reaches into a frame it was not given), each cropped around its box
+    ``[x1, y1, x2, y2]`` (float ``[N, 4]``, displayed-picture pixels) and scaled to ``size`` x ``size``; H.264 at the
+    source's frame rate, one output frame per box, no audio (a face crop has no sound of its own)."""
+    src, dst = Path(src), Path(dst)
+    if len(boxes) == 0:
+        raise ValueError("a face clip needs at least one box")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be even and at least 16 (got {size})")
+    fps = probe(src).video.fps or 25.0
+    rate = Fraction(fps).limit_denominator(1001)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    cmd = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}", "-framerate", str(rate), "-i", "-",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+        "-movflags", "+faststart", str(partial),
+    ]  # fmt: skip
+    crops = _face_crops(src, first, boxes.detach().cpu().double(), size, margin)
+    return _ffmpeg_to(cmd, partial, dst, f"{src.name}: face clip of frames {first}+{len(boxes)} failed", crops)
 
 
 def ffmpeg_version(exe: str = "ffmpeg") -> str | None:
