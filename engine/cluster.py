@@ -31,11 +31,9 @@ from collections.abc import Iterable
 
 import torch
 
-from engine.config.sections import CLUSTER_FLOOR as DEFAULT_FLOOR
-from engine.config.sections import CLUSTER_THRESHOLD as DEFAULT_THRESHOLD
 from engine.types import TrackPairs as Pairs
 
-__all__ = ["DEFAULT_FLOOR", "DEFAULT_THRESHOLD", "group_tracks", "similar_pairs", "track_sums", "voting_weights"]
+__all__ = ["group_tracks", "similar_pairs", "track_sums", "voting_weights"]
 
 #: A face votes only when its cosine to its track's weighted mean direction is at least this much below the
 #: track's median cosine at most (robust to a minority of faces of another person or of no face).
@@ -83,7 +81,7 @@ def track_sums(
     return sums, mass
 
 
-def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float = DEFAULT_FLOOR, block: int = 4096) -> Pairs:
+def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float, block: int = 4096) -> Pairs:
     """Track pairs (``a < b``) whose average-linkage similarity is at least ``floor``, block by block on device;
     tracks without a vote have none."""
     proto = sums / mass.clamp(min=1e-12)[:, None]
@@ -149,7 +147,7 @@ def group_tracks(
     sums: torch.Tensor,
     mass: torch.Tensor,
     pairs: Pairs,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float,
     cannot_link: Iterable[tuple[int, int]] = (),
     must_link: Iterable[tuple[int, int]] = (),
 ) -> torch.Tensor:

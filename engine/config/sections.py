@@ -164,14 +164,10 @@ def parse_logo(table: Any) -> LogoSettings | None:
 
 # -------------------------------------------------------------------------------------------------- [clustering]
 
-#: Legacy name of dlib's grouping threshold (the film labeller's default); each embedder's own threshold is in
-#: ``engine.faces.embedders`` and measured in ``benchmarks/identity``.
-CLUSTER_THRESHOLD = 0.90
+#: Each embedder's grouping threshold is in ``engine.faces.embedders`` (measured in ``benchmarks/identity``).
 #: Candidate pairs are track pairs whose similarity is at least the threshold minus this margin: the only pairs
 #: whose groups can ever reach the threshold are among them (an average of values under it stays under it).
 CLUSTER_FLOOR_MARGIN = 0.15
-#: Kept for callers of the old API: the candidate floor under :data:`CLUSTER_THRESHOLD`.
-CLUSTER_FLOOR = CLUSTER_THRESHOLD - CLUSTER_FLOOR_MARGIN
 CLUSTER_KEYS = ("threshold", "floor", "min_quality", "manual_breaks", "manual_merges", "keep_apart")
 
 
@@ -184,10 +180,12 @@ class ManualBreak:
     at_s: float
 
     def matches(self, file_name: str, sha256: str) -> bool:
-        return _video_matches(self.video, file_name, sha256)
+        return video_matches(self.video, file_name, sha256)
 
 
-def _video_matches(video: str, file_name: str, sha256: str) -> bool:
+def video_matches(video: str, file_name: str, sha256: str) -> bool:
+    """Whether a video named in the TOML (a file name, or a sha256 prefix of at least 6 characters, any case) is
+    this one."""
     return video == file_name or (len(video) >= 6 and sha256.startswith(video.lower()))
 
 

@@ -17,7 +17,7 @@ import torch
 
 from engine.cluster import group_tracks, similar_pairs, track_sums, voting_weights
 from engine.config import ClusterSettings
-from engine.config.sections import ManualMerge
+from engine.config.sections import ManualMerge, video_matches
 from engine.dedup import duplicates_to_remove, hex_to_hashes
 from engine.faces.embedders import embedder_spec
 from engine.faces.quality import QUALITY_FLOOR
@@ -35,6 +35,7 @@ def stored_faces(rows: list[dict[str, Any]]) -> StoredFaces:
     video_id = {v: i for i, v in enumerate(videos)}
     long = torch.int64
     quality = [LEGACY_QUALITY if r.get("quality") is None else r["quality"] for r in rows]
+    file_names = {r["video_sha256"]: r.get("file_name") or "" for r in rows}
     return StoredFaces(
         face_id=torch.tensor([r["id"] for r in rows], dtype=long),
         video=torch.tensor([video_id[r["video_sha256"]] for r in rows], dtype=long),
@@ -46,12 +47,8 @@ def stored_faces(rows: list[dict[str, Any]]) -> StoredFaces:
         has_phash=torch.tensor([bool(r["phash"]) for r in rows]),
         quality=torch.tensor(quality, dtype=torch.float32),
         videos=videos,
-        names=[_name_of(rows, v) for v in videos],
+        names=[file_names[v] for v in videos],
     )
-
-
-def _name_of(rows: list[dict[str, Any]], sha: str) -> str:
-    return next((r.get("file_name") or "" for r in rows if r["video_sha256"] == sha), "")
 
 
 #: Two boxes of one frame overlapping by more than this share of the smaller one are one head found twice (the
@@ -92,7 +89,7 @@ def track_pairs(
 
     def find(video: str, track: int) -> int | None:
         for v, (sha, name) in enumerate(zip(faces.videos, faces.names, strict=True)):
-            if (video == name or (len(video) >= 6 and sha.startswith(video.lower()))) and (v, track) in index:
+            if video_matches(video, name, sha) and (v, track) in index:
                 return index[(v, track)]
         return None
 
