@@ -63,8 +63,9 @@ test: setup
 # same frames) on an 8-video corpus built once, its table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g.
 # --machine "..." or --dry-run). Then the identity benchmark (benchmarks/identity): on each labelled clip and on the
 # challenge built from it, for each embedder, the engine's individuals next to the peers on the same descriptors and
-# a summary against the targets (runs/identity/summary.md); then reference search with each Friends photo, scored
-# against the labels. Identity tables are printed only, nothing is appended.
+# a summary against the targets (runs/identity/summary.md); the engine's grouping at every threshold on all six sets
+# at once (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?); then reference
+# search with each Friends photo, scored against the labels. Identity tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
@@ -73,6 +74,8 @@ bench: setup
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
 	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --fresh
+	$(PY) -m benchmarks.identity.sweep --embedder hse --lo 0.50 --hi 0.66
+	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.86 --hi 0.96
 	$(PY) -m benchmarks.identity.search_bench --fresh
 
 # The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each

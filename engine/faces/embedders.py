@@ -61,7 +61,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         description="HSE MobileNet (VGGFace2), 1024-d unit vectors of the box + 10 % at 224 px",
     ),
     "dlib": EmbedderSpec(
-        "dlib", 128, same_person=0.60, group_similarity=0.92,
+        "dlib", 128, same_person=0.60, group_similarity=0.93,
         description="dlib face recognition ResNet v1, 128-d, aligned 150-px chip",
     ),
 }  # fmt: skip
