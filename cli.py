@@ -409,12 +409,24 @@ def _print_results(results: dict, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+def _seed_note(out_dir: Path, summary: dict) -> str:
+    """Where the seed's layout went (nothing when the film had no movie id: ``label`` said why)."""
+    return f" (seed layout: {out_dir / summary['seed']['dir']})" if summary.get("seed") else ""
+
+
 @app.command()
 def label(
     film: Annotated[Path, typer.Argument(help="Film or video file.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (the labelling files are written here).")],
     gallery: Annotated[
-        Path | None, typer.Option("--gallery", help="Folder of NAME/*.jpg|png or NAME.jpg|png: predictions.json.")
+        Path | None,
+        typer.Option(
+            "--gallery", help="Actor database (actors.csv, ...) or folder of NAME/*.jpg|png, NAME.jpg|png: predictions."
+        ),
+    ] = None,
+    movie_id: Annotated[
+        int | None,
+        typer.Option("--movie-id", help="The film's id for OUT/<id>-data [default: the digits that start its name]."),
     ] = None,
     shard: Annotated[
         int | None, typer.Option("--shard", help="Only this shard (0-based), for a cluster job; then `merge`.")
@@ -445,7 +457,7 @@ def label(
         summary = api.label(
             film, out_dir, gallery=gallery, shards=shards, shard=shard, interval=interval,
             cluster_threshold=threshold, min_score=min_score, min_face_px=min_face_px, device=device,
-            executor=executor, ray_address=ray_address, log=lambda m: err.print(m, markup=False),
+            executor=executor, ray_address=ray_address, movie_id=movie_id, log=lambda m: err.print(m, markup=False),
         )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
@@ -454,7 +466,8 @@ def label(
         return
     out.print(
         f"{summary['trajectories']} trajectories ({summary.get('junk', 0)} under the floors, not clustered), "
-        f"{summary['clusters']} clusters, {summary['cuts']} shot cuts, {summary['faces']} faces -> {out_dir}",
+        f"{summary['clusters']} clusters, {summary['cuts']} shot cuts, {summary['faces']} faces -> {out_dir}"
+        + _seed_note(out_dir, summary),
         markup=False,
     )
 
@@ -462,19 +475,26 @@ def label(
 @app.command()
 def merge(
     out_dir: Annotated[Path, typer.Argument(help="The --out folder of the sharded `label` runs.")],
-    gallery: Annotated[Path | None, typer.Option("--gallery", help="Gallery folder for predictions.json.")] = None,
+    gallery: Annotated[
+        Path | None, typer.Option("--gallery", help="Actor database or photo gallery folder for predictions.")
+    ] = None,
+    movie_id: Annotated[
+        int | None, typer.Option("--movie-id", help="The film's id [default: the one the shards were labelled with].")
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Merge the shards of a film into the same files a single `label` run writes."""
     from engine import api
 
     try:
-        summary = api.merge(out_dir, gallery=gallery, device=device, log=lambda m: err.print(m, markup=False))
+        summary = api.merge(
+            out_dir, gallery=gallery, device=device, movie_id=movie_id, log=lambda m: err.print(m, markup=False)
+        )
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     out.print(
         f"{summary['shards']} shard(s) merged: {summary['trajectories']} trajectories, {summary['clusters']} "
-        f"clusters, {summary['cuts']} shot cuts -> {out_dir}",
+        f"clusters, {summary['cuts']} shot cuts -> {out_dir}" + _seed_note(out_dir, summary),
         markup=False,
     )
 

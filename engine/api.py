@@ -128,10 +128,12 @@ def label(
     film: str | Path, out: str | Path, *, gallery: str | Path | None = None, shards: int = 1,
     shard: int | None = None, interval: float = 0.0, cluster_threshold: float | None = None,
     min_score: float | None = None, min_face_px: float | None = None, device: str | None = None,
-    executor: str | None = None, ray_address: str | None = None, log: Log = print,
+    executor: str | None = None, ray_address: str | None = None, movie_id: int | None = None, log: Log = print,
 ) -> dict[str, Any]:  # fmt: skip
-    """Film labelling: shots, trajectories, features, clusters and (with a gallery) predictions; one shard only
-    when ``shard`` is given (merge them with :func:`merge`). ``min_score`` / ``min_face_px``: the floors a
+    """Film labelling: shots, trajectories, features, clusters and (with a gallery: a folder of photos or the seed's
+    actor database) predictions, in our files and in the seed's ``OUT/<movie_id>-data/`` (the video-labeler's);
+    one shard only when ``shard`` is given (merge them with :func:`merge`). ``movie_id``: the film's id, else the
+    digits that start its file name (``12345-Title.mp4``). ``min_score`` / ``min_face_px``: the floors a
     trajectory must reach to be clustered (``None``: the seed's 0.95 and 50 px)."""
     from engine.apps.film import LabelSettings, label_film
 
@@ -141,19 +143,21 @@ def label(
     with get_executor(cfg.executor, cfg.ray_address) as pool:
         return label_film(
             film, out, settings=settings, shards=shards, shard=shard, gallery=gallery, device=cfg.device,
-            executor=pool, log=log,
+            executor=pool, log=log, movie_id=movie_id,
         )  # fmt: skip
 
 
 def merge(
-    out: str | Path, *, gallery: str | Path | None = None, device: str | None = None, log: Log = print
-) -> dict[str, Any]:
-    """Stitch the shards of ``label --shard`` jobs into the files one run writes."""
+    out: str | Path, *, gallery: str | Path | None = None, device: str | None = None, movie_id: int | None = None,
+    log: Log = print,
+) -> dict[str, Any]:  # fmt: skip
+    """Stitch the shards of ``label --shard`` jobs into the files one run writes (``movie_id``: overrides the one
+    the shards were labelled with)."""
     from engine.apps.film import LabelSettings, load_models
     from engine.apps.film import merge as merge_shards
 
     models = load_models(resolve_device(device or "auto"), LabelSettings()) if gallery else None
-    return merge_shards(out, gallery, models, log=log)
+    return merge_shards(out, gallery, models, log=log, movie_id=movie_id)
 
 
 def search(

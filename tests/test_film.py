@@ -21,6 +21,7 @@ from engine.shots import shot_ids
 from engine.types import Faces, Tracks
 
 SETTINGS = LabelSettings(interval=0.25)  # every 8th frame of the 30 fps clip: the test stays fast
+MOVIE = 4242  # the clip's name has no leading digits: its movie id is given
 FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")
 
 
@@ -36,7 +37,7 @@ def _read(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory, ryan: Path, gallery: Path) -> Path:
     out = tmp_path_factory.mktemp("label1")
-    label_film(ryan, out, settings=SETTINGS, gallery=gallery, log=lambda _m: None)
+    label_film(ryan, out, settings=SETTINGS, gallery=gallery, log=lambda _m: None, movie_id=MOVIE)
     return out
 
 
@@ -95,7 +96,7 @@ def test_trajectories_never_cross_a_cut(single: Path) -> None:
 
 def test_three_shards_merged_equal_one_run(single: Path, tmp_path: Path, ryan: Path) -> None:
     for i in range(3):  # three separate jobs, as on a cluster
-        meta = label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=i, log=lambda _m: None)
+        meta = label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=i, log=lambda _m: None, movie_id=MOVIE)
         assert meta["index"] == i and meta["lo"] < meta["hi"]
     assert not (tmp_path / "trajectories.jsonl").exists()  # a shard job never merges
     merge(tmp_path)
@@ -112,16 +113,35 @@ def test_three_shards_merged_equal_one_run(single: Path, tmp_path: Path, ryan: P
     # A trajectory really crosses a shard boundary (frame 554 or 1108), so the stitching was exercised.
     bounds = (1663 // 3, 2 * 1663 // 3)
     assert any(t["start_frame"] < bd <= t["end_frame"] for t in a["trajectories"] for bd in bounds)
+    # The seed's folder is the same bytes (predictions aside: the single run had a gallery).
+    seed_a, seed_b = single / f"{MOVIE}-data", tmp_path / f"{MOVIE}-data"
+    names = sorted(p.relative_to(seed_a) for p in seed_a.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(seed_b) for p in seed_b.rglob("*") if p.is_file())
+    assert len(names) > 10
+    for name in names:
+        if name.name != "predictions.json":
+            assert (seed_a / name).read_bytes() == (seed_b / name).read_bytes(), name
 
 
 def test_merge_names_missing_shards(tmp_path: Path, ryan: Path) -> None:
     with pytest.raises(LabelError, match="no shard results"):
         merge(tmp_path)
-    label_film(ryan, tmp_path, settings=LabelSettings(interval=2.0), shards=3, shard=1, log=lambda _m: None)
+    label_film(ryan, tmp_path, settings=LabelSettings(interval=2.0), shards=3, shard=1, log=lambda _m: None, movie_id=1)
     with pytest.raises(LabelError, match=r"shard\(s\) 0, 2 of 3 are missing"):
         merge(tmp_path)
     with pytest.raises(LabelError, match="--shard must be in 0..2"):
-        label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=3, log=lambda _m: None)
+        label_film(ryan, tmp_path, settings=SETTINGS, shards=3, shard=3, log=lambda _m: None, movie_id=1)
+
+
+def test_label_without_movie_id_writes_our_files_only(tmp_path: Path, ryan: Path) -> None:
+    """A film named without leading digits and no --movie-id: our files, no <id>-data/, one line saying how."""
+    said: list[str] = []
+    summary = label_film(ryan, tmp_path, settings=LabelSettings(interval=2.0), log=said.append)
+    assert summary["seed"] is None and summary["movie_id"] is None
+    assert (tmp_path / "trajectories.jsonl").is_file() and not list(tmp_path.glob("*-data"))
+    assert any("ryan-reynolds.mp4: no movie id" in line and "--movie-id" in line for line in said)
+    merged = merge(tmp_path, movie_id=5, log=said.append)  # the seed's folder from the same shards, later
+    assert merged["seed"]["dir"] == "5-data" and (tmp_path / "5-data" / "clusters.json").is_file()
 
 
 def _cluster_with(folder: Path, frames: range) -> int:
@@ -149,17 +169,19 @@ def test_gallery_predictions_name_the_people(single: Path) -> None:
 
 
 def test_label_cli_sharded_then_merge(tmp_path: Path, ryan: Path, gallery: Path) -> None:
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     for i in range(2):
         done = run_cli(
-            "label", str(ryan), "--out", str(tmp_path), "--shards", "2", "--shard", str(i), "--interval", "2"
-        )
+            "label", str(ryan), "--out", str(tmp_path), "--shards", "2", "--shard", str(i), "--interval", "2",
+            "--movie-id", "77",
+        )  # fmt: skip
         assert done.returncode == 0, done.stderr
     done = run_cli("merge", str(tmp_path), "--gallery", str(gallery))
     assert done.returncode == 0, done.stderr
     assert "2 shard(s) merged" in done.stdout
     assert (tmp_path / "predictions.json").is_file()
+    assert (tmp_path / "77-data" / "predictions.json").is_file() and "77-data" in done.stdout
     done = run_cli("label", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x"))
     assert done.returncode == 2 and "nope.mp4" in done.stderr
 
@@ -204,7 +226,7 @@ def _fake_shard(out: Path, settings: LabelSettings, tracks: tuple[int, ...]) -> 
     no_cuts = torch.zeros(0, dtype=torch.long)
     pts = torch.arange(frames, dtype=torch.float64) / 25
     ShardResult(faces, Tracks(torch.tensor([local[r[2]] for r in rows])), no_cuts, torch.zeros(0), pts, 0).save(folder)
-    spec = ShardSpec("fake.mp4", 0, 1, 0, frames, 0, frames, 1, frames, 25.0)
+    spec = ShardSpec("fake.mp4", 0, 1, 0, frames, 0, frames, 1, frames, 25.0, movie_id=7)
     meta = dict(format_version=FORMAT_VERSION, **spec.__dict__, settings=settings.public(), faces=n,
                 trajectories=len(tracks), cuts=0, width=320, height=240, video_start_s=0.0)  # fmt: skip
     (folder / "shard.json").write_text(json.dumps(meta))

@@ -3,10 +3,12 @@
 A film is cut into ``N`` shards by frame number. Shard ``i`` owns frames ``[i·T/N, (i+1)·T/N)`` and decodes an
 *overlap* on both sides: the shot detector and the tracker need context, and the overlap is where a trajectory
 crossing the boundary is seen by both neighbours. Each shard writes its raw results (faces with descriptors and
-shard-local track ids, cuts) under ``DIR/shards/`` (``engine.apps.film_shards``); ``engine.apps.film_merge.merge``
-stitches them into the files a labelling tool reads. An unsharded run is one shard merged by the same code, so
-"3 shards merged" and "one run" are the same computation wherever the overlap covers the context (tested on the
-shared Ryan Reynolds clip).
+shard-local track ids, cuts, the seed's crop of each face it owns) under ``DIR/shards/``
+(``engine.apps.film_shards``, ``engine.apps.film_crops``); ``engine.apps.film_merge.merge`` stitches them into our
+files and the seed's ``DIR/<movie_id>-data/``, the folder the labeller reads (``engine.apps.film_facerec``). An
+unsharded run is one shard merged by the same code, so "3 shards merged" and "one run" are the same computation
+wherever the overlap covers the context (tested on the shared Ryan Reynolds clip; the seed's folder byte for byte
+on the Hamilton clip).
 
 Stitching: the tracker is causal and restarts at every shot cut, so after the overlap's warm-up a shard links faces
 exactly as an unsharded run does. A trajectory of shard ``i`` that is still alive at the boundary is joined to the
@@ -25,14 +27,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from engine.apps.film_actors import is_actor_database
+from engine.apps.film_crops import cut_crops
+from engine.apps.film_facerec import resolve_movie_id
 from engine.apps.film_merge import MIN_FACE_PX, MIN_SCORE, merge
-from engine.apps.film_shards import FORMAT_VERSION, LabelError, ShardResult
+from engine.apps.film_shards import CROPS_DIR, FORMAT_VERSION, LabelError, ShardResult
 from engine.apps.scan import scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
@@ -88,6 +93,7 @@ class ShardSpec:
     stride: int
     num_frames: int
     fps: float
+    movie_id: int | None = None  # the seed's id of the film (``engine.apps.film_facerec``)
 
     @property
     def name(self) -> str:
@@ -124,7 +130,8 @@ def shard_dir(out: Path, spec: ShardSpec) -> Path:
 
 
 def label_shard(models: FaceModels, spec: ShardSpec, settings: LabelSettings, out: str | Path) -> dict[str, Any]:
-    """Scan one shard's frames and write its raw results under ``out/shards/``; returns its summary."""
+    """Scan one shard's frames and write its raw results under ``out/shards/`` (with the crops of the faces it
+    owns, ``engine.apps.film_crops``); returns its summary."""
     out = Path(out)
     scan = scan_frames(
         spec.film, models, start=spec.ext_lo, stop=spec.ext_hi, stride=spec.stride, shot_settings=settings.shots
@@ -148,6 +155,9 @@ def label_shard(models: FaceModels, spec: ShardSpec, settings: LabelSettings, ou
     folder.mkdir(parents=True, exist_ok=True)
     cut_scores = scan.scores[(cuts - scan.first).clamp(min=0)] if len(cuts) else torch.zeros(0)
     ShardResult(faces, Tracks(track), cuts, cut_scores, scan.pts_s, scan.first).save(folder)
+    owned = ((frame >= spec.lo) & (frame < spec.hi)).nonzero().flatten()
+    width, height = scan.info.width, scan.info.height
+    crops = cut_crops(spec.film, faces.select(owned), folder / CROPS_DIR, width, height, str(models.detector.device))
     meta = dict(
         format_version=FORMAT_VERSION,
         **asdict(spec),
@@ -155,8 +165,9 @@ def label_shard(models: FaceModels, spec: ShardSpec, settings: LabelSettings, ou
         faces=n,
         trajectories=int(track.max()) + 1 if n else 0,
         cuts=len(cuts),
-        width=scan.info.width,
-        height=scan.info.height,
+        crops=crops,
+        width=width,
+        height=height,
         video_start_s=scan.info.start_s,
     )
     (folder / "shard.json").write_text(json.dumps(meta, indent=1))
@@ -180,13 +191,23 @@ def label_film(
     device: str = "cpu",
     executor: Any = None,
     log: Log = print,
+    movie_id: int | None = None,
 ) -> dict[str, Any]:
-    """``label FILM``: one shard (``shard`` given: a cluster job, no merge) or all shards then the merge."""
+    """``label FILM``: one shard (``shard`` given: a cluster job, no merge) or all shards then the merge.
+    ``movie_id``: the seed's id of the film, else the digits that start its file name; with neither, only our own
+    files are written (the seed's folder is named after the id), and an actor-database gallery is refused up front."""
     from functools import partial
 
     settings = settings or LabelSettings()
     out = Path(out)
-    specs = plan_shards(film, shards, settings)
+    specs = plan_shards(film, shards, settings)  # a film that cannot be read says so before its name is checked
+    movie_id = resolve_movie_id(film, movie_id)
+    if movie_id is None and gallery is not None and is_actor_database(Path(gallery)):
+        raise LabelError(
+            f"actor database {gallery}: its cast is found by the film's movie id, and {Path(film).name} has none"
+            " (name it <id>-<title>, 12345-CoolMovieFilm.mp4, or give --movie-id)"
+        )
+    specs = [replace(s, movie_id=movie_id) for s in specs]
     if shard is not None:
         if not 0 <= shard < shards:
             raise LabelError(f"--shard must be in 0..{shards - 1} (got {shard})")
@@ -208,7 +229,7 @@ def label_film(
         metas.append(meta)
     if shard is not None:
         return metas[0]
-    return merge(out, gallery, load_models(device, settings) if gallery else None, log)
+    return merge(out, gallery, load_models(device, settings) if gallery else None, log, movie_id)
 
 
 def _run_shard(settings: LabelSettings, out: str, models: FaceModels, spec: ShardSpec) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The labelling files of a film, from its shards: ``trajectories.jsonl``, ``features.jsonl``,
-``scene_changes.json``, ``clusters.json``, ``label.json`` and, with a gallery, ``predictions.json``.
+``scene_changes.json``, ``clusters.json``, ``label.json`` and, with a gallery, ``predictions.json``; then the same
+results in the seed's layout, ``<movie_id>-data/`` (``engine.apps.film_facerec``). The gallery is an actor database
+restricted to the film's cast, or a folder of photos (``engine.apps.film_actors``).
 
 An unsharded run is one shard merged by the same code (``engine.apps.film``). Output formats are documented in
 ``docs/film.md`` ("Files") and kept stable; ``label.json`` carries ``format_version``.
@@ -23,8 +25,19 @@ from typing import Any
 
 import torch
 
-from engine.apps.film_shards import FORMAT_VERSION, LabelError, frame_times, load_shards, owned_cuts, stitch
-from engine.apps.people import PeopleError, knn_vote, load_gallery
+from engine.apps.film_actors import load_film_gallery
+from engine.apps.film_facerec import NO_MOVIE_ID, SeedFilm, resolve_movie_id, write_seed_layout
+from engine.apps.film_shards import (
+    FORMAT_VERSION,
+    LabelError,
+    crop_files,
+    faces_by_track,
+    frame_times,
+    load_shards,
+    owned_cuts,
+    stitch,
+)
+from engine.apps.people import People, knn_vote
 from engine.cluster import group_tracks, similar_pairs, track_sums
 from engine.config.sections import CLUSTER_FLOOR_MARGIN
 from engine.faces.batching import FaceModels
@@ -43,17 +56,11 @@ def _r(values: Sequence[float], digits: int) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def _by_trajectory(tracks: Tracks) -> list[torch.Tensor]:
-    """Face indices of each trajectory (frame order inside each), grouped once, not one scan per trajectory."""
-    traj_of = tracks.of_face
-    return list(torch.argsort(traj_of, stable=True).split(torch.bincount(traj_of, minlength=tracks.count).tolist()))
-
-
 def trajectory_quality(faces: Faces, tracks: Tracks) -> tuple[torch.Tensor, torch.Tensor]:
     """Each trajectory's median detector score and median face size (box short side, frame pixels), ``[T]`` each,
     rounded as ``trajectories.jsonl`` writes them (the floors compare these, so the file explains every decision)."""
     side = (faces.boxes[:, 2:] - faces.boxes[:, :2]).min(dim=1).values.double()
-    groups = _by_trajectory(tracks)
+    groups = faces_by_track(tracks)
     score = [round(float(faces.scores[i].double().quantile(0.5)), 4) for i in groups]
     size = [round(float(side[i].quantile(0.5)), 2) for i in groups]
     return torch.tensor(score, dtype=torch.float64), torch.tensor(size, dtype=torch.float64)
@@ -77,7 +84,7 @@ def write_trajectories(
     embeddings = faces.embedding.float()
     score, size = quality
     with (out / "trajectories.jsonl").open("w") as ft, (out / "features.jsonl").open("w") as ff:
-        for t, idx in enumerate(_by_trajectory(tracks)):
+        for t, idx in enumerate(faces_by_track(tracks)):
             fr = faces.frame_index[idx]
             traj = dict(
                 id=t,
@@ -173,8 +180,8 @@ def write_clusters(
 
 
 def write_predictions(
-    out: Path, gallery: str | Path, models: FaceModels, faces: Faces, tracks: Tracks, clusters: list[dict],
-    settings: dict[str, Any], log: Log | None,
+    out: Path, gallery: str | Path, people: People, embedder: str, faces: Faces, tracks: Tracks,
+    clusters: list[dict], settings: dict[str, Any],
 ) -> int:  # fmt: skip
     """``predictions.json``: each cluster's top gallery people by kernel-weighted KNN over its faces (``top``), and
     the decision of ``engine.apps.identify`` (``identity``: the person, or ``None``, with how sure), the rule search
@@ -183,17 +190,13 @@ def write_predictions(
     from engine.apps.identify import identify, rule_for
     from engine.apps.people import person_distances
 
-    try:
-        people = load_gallery(gallery, models, log)
-    except PeopleError as exc:
-        raise LabelError(str(exc)) from exc
     embeddings = faces.embedding.float()
     members = [torch.isin(tracks.of_face, torch.tensor(cl["trajectories"])) for cl in clusters]
     decided = None
     if clusters and len(people):
         d = person_distances(embeddings, people)  # [F, P]
         median = torch.stack([d[m].median(dim=0).values for m in members])
-        decided = identify(median, people.unique_names, rule_for(models.embedder.name))
+        decided = identify(median, people.unique_names, rule_for(embedder))
     predictions = []
     for c, m in enumerate(members):
         match = None if decided is None else decided.of_track(c)
@@ -214,16 +217,33 @@ def cluster_threshold(settings: dict[str, Any]) -> float:
     return embedder_spec(settings["faces"].get("embedder", "dlib")).group_similarity
 
 
+def movie_id_of(metas: list[dict[str, Any]], given: int | None = None) -> int | None:
+    """The film's movie id: ``given``, else the one its shards were labelled with, else its file name's (``None``:
+    none of them)."""
+    if given is None:
+        ids = {m.get("movie_id") for m in metas}
+        if len(ids) > 1:
+            raise LabelError(f"the shards were labelled with movie ids {sorted(map(str, ids))}: give merge --movie-id")
+        given = ids.pop()
+    return resolve_movie_id(metas[0]["film"], given)
+
+
 def merge(
     out: str | Path,
     gallery: str | Path | None = None,
     models: FaceModels | None = None,
     log: Log | None = None,
+    movie_id: int | None = None,
 ) -> dict[str, Any]:
-    """Stitch ``out/shards/*`` into the labelling files; with a gallery, KNN predictions per cluster."""
+    """Stitch ``out/shards/*`` into the labelling files and the seed's ``<movie_id>-data/`` (``movie_id``: the
+    shards' own, else the film name's); with a gallery, KNN predictions per cluster."""
     out = Path(out)
     metas, shards = load_shards(out)
     settings = metas[0]["settings"]
+    movie = movie_id_of(metas, movie_id)
+    if gallery is not None and models is None:
+        raise LabelError("predictions need the face models")
+    people = None if gallery is None else load_film_gallery(gallery, models, movie, out, log)
     faces, tracks = stitch(metas, shards)
     cut_frames, cut_scores = owned_cuts(metas, shards)
     shot_of_face = shot_ids(faces.frame_index, cut_frames)
@@ -238,9 +258,11 @@ def merge(
     threshold = cluster_threshold(settings)
     cluster_of = cluster_trajectories(faces, tracks, threshold, torch.tensor([not j for j in junk], dtype=torch.bool))
     clusters = write_clusters(out, tracks, cluster_of, shot_of_face, threshold, floors, junk)
+    embedder = settings["faces"].get("embedder", "dlib")
     summary: dict[str, Any] = dict(
         format_version=FORMAT_VERSION,
         film=metas[0]["film"],
+        movie_id=movie,
         num_frames=metas[0]["num_frames"],
         fps=metas[0]["fps"],
         shards=len(metas),
@@ -251,9 +273,14 @@ def merge(
         cuts=len(cut_frames),
         settings=settings,
     )
-    if gallery is not None:
-        if models is None:
-            raise LabelError("predictions need the face models")
-        summary["predictions"] = write_predictions(out, gallery, models, faces, tracks, clusters, settings, log)
+    if people is not None:
+        summary["predictions"] = write_predictions(out, gallery, people, embedder, faces, tracks, clusters, settings)
+    seed = SeedFilm(movie, metas[0]["width"], metas[0]["height"], embedder, faces, tracks, cluster_of, cut_frames)
+    if movie is None:
+        summary["seed"] = None
+        if log is not None:
+            log(NO_MOVIE_ID.format(name=Path(metas[0]["film"]).name))
+    else:
+        summary["seed"] = write_seed_layout(out, seed, crop_files(out, metas, faces), people, settings["knn_k"], log)
     (out / "label.json").write_text(json.dumps(summary, indent=1))
     return summary

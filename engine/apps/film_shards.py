@@ -3,12 +3,14 @@ boundaries, the cuts each shard owns, and frame times.
 
 A shard saves its faces (:class:`engine.types.Faces`, without crops), their shard-local tracks
 (:class:`engine.types.Tracks`), its trusted cuts with their scores, and the pts of every frame it decoded, as
-``faces.pt`` (tensors only, loaded with ``weights_only=True``) beside its ``shard.json`` summary.
+``faces.pt`` (tensors only, loaded with ``weights_only=True``) beside its ``shard.json`` summary, and the seed's
+crop of every face it owns (``engine.apps.film_crops``) as ``crops/<frame>-<rank>.jpeg``.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,15 @@ from engine.types import Faces, Tracks
 
 #: Version of the labelling files (``docs/film.md``). 2: trajectories under the floors are marked and unclustered.
 FORMAT_VERSION = 2
+
+
+#: A shard's folder of face crops; one file per owned face, named by :func:`crop_name`.
+CROPS_DIR = "crops"
+
+
+def crop_name(frame: int, rank: int) -> str:
+    """The file name of the crop of the face of rank ``rank`` in frame ``frame``, inside a shard's ``CROPS_DIR``."""
+    return f"{frame}-{rank}.jpeg"
 
 
 class LabelError(ValueError):
@@ -57,6 +68,12 @@ class ShardResult:
             Faces.from_state(p["faces"]), Tracks(p["tracks"]), p["cuts"], p["cut_scores"], p["frame_pts"],
             int(p["first"]),
         )  # fmt: skip
+
+
+def faces_by_track(tracks: Tracks) -> list[torch.Tensor]:
+    """Face indices of each trajectory (in face order inside each), grouped once, not one scan per trajectory."""
+    of = tracks.of_face
+    return list(torch.argsort(of, stable=True).split(torch.bincount(of, minlength=tracks.count).tolist()))
 
 
 def load_shards(out: Path) -> tuple[list[dict[str, Any]], list[ShardResult]]:
@@ -143,3 +160,16 @@ def frame_times(metas: list[dict[str, Any]], shards: list[ShardResult], frames: 
         else:
             out.append(metas[0]["video_start_s"] + f / metas[0]["fps"])
     return out
+
+
+def crop_files(out: Path, metas: list[dict[str, Any]], faces: Faces) -> list[Path] | None:
+    """Where each (stitched) face's crop lies: in the folder of the shard that owns its frame; ``None`` when the
+    shards were written without crops (before format 2's seed layout, or synthetic)."""
+    if any("crops" not in m for m in metas):
+        return None
+    his = [m["hi"] for m in metas]
+    folders = [out / "shards" / f"{m['index']:04d}-of-{m['count']:04d}" / CROPS_DIR for m in metas]
+    return [
+        folders[bisect_right(his, f)] / crop_name(f, r)
+        for f, r in zip(faces.frame_index.tolist(), faces.face_index.tolist(), strict=True)
+    ]
