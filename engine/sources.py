@@ -2,6 +2,9 @@
 
 Listing is cheap and never fails on one bad entry; fetching turns an item into a local file (downloads are cached
 under the run's work folder by a hash of their URL), and reading any sidecar metadata the source gives.
+
+A URL may carry credentials (``http://user:password@host/x.mp4``): they are used to fetch, never shown: every message
+here names an item by :func:`engine.redact.redact_text` of its URL. Downloads follow redirects to http(s) only.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.redact import redact_text
+
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".3gp", ".wmv", ".ogv"}
 )
 URL_LIST_EXTENSIONS = frozenset({".txt", ".urls", ".list", ".csv"})
+#: Sound files a folder may hold beside its videos: listed too, so each gets its error row ("no video stream (audio
+#: only)") instead of being left out without a word.
+AUDIO_EXTENSIONS = frozenset({".m4a", ".mp3", ".wav", ".aac", ".flac", ".ogg", ".opus", ".wma"})
+#: The only schemes a download may be redirected to (urllib's default also follows ftp://).
+REDIRECT_SCHEMES = frozenset({"http", "https"})
 
 
 class SourceError(ValueError):
@@ -41,6 +53,11 @@ class SourceItem:
     kind: str  # "file" | "url" | "s3"
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def shown(self) -> str:
+        """The URI as it may be printed or stored: a URL's password masked."""
+        return redact_text(self.uri)
+
 
 def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
@@ -59,8 +76,9 @@ def list_sources(spec: str | Path, s3_endpoint_url: str | None = None) -> list[S
         return [SourceItem(text, _url_name(text), "url")]
     path = Path(text)
     if path.is_dir():
-        # Include dangling links and unreadable entries: they become error rows, not silent omissions.
-        files = [p for p in sorted(path.rglob("*")) if _is_video_name(p.name) and (p.is_file() or p.is_symlink())]
+        # Include dangling links, unreadable entries, a folder named like a video and sound files: each becomes an
+        # error row, not a silent omission. A folder named like a video is not descended into as a video.
+        files = [p for p in sorted(path.rglob("*")) if _is_listed(p)]
         return [SourceItem(str(p), p.name, "file") for p in files]
     if path.is_file() and path.suffix.lower() in URL_LIST_EXTENSIONS:
         return _list_url_file(path)
@@ -69,9 +87,17 @@ def list_sources(spec: str | Path, s3_endpoint_url: str | None = None) -> list[S
     raise SourceError(f"videos source not found: {text} (give a folder, a file of URLs, or s3://bucket/prefix)")
 
 
+def _is_listed(path: Path) -> bool:
+    """Whether a folder entry is an input: named like a video or a sound file, whatever it is (a file, a link, or a
+    folder named ``x.mp4``, which fails later with its own row)."""
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        return path.is_file() or path.is_symlink()
+    return _is_video_name(path.name)
+
+
 def _url_name(url: str) -> str:
     tail = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return tail or url
+    return redact_text(tail or url)
 
 
 def _list_url_file(path: Path) -> list[SourceItem]:
@@ -123,9 +149,35 @@ def fetch(item: SourceItem, cache_dir: Path, s3_endpoint_url: str | None = None)
             try:
                 open_s3_bucket(bucket, s3_endpoint_url).download(key, dest)
             except Exception as exc:  # noqa: BLE001 - any failure of one object is reported for that object
-                raise FetchError(f"cannot download {item.uri}: {exc}") from exc
+                raise FetchError(redact_text(f"cannot download {item.uri}: {exc}")) from exc
         return dest, {}
     return _fetch_url(item.uri, cache_dir, stem, dest)
+
+
+class RedirectRefused(urllib.error.URLError):
+    """A download was redirected to a scheme other than http(s) (``ftp://``, ``file://``, ...): not followed."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http and https only: urllib's own handler also follows ``ftp://``, which would let a
+    server we were pointed at make us fetch from elsewhere (an internal FTP host), unencrypted."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in REDIRECT_SCHEMES:
+            raise RedirectRefused(
+                f"HTTP {code} redirects to {redact_text(newurl)}: only http:// and https:// redirects are followed"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def open_url(url: str, timeout_s: float = 60.0) -> Any:
+    """``urlopen`` for downloads (``run`` and the monitor): redirects followed to http(s) only
+    (:class:`RedirectRefused` otherwise)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "faceengine/0.1"})
+    return urllib.request.build_opener(_HttpOnlyRedirects).open(request, timeout=timeout_s)
 
 
 def _yt_dlp_command() -> list[str] | None:
@@ -153,17 +205,21 @@ def _fetch_url(url: str, cache_dir: Path, stem: str, dest: Path) -> tuple[Path, 
         got = [p for p in sorted(cache_dir.glob(f"{stem}.*")) if _is_video_name(p.name)]
         if proc.returncode == 0 and got:
             return got[0], read_sidecar_metadata(got[0])
+    tmp_name: str | None = None
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "faceengine/0.1"})
         with (
-            urllib.request.urlopen(request, timeout=60) as resp,
+            open_url(url) as resp,
             tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".dl-", delete=False) as tmp,
         ):
+            tmp_name = tmp.name
             shutil.copyfileobj(resp, tmp, 1 << 20)
         Path(tmp.name).replace(dest)
     except Exception as exc:  # noqa: BLE001 - network errors of every kind become one error row
-        hint = "" if ytdlp else " (install yt-dlp for platform pages)"
-        raise FetchError(f"cannot download {url}: {exc}{hint}") from exc
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+        reason = exc.reason if isinstance(exc, RedirectRefused) else exc
+        hint = "" if ytdlp or isinstance(exc, RedirectRefused) else " (install yt-dlp for platform pages)"
+        raise FetchError(redact_text(f"cannot download {url}: {reason}{hint}")) from exc
     return dest, {}
 
 

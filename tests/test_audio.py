@@ -280,7 +280,7 @@ def test_align_files_without_audio_and_unreadable(corpus: Path, media_dir: Path,
 
 
 def test_prompt_outside_baseline_is_a_config_error() -> None:
-    baseline = AudioTrack(torch.randn(8000), 8000, 0.0)
+    baseline = AudioTrack(torch.randn(8000, generator=torch.Generator().manual_seed(0)), 8000, 0.0)
     with pytest.raises(ConfigError, match="outside the baseline"):
         prompt_templates(baseline, [Prompt("late", 2.0, 3.0)])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,103 @@ def test_truncated_but_indexed_file_keeps_what_decodes(tmp_path: Path, hamilton:
     assert info.truncated_s > media.TRUNCATION_TOLERANCE_S
     frames = sum(len(b) for b in media.sample_frames(cut))
     assert frames == math.floor(info.duration_s / 0.5) + 1
+
+
+@pytest.mark.parametrize("seed", [131, 1713])
+def test_random_bytes_that_fool_the_container_probe_are_not_a_readable_video(tmp_path: Path, seed: int) -> None:
+    """Most random bytes are "Invalid data"; these seeds open as a container whose stream cannot be sought to pts 0
+    (131) or has no picture size (1713): the same fact for the user, one wording."""
+    import random
+
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(random.Random(seed).randbytes(50_000))
+    with pytest.raises(media.DecodeError) as info:
+        media.probe(path)
+    assert info.value.kind == "not_media" and "not a readable video" in str(info.value)
+
+
+def _vfr_clip(path: Path) -> Path:
+    """3 s at 4 fps then 24 fps from 2.0 s on (frames every 0.25 s, then every 1/24 s): a variable frame rate whose
+    average frame lasts 0.094 s, so a step of half an average frame lands past the frame at exactly 2.000 s."""
+    from conftest import ffmpeg
+
+    keep = r"select='gte(t\,2)+not(mod(n\,6))'"  # every 6th frame before 2 s, every frame from 2 s on
+    source = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24:duration=3", "-vf", keep]
+    encode = ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)]
+    try:
+        ffmpeg(*source, "-fps_mode", "vfr", *encode)
+    except subprocess.CalledProcessError:  # FFmpeg before 5.1
+        ffmpeg(*source, "-vsync", "vfr", *encode)
+    return path
+
+
+def test_variable_frame_rate_samples_the_frame_nearest_each_target(tmp_path: Path) -> None:
+    clip = _vfr_clip(tmp_path / "vfr.mp4")
+    every = torch.cat([b.pts_s for b in media.iter_frames(clip)])  # every frame's pts, decoded
+    assert len(set((every[1:] - every[:-1]).round(decimals=4).tolist())) > 1  # the clip is VFR indeed
+    batches = list(media.sample_frames(clip, 0.5, chunk=3))
+    targets = torch.cat([b.target_s for b in batches])
+    got = torch.cat([b.pts_s for b in batches])
+    nearest = every[(every[None, :] - targets[:, None]).abs().argmin(dim=1)]
+    assert got.tolist() == nearest.tolist()
+    assert 2.0 in got.tolist() and 2.5 in got.tolist()  # not 2.042 and 2.542: the frames at 2.000 s and 2.500 s
+    assert all(b.frames.shape[0] == len(b) for b in batches)
+
+
+def test_constant_frame_rate_sampling_is_unchanged(hamilton: Path, ryan: Path) -> None:
+    """A constant frame rate keeps the time query; the nearest-by-pts rule picks exactly its frames."""
+    from engine.media.decode import frame_pts, nearest_frames
+
+    for clip in (hamilton, ryan):
+        pts = frame_pts(clip)
+        batches = list(media.sample_frames(clip, 0.5))
+        targets = torch.cat([b.target_s for b in batches])
+        chosen = pts.seconds()[nearest_frames(pts, targets)]
+        assert chosen.tolist() == torch.cat([b.pts_s for b in batches]).tolist(), clip.name
+
+
+def corrupt_clip(path: Path) -> Path:
+    """5 s at 24 fps (11 samples at 0.5 s), a key frame every 6 frames, with 64 KiB of (seeded) garbage written over
+    the middle of the file: FFmpeg still decodes most frames, torchcodec refuses the packets the garbage hit."""
+    import random
+
+    from conftest import ffmpeg
+
+    clean = path.with_name("clean-" + path.name)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=24:duration=5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-g", "6", str(clean))  # fmt: skip
+    data = bytearray(clean.read_bytes())
+    clean.unlink()
+    middle = len(data) // 2
+    data[middle : middle + 65536] = random.Random(0).randbytes(65536)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_data_in_the_middle_costs_only_the_samples_it_touches(tmp_path: Path) -> None:
+    clip = corrupt_clip(tmp_path / "corrupt.mp4")
+    told: list[tuple[list[int], str]] = []
+    batches = list(media.sample_frames(clip, 0.5, chunk=4, on_corrupt=lambda s, m: told.append((s, m))))
+    kept = torch.cat([b.index for b in batches]).tolist()
+    assert len(told) == 1
+    lost, message = told[0]
+    assert lost and kept and sorted(kept + lost) == list(range(11))  # every sample kept or reported, once
+    assert max(kept) > max(lost)  # the samples after the garbage are kept too
+    assert f"{len(lost)} of 11 sampled frames could not be decoded" in message and "corrupt.mp4" in message
+    for b in batches:
+        assert b.frames.shape[0] == len(b.index) == len(b.pts_s) == len(b.target_s)
+        assert ((b.pts_s - b.target_s).abs() <= 1 / 24 + 1e-6).all()  # the last sample (5.0 s) is the last frame
+
+
+def test_a_video_of_which_nothing_decodes_still_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.media import decode
+
+    def broken(self: object, samples: list[int]) -> None:
+        raise RuntimeError("Could not push packet to decoder: Invalid data found when processing input")
+
+    monkeypatch.setattr(decode._Sampler, "get", broken)
+    with pytest.raises(media.DecodeError, match=r"decoding frames 0\.\.10 failed: Could not push packet"):
+        list(media.sample_frames(corrupt_clip(tmp_path / "c.mp4"), 0.5))
 
 
 def test_jpeg_encoding_roundtrip(hamilton: Path) -> None:

@@ -127,7 +127,7 @@ def test_cpu_paths_never_touch_the_kernels(monkeypatch: pytest.MonkeyPatch) -> N
     from engine.faces import detect as faces
     from engine.phash import phash_torch
 
-    frames = torch.randint(0, 256, (2, 3, 41, 67), dtype=torch.uint8)
+    frames = torch.randint(0, 256, (2, 3, 41, 67), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for switch in ("1", "0"):
         monkeypatch.setenv("ENGINE_KERNELS", switch)
         monkeypatch.setattr(faces, "_fused_preprocess_ok", lambda *a: pytest.fail("kernel consulted for CPU"))
@@ -199,7 +199,9 @@ def test_cuda_preprocess_equals_torch_and_timing(hamilton: Path) -> None:
     got = kp.preprocess(odd, 0.5, pad_multiple=32)
     assert torch.equal(got, kp.preprocess_reference(odd, 0.5, pad_multiple=32)) and got.shape[-2:] == (192, 352)
 
-    big = torch.randint(0, 256, (32, 1080, 1920, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
+    cuda_gen = torch.Generator(device="cuda").manual_seed(0)
+    big = torch.randint(0, 256, (32, 1080, 1920, 3), dtype=torch.uint8, device="cuda", generator=cuda_gen)
+    big = big.permute(0, 3, 1, 2)
     print("\npreprocess, 32 × 1080p channels-last uint8 → detector input (ms, kernel vs plain torch):")
     for scale, dtype in ((1 / 3, torch.float16), (0.5, torch.float32), (1.0, torch.float16)):
         k = _cuda_ms(lambda s=scale, d=dtype: kp.preprocess(big, s, d))
@@ -222,7 +224,8 @@ def test_cuda_phash_equals_engine_and_timing(shared_data: Path) -> None:
         img = media.load_image(path).cuda()[None]
         assert torch.equal(kph.phash(img), phash_torch(img)), path.name
 
-    many = torch.randint(0, 256, (8192, 3, 150, 150), dtype=torch.uint8, device="cuda")
+    cuda_gen = torch.Generator(device="cuda").manual_seed(1)
+    many = torch.randint(0, 256, (8192, 3, 150, 150), dtype=torch.uint8, device="cuda", generator=cuda_gen)
     print("\nphash, 150×150 uint8 chips (ms, kernel vs plain torch at the engine's chunk of 1024):")
     for n in (1024, 8192):
         k = _cuda_ms(lambda n=n: kph.phash(many[:n]), repeat=5)
@@ -235,7 +238,9 @@ def test_cuda_hooks_and_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine import dedup
     from engine.faces import detect as faces
 
-    frames = torch.randint(0, 256, (2, 3, 200, 300), dtype=torch.uint8).cuda()
+    frames = torch.randint(
+        0, 256, (2, 3, 200, 300), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    ).cuda()
     called = []
     from kernels import phash as kph
     from kernels import preprocess as kp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -297,7 +298,7 @@ def test_monitor_takes_videos_copied_while_it_runs(
     loop = threading.Thread(target=mon.run, args=(0.2,), daemon=True)
     loop.start()
     try:
-        (watched / "a_broken.mp4").write_bytes(os.urandom(150_000))
+        (watched / "a_broken.mp4").write_bytes(random.Random(0).randbytes(150_000))  # seeded: one wording
         data = hamilton.read_bytes()
         with open(watched / "stage.mp4", "wb") as fh:  # a slow copy: half, a pause shorter than the settle time, half
             fh.write(data[: len(data) // 2])
@@ -431,7 +432,7 @@ def test_cli_monitor_once_then_restarted_loop(tmp_path: Path, hamilton: Path, fa
     watched = tmp_path / "in"
     watched.mkdir()
     (watched / "stage.mp4").symlink_to(hamilton)
-    (watched / "broken.mp4").write_bytes(os.urandom(50_000))
+    (watched / "broken.mp4").write_bytes(random.Random(0).randbytes(50_000))
     os.utime(watched / "broken.mp4", (time.time() - 60, time.time() - 60))
     common = [
         "monitor",

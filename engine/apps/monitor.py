@@ -42,6 +42,7 @@ from engine.apps.webhook import WEBHOOK_ATTEMPTS, WEBHOOK_BASE_DELAY_S, post_jso
 from engine.config import ConfigError, FaceSettings, Settings
 from engine.faces.batching import FaceModels
 from engine.hashing import sha256_file
+from engine.redact import redact_text
 from engine.sources import FetchError, SourceError, SourceItem, fetch, is_url, list_sources
 from engine.store import Database, ObjectStore, open_stores
 from engine.store.objects import alert_key
@@ -182,7 +183,8 @@ class Monitor:
                     if once:
                         raise
                     self.totals.poll_errors += 1
-                    self.log(f"error  poll failed: {type(exc).__name__}: {exc}; trying again in {interval_s:g}s")
+                    reason = redact_text(f"{type(exc).__name__}: {exc}")
+                    self.log(f"error  poll failed: {reason}; trying again in {interval_s:g}s")
                 if once:
                     break
                 self.stop.wait(interval_s)
@@ -217,7 +219,7 @@ class Monitor:
             if stat is not None:
                 since = previous[1] if previous and previous[0] == stat else time.monotonic()
                 listing[item.uri] = (stat, since)
-            row = known.get(item.uri)
+            row = known.get(item.shown)  # rows are keyed by the URI without its password
             if row is not None and not self._wanted(row, stat):
                 continue
             if stat is not None:
@@ -274,11 +276,11 @@ class Monitor:
                 return None
             twin = self.db.monitor_video_by_sha(sha)
             if twin is not None:
-                if twin["source_uri"] == item.uri:  # the same bytes touched or rewritten in place
-                    self.db.monitor_save_video(item.uri, **base)
+                if twin["source_uri"] == item.shown:  # the same bytes touched or rewritten in place
+                    self.db.monitor_save_video(item.shown, **base)
                     return twin["status"]
                 message = f"same content as {twin['source_uri']} ({twin['status']})"
-                self.db.monitor_save_video(item.uri, **base, sha256=sha, status="duplicate", message=message)
+                self.db.monitor_save_video(item.shown, **base, sha256=sha, status="duplicate", message=message)
                 self.totals.duplicates += 1
                 self.totals.outcomes.append((item.name, "duplicate", message))
                 self.log(f"skip   {item.name}: {message}")
@@ -305,7 +307,7 @@ class Monitor:
             dict(
                 video_sha256=sha,
                 person=m.person,
-                source_uri=item.uri,
+                source_uri=item.shown,
                 video_name=item.name,
                 time_s=round(m.time_s, 3),
                 distance=round(m.distance, 4),
@@ -318,7 +320,7 @@ class Monitor:
         ]
         summary = f"{len(found)} face(s) in {len(found.frames)} frame(s)"
         video = dict(**base, sha256=sha, status="done", attempts=attempts + 1, message=summary, nearest=nearest)
-        new = self.db.monitor_finish_video(item.uri, video, alerts)
+        new = self.db.monitor_finish_video(item.shown, video, alerts)
         self.totals.checked += 1
         self.totals.outcomes.append((item.name, "done", summary))
         near = ", ".join(f"{p} {d:.3f}" for p, d in sorted(nearest.items(), key=lambda kv: kv[1])[:3])
@@ -335,9 +337,10 @@ class Monitor:
 
     def _failed(self, item: SourceItem, base: dict[str, Any], sha: str | None, attempts: int, reason: str) -> str:
         attempts += 1
+        reason = redact_text(reason)  # an exception's text may quote the URL it was fetching
         final = attempts >= self.max_attempts
         status = "failed" if final else "retry"
-        self.db.monitor_save_video(item.uri, **base, sha256=sha, status=status, attempts=attempts, message=reason)
+        self.db.monitor_save_video(item.shown, **base, sha256=sha, status=status, attempts=attempts, message=reason)
         self.totals.failed += 1
         self.totals.outcomes.append((item.name, status, reason))
         then = "given up" if final else "tried again at the next poll"

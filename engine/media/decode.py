@@ -1,20 +1,29 @@
 """Frames: a video's samples every ``interval`` seconds, or every frame of a range, as uint8 tensors on a device.
 
 Frames are sampled by presentation time from the video stream's *real* start (``begin_stream_seconds``, not 0:
-the shared Hamilton clip's video starts at 0.852 s while its audio starts at 0). Display rotation is honoured by
+the shared Hamilton clip's video starts at 0.852 s while its audio starts at 0). Each sample is the frame whose pts
+is nearest its target time, also in a variable-frame-rate video, where stepping by the average frame duration
+would miss (the frame for 2.0 s taken at 2.042 s though one exists at 2.000 s). Display rotation is honoured by
 torchcodec, so frames come out the way a player shows them. Frames stay uint8 NCHW tensors on the chosen device.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torchcodec.decoders import VideoDecoder
 
 from engine.media.streams import DecodeError, VideoInfo, _clean, _open_video, _video_info
+
+log = logging.getLogger(__name__)
 
 #: A sample at time t takes the frame nearest to t; frames are decoded in chunks of this many.
 DEFAULT_CHUNK = 64
@@ -51,11 +60,17 @@ def sample_frames(
     interval: float = 0.5,
     device: str = "cpu",
     chunk: int = DEFAULT_CHUNK,
+    on_corrupt: Callable[[list[int], str], None] | None = None,
 ) -> Iterator[FrameBatch]:
     """Yield the frames nearest to every sample time, ``chunk`` at a time, as tensors on ``device``.
 
     The frame *played at* t can be almost a whole frame older than t; asking for the frame played at
     ``t + frame_duration / 2`` gives the frame whose pts is nearest to t (within half a frame).
+
+    Corrupt data in the middle of a file (a damaged download) costs the samples it touches, not the video: a chunk
+    that fails is decoded again sample by sample, the samples that decode are kept (``index`` then has gaps), and
+    ``on_corrupt(samples, message)`` is told once, at the end, which sample numbers were lost and why (by default a
+    warning is logged). Only a video of which no sample decodes raises ``DecodeError``.
     """
     decoder = _open_video(path, device)
     video = _video_info(decoder)
@@ -64,20 +79,142 @@ def sample_frames(
     # Never ask past the last frame's end: torchcodec refuses times outside [start, end).
     last_ok = math.nextafter(video.end_s, -math.inf)
     queries = (targets + half).clamp(max=last_ok)
+    pts = frame_pts(path)
+    # A variable frame rate: the frame nearest each target by pts, by index. A constant one (or no pts list) keeps
+    # the time query above, which picks the same frames for it (and has since the first run: results unchanged).
+    nearest = None if pts is None or len(pts) != len(decoder) or _constant_rate(pts) else nearest_frames(pts, targets)
+    sampler = _Sampler(Path(path), device, decoder, queries, nearest)
+    corrupt: list[int] = []
+    reason, kept_any = "", False
     for lo in range(0, len(targets), chunk):
-        hi = min(lo + chunk, len(targets))
+        wanted = list(range(lo, min(lo + chunk, len(targets))))
         try:
-            got = decoder.get_frames_played_at(queries[lo:hi].tolist())
-        except (RuntimeError, IndexError, ValueError) as exc:
-            raise DecodeError(
-                "decode_failed", f"{Path(path).name}: decoding frames {lo}..{hi - 1} failed: {_clean(exc)}"
-            ) from exc
+            data, pts_s = sampler.get(wanted)
+        except _DECODE_ERRORS as exc:
+            reason = reason or _clean(exc)
+            wanted, data, pts_s = sampler.one_by_one(wanted, corrupt)
+            if not wanted:
+                continue
+        kept_any = True
         yield FrameBatch(
-            frames=_on_device(got.data, device),
-            index=torch.arange(lo, hi, dtype=torch.int64),
-            target_s=targets[lo:hi],
-            pts_s=got.pts_seconds.to(torch.float64).cpu(),
+            frames=_on_device(data, device),
+            index=torch.tensor(wanted, dtype=torch.int64),
+            target_s=targets[wanted],
+            pts_s=pts_s.to(torch.float64).cpu(),
         )
+    if corrupt:
+        name = Path(path).name
+        if not kept_any:
+            raise DecodeError("decode_failed", f"{name}: decoding frames 0..{len(targets) - 1} failed: {reason}")
+        lost = targets[corrupt]
+        message = (
+            f"{name}: {len(corrupt)} of {len(targets)} sampled frames could not be decoded (corrupt data; samples "
+            f"between {lost.min():.2f}s and {lost.max():.2f}s: {reason}); the other {len(targets) - len(corrupt)} "
+            "are kept"
+        )
+        if on_corrupt is None:
+            log.warning("%s", message)
+        else:
+            on_corrupt(corrupt, message)
+
+
+#: What torchcodec raises when frames cannot be decoded.
+_DECODE_ERRORS = (RuntimeError, IndexError, ValueError)
+
+
+@dataclass
+class _Sampler:
+    """Gets sampled frames from one video's decoder, by time query (``nearest`` is None) or by frame index, and
+    reopens the decoder after a failure: torchcodec's decoder is unusable once FFmpeg refused a packet."""
+
+    path: Path
+    device: str
+    decoder: VideoDecoder
+    queries: torch.Tensor
+    nearest: torch.Tensor | None
+
+    def get(self, samples: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames of these sample numbers and their pts (seconds); raises what torchcodec raises."""
+        if self.nearest is None:
+            got = self.decoder.get_frames_played_at(self.queries[samples].tolist())
+        else:
+            got = self.decoder.get_frames_at(self.nearest[samples].tolist())
+        return got.data, got.pts_seconds
+
+    def one_by_one(
+        self, samples: list[int], corrupt: list[int]
+    ) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None]:
+        """The samples that decode on their own (with their frames and pts); the others are added to ``corrupt``."""
+        kept, frames, pts = [], [], []
+        self.decoder = _open_video(self.path, self.device)
+        for k in samples:
+            try:
+                data, pts_s = self.get([k])
+            except _DECODE_ERRORS:
+                corrupt.append(k)
+                self.decoder = _open_video(self.path, self.device)
+                continue
+            kept.append(k)
+            frames.append(data)
+            pts.append(pts_s)
+        if not kept:
+            return [], None, None
+        return kept, torch.cat(frames), torch.cat(pts)
+
+
+@dataclass(frozen=True)
+class FramePts:
+    """Every frame's pts of a video stream in ticks of its ``time_base`` (num, den), sorted (display order): the
+    frame index of torchcodec's exact mode is the position in ``ticks``."""
+
+    ticks: list[int]
+    time_base: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+    def seconds(self) -> torch.Tensor:
+        """The pts in seconds, float64, to the last bit as torchcodec computes them (``pts * num / den``)."""
+        num, den = self.time_base
+        return torch.tensor(self.ticks, dtype=torch.float64) * num / den
+
+
+def frame_pts(path: str | Path) -> FramePts | None:
+    """The first video stream's frame pts, read from its packets by ``ffprobe`` (no decoding: a few hundredths of
+    a second for a minute of video), as torchcodec's exact scan indexes them: pts, else dts, discarded packets
+    left out. ``None`` when ffprobe is missing or cannot read the file (sampling then queries by time)."""
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        return None
+    cmd = [exe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=time_base:packet=pts,dts,flags"]
+    try:
+        proc = subprocess.run([*cmd, "-of", "json", str(path)], capture_output=True, text=True, timeout=300)
+        data = json.loads(proc.stdout) if proc.returncode == 0 else {}
+        num, den = (int(v) for v in data["streams"][0]["time_base"].split("/"))
+        ticks = [
+            int(p["pts"] if p.get("pts") is not None else p["dts"])
+            for p in data.get("packets", [])
+            if "D" not in p.get("flags", "")
+        ]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return FramePts(sorted(ticks), (num, den)) if ticks and num > 0 and den > 0 else None
+
+
+def _constant_rate(pts: FramePts) -> bool:
+    """Whether every frame lasts as long as the others, to one tick of the time base (its rounding)."""
+    steps = [b - a for a, b in zip(pts.ticks, pts.ticks[1:], strict=False)]
+    return not steps or max(steps) - min(steps) <= 1
+
+
+def nearest_frames(pts: FramePts, targets: torch.Tensor) -> torch.Tensor:
+    """For each target time (seconds), the index of the frame whose pts is nearest; a tie goes to the later frame,
+    as the time query of a constant frame rate does. int64 ``[len(targets)]``."""
+    seconds = pts.seconds()
+    after = torch.searchsorted(seconds, targets, right=False).clamp(max=len(seconds) - 1)  # first pts >= target
+    before = (after - 1).clamp(min=0)
+    later = (seconds[after] - targets).abs() <= (targets - seconds[before]).abs()
+    return torch.where(later, after, before)
 
 
 def iter_frames(

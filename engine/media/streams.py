@@ -82,6 +82,11 @@ class MediaInfo:
 
 
 _CPP_PREFIX = re.compile(r"^\w+, [^,]*\.cpp:\d+, ")
+#: What FFmpeg or torchcodec say when bytes that are not a video (random, truncated, another format) are opened:
+#: FFmpeg finds no container ("Invalid data"), or a container sniffed from garbage holds a stream that cannot be
+#: sought ("Could not seek file to pts=0") or has no picture size ("FrameDims.height must be > 0"). All three are
+#: the same fact for the user: not a readable video.
+_NOT_MEDIA_SIGNS = ("Invalid data", "Could not seek file", "FrameDims.")
 
 
 def _clean(exc: BaseException) -> str:
@@ -130,7 +135,7 @@ def _open_video(path: str | Path, device: str = "cpu") -> VideoDecoder:
         raise DecodeError("no_video_stream", f"{path.name} has no video stream: {_clean(exc)}") from exc
     except RuntimeError as exc:
         msg = _clean(exc)
-        if "Invalid data" in msg:
+        if any(sign in msg for sign in _NOT_MEDIA_SIGNS):
             raise DecodeError(
                 "not_media", f"{path.name} is not a readable video (truncated or not a media file): {msg}"
             ) from exc

@@ -9,6 +9,7 @@ from engine.config import Challenge, Settings
 from engine.faces.batching import FaceModels
 from engine.pipeline.summary import Log, StageTimer, VideoOutcome
 from engine.prompts import PromptTemplates
+from engine.redact import redact_text
 from engine.sources import SourceItem
 from engine.store import Database, ObjectStore
 
@@ -31,7 +32,9 @@ class RunContext:
 def fail_video(
     ctx: RunContext, item: SourceItem, stage: str, kind: str, message: str, sha: str | None = None
 ) -> VideoOutcome:
-    """Record a video's fatal error (its ``video_errors`` row and a log line) and return its outcome."""
-    ctx.db.record_error(ctx.run_id, item.uri, stage, kind, message, sha256=sha)
+    """Record a video's fatal error (its ``video_errors`` row and a log line) and return its outcome; the message
+    is shown with any URL's password masked (an exception's text may quote the URL it was fetching)."""
+    message = redact_text(message)
+    ctx.db.record_error(ctx.run_id, item.shown, stage, kind, message, sha256=sha)
     ctx.log(f"error  {item.name}: {message}")
     return VideoOutcome(item.name, "failed", sha, message=message)

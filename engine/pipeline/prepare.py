@@ -45,6 +45,8 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
             size = path.stat().st_size
             sha = sha256_file(path)
         except OSError as exc:
+            if path.is_dir():  # a folder named like a video (x.mp4/): listed so that it is not passed over silently
+                return fail_video(ctx, item, "read", "unreadable_path", f"{path} is a folder, not a video file")
             return fail_video(ctx, item, "read", "unreadable_path", f"cannot read {path}: {exc.strerror or exc}")
     if size == 0:
         return fail_video(ctx, item, "probe", "empty_file", f"{item.name} is an empty (zero-byte) file", sha)
@@ -71,7 +73,7 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
     if not info.has_audio:
         ctx.db.record_error(
             ctx.run_id,
-            item.uri,
+            item.shown,
             "audio",
             "no_audio",
             f"{item.name} has no audio stream: prompts cannot be aligned in it (its frames are still sampled)",
@@ -82,7 +84,7 @@ def prepare_video(item: SourceItem, ctx: RunContext, claimed: set[str] | None = 
     if video.truncated_s > media.TRUNCATION_TOLERANCE_S:
         ctx.db.record_error(
             ctx.run_id,
-            item.uri,
+            item.shown,
             "decode",
             "truncated",
             f"{item.name} is truncated: {video.duration_s:.2f}s of video decodable, the header "

@@ -118,7 +118,7 @@ def video_row(
     return dict(
         sha256=prepared.sha,
         challenge=challenge,
-        source_uri=item.uri,
+        source_uri=item.shown,  # a URL's password is never stored
         file_name=item.name,
         object_key=key,
         size_bytes=prepared.size,

@@ -51,9 +51,16 @@ def packs_videos(settings: Settings) -> bool:
 
 def video_frames(prepared: PreparedVideo, ctx: RunContext, chunk: int | None = None) -> Iterator[FrameBatch]:
     """The video's sampled frames on the run's device, ``chunk`` (default :func:`batch_frames`) at a time
-    (``media.DecodeError`` when they cannot be decoded, raised where it happens)."""
+    (``media.DecodeError`` when none can be decoded, raised where it happens). Samples lost to corrupt data in the
+    file are a non-fatal ``corrupt_frames`` row and a note: the video keeps every sample that decodes."""
     s = ctx.settings
-    return media.sample_frames(prepared.path, s.sample_interval, s.device, chunk or batch_frames(s))
+    item = prepared.item
+
+    def corrupt(_samples: list[int], message: str) -> None:
+        ctx.db.record_error(ctx.run_id, item.shown, "decode", "corrupt_frames", message, prepared.sha, fatal=False)
+        ctx.log(f"note   {item.name}: {message}")
+
+    return media.sample_frames(prepared.path, s.sample_interval, s.device, chunk or batch_frames(s), on_corrupt=corrupt)
 
 
 def keeps_frames(ctx: RunContext) -> bool:
@@ -104,7 +111,7 @@ def prompts_stage(prepared: PreparedVideo, ctx: RunContext) -> list[PromptMatch]
             track = media.decode_audio(prepared.path, ctx.challenge.align.rate)
             alignment = find_prompts(ctx.templates, [track], ctx.challenge.align.threshold)[0]
         except media.DecodeError as exc:
-            ctx.db.record_error(ctx.run_id, item.uri, "audio", exc.kind, str(exc), sha256=prepared.sha, fatal=False)
+            ctx.db.record_error(ctx.run_id, item.shown, "audio", exc.kind, str(exc), sha256=prepared.sha, fatal=False)
             return []
     threshold = ctx.challenge.align.threshold
     for name, score in alignment.absent.items():

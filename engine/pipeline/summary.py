@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from engine.redact import redact_text
 from engine.store import redact
 
 Log = Callable[[str], None]
@@ -81,7 +82,7 @@ class RunSummary:
             f"{self.unique_faces}",
             f"time: {self.seconds:.2f}s ({stages})" if stages else f"time: {self.seconds:.2f}s",
             f"database: {redact(self.db_url)}",
-            f"objects: {self.store_url}",
+            f"objects: {redact_text(self.store_url)}",
         ]
 
 

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.redact import redact_text
+
 from .schema import DERIVED_TABLES, Base, Face
 
 
@@ -25,11 +27,15 @@ class StoreUnreachable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """A URL with its password hidden, for messages and logs."""
+    """A database URL with its password hidden, for messages, logs and the ``runs`` table.
+
+    SQLAlchemy's own parser first (it finds a password holding a ``/``, which the generic rule cannot), then the
+    engine's one rule for URLs (:func:`engine.redact.redact_text`) for whatever it could not parse.
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown as given, it holds no parsed password
-        return url
+        return redact_text(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: the generic rule still masks a userinfo
+        return redact_text(url)
 
 
 def make_engine(url: str) -> Engine:

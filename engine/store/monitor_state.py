@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine.redact import redact_text
+
 from .database import DatabaseCore
 from .schema import MonitorAlert, MonitorVideo
 
@@ -23,12 +25,14 @@ class MonitorStateMixin(DatabaseCore):
 
     @staticmethod
     def _monitor_upsert(s: Session, source_uri: str, values: Mapping[str, Any]) -> None:
+        """Create or update a source URI's row; the URI and every text value are stored with passwords masked."""
+        source_uri = redact_text(source_uri)
         row = s.scalars(select(MonitorVideo).where(MonitorVideo.source_uri == source_uri)).first()
         if row is None:
             row = MonitorVideo(source_uri=source_uri, attempts=0)
             s.add(row)
         for key, value in values.items():
-            setattr(row, key, value)
+            setattr(row, key, redact_text(value) if isinstance(value, str) else value)
         row.updated_at = datetime.now(UTC)
 
     def monitor_videos(self) -> dict[str, dict[str, Any]]:
@@ -71,7 +75,7 @@ class MonitorStateMixin(DatabaseCore):
                     )
                 )
                 if known is None:
-                    row = MonitorAlert(**alert)
+                    row = MonitorAlert(**{**alert, "source_uri": redact_text(alert["source_uri"])})
                     s.add(row)
                     new.append(row)
             s.flush()
@@ -91,6 +95,6 @@ class MonitorStateMixin(DatabaseCore):
             row = s.get(MonitorAlert, alert_id)
             row.attempts = (row.attempts or 0) + attempts
             row.delivered = delivered
-            row.last_error = None if delivered else (error or "")[:2000]
+            row.last_error = None if delivered else redact_text(error or "")[:2000]
             if delivered:
                 row.delivered_at = datetime.now(UTC)

@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .database import DatabaseCore
+from engine.redact import redact_mapping, redact_text
+
+from .database import DatabaseCore, redact
 from .schema import Run
 
 
@@ -15,8 +17,15 @@ class RunsMixin(DatabaseCore):
     """``start_run``, ``finish_run``, ``mark_runs_interrupted``."""
 
     def start_run(self, challenge: str, runtype: str, device: str, source: str, settings: dict) -> int:
+        """Add the run's row. Its ``settings`` and ``source`` are stored with every secret masked (the database
+        URL's password, a URL's userinfo, secret-named keys): whoever reads ``runs`` must not learn them."""
+        settings = redact_mapping(settings)
+        if isinstance(settings.get("db_url"), str):
+            settings["db_url"] = redact(settings["db_url"])
         with self.session() as s:
-            run = Run(challenge=challenge, runtype=runtype, device=device, source=source, settings=settings)
+            run = Run(
+                challenge=challenge, runtype=runtype, device=device, source=redact_text(source), settings=settings
+            )
             s.add(run)
             s.flush()
             return run.id

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from engine.redact import redact_text
+
 from .database import DatabaseCore
 from .schema import PER_VIDEO_TABLES, Face, FaceIntraInd, Frame, NoFace, Similarity, Subvideo, Video, VideoError
 
@@ -40,6 +42,7 @@ class VideosMixin(DatabaseCore):
         cross-video rows (similarities, individuals, unique faces) go too: the challenge stage rebuilds them.
         """
         sha = video["sha256"]
+        video = {**video, "source_uri": redact_text(video["source_uri"])}  # as record_error stores it
         with self.session() as s:
             s.execute(delete(Similarity).where((Similarity.video_a == sha) | (Similarity.video_b == sha)))
             for model in PER_VIDEO_TABLES:
@@ -82,6 +85,8 @@ class VideosMixin(DatabaseCore):
 
         The same failure of the same input is recorded once (the newest run wins), so a re-run adds no rows.
         """
+        # Stored with passwords masked: a URL list's entry may carry them, and the message may quote it.
+        source_uri, message = redact_text(source_uri), redact_text(message)
         with self.session() as s:
             s.execute(
                 delete(VideoError).where(

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.redact import redact_text
+
 
 @dataclass(frozen=True)
 class Check:
@@ -32,7 +34,7 @@ def _guard(name: str, fix: str, fn: Callable[[], Check], optional: bool = False)
         return fn()
     except Exception as exc:  # noqa: BLE001 - doctor reports every failure as text
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check(name, False, first[:160], fix, optional)
+        return Check(name, False, redact_text(first)[:160], fix, optional)  # an error may quote a URL's password
 
 
 def check_python() -> Check:
@@ -130,7 +132,7 @@ def check_stores(challenge: str, db_url: str | None, store_url: str | None, s3_e
 
     def store() -> Check:
         check_object_store(settings.store_url, settings.s3_endpoint_url)
-        return Check("object store", True, settings.store_url)
+        return Check("object store", True, redact_text(settings.store_url))
 
     return [
         _guard(
@@ -141,7 +143,7 @@ def check_stores(challenge: str, db_url: str | None, store_url: str | None, s3_e
         ),
         _guard(
             "object store",
-            f"check {settings.store_url} (--store / ENGINE_STORE_URL): a writable folder, or "
+            f"check {redact_text(settings.store_url)} (--store / ENGINE_STORE_URL): a writable folder, or "
             "an existing S3 bucket with credentials in boto3's chain (AWS_ACCESS_KEY_ID, ~/.aws, ...)",
             store,
         ),

@@ -53,17 +53,40 @@ def prompt_at(subvideos: Iterable[dict[str, Any]]) -> Callable[[str, float], str
     return lookup
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+#: How a spreadsheet cell that would start a formula begins (OWASP's list: = + - @, tab, carriage return).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Longest path component the export writes (file systems allow 255 bytes).
+MAX_COMPONENT = 100
+
+
+def safe_component(name: str) -> str:
+    """``name`` as one path component that stays where it is put: letters, digits, ``-_.`` only (a ``/`` or ``\\``
+    becomes ``_``), never ``.``/``..`` or hidden (a leading dot), and never starting with a spreadsheet formula
+    character, so ``file_name`` cells need no quoting and stay usable by Hugging Face. Prompts, individuals and
+    video names are data (a participant names a video, a challenge names a prompt): a prompt named ``..`` must not
+    write into the parent of the output folder."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:MAX_COMPONENT]
+    if not safe or safe.startswith((".", *FORMULA_STARTS)):
+        safe = "_" + safe[1:] if safe else "_"
+    return safe
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet cannot run: text starting with a formula character gets a leading ``'``
+    (OWASP's CSV-injection advice), so a video named ``=1+2;cmd.mp4`` is shown, not evaluated; numbers and other
+    text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def face_record(face: dict[str, Any], prompt: str) -> dict[str, Any]:
     """One exported face's labels (``file``: its path under the output folder) from its ``unique_faces`` row."""
     ind = "none" if face["individual"] is None else f"{face['individual']:04d}"  # unique faces all have one
-    name = f"ind{ind}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg"
+    name = safe_component(f"ind{ind}_{face['video_sha256'][:12]}_{face['pts_s']:08.2f}s_{face['face_id']}.jpg")
     embedding = face.get("embedding")
     return dict(
-        file=f"{_safe(prompt)}/{name}",
+        file=f"{safe_component(prompt)}/{name}",
         prompt=prompt,
         individual=face["individual"],
         video_sha256=face["video_sha256"],
@@ -80,17 +103,30 @@ def face_record(face: dict[str, Any], prompt: str) -> dict[str, Any]:
 
 
 def _csv(path: Path, rows: Iterable[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    """``rows`` as CSV with ``columns`` (others ignored); a box is written ``x1 y1 x2 y2``, ``None`` empty."""
+    """``rows`` as CSV with ``columns`` (others ignored); a box is written ``x1 y1 x2 y2``, ``None`` empty; text
+    cells are neutralised (:func:`neutralise_cell`); the box, numbers only, is not."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**r, "box": " ".join(map(str, r["box"]))} for r in rows)
+        writer.writerows(
+            {**{k: neutralise_cell(r.get(k)) for k in columns}, "box": " ".join(map(str, r["box"]))} for r in rows
+        )
+
+
+def _inside(out: Path, relative: str) -> Path:
+    """``out / relative``, refused (``ValueError``) unless it resolves inside ``out``: the last guard, after
+    :func:`safe_component`, against a path (or a link already in ``out``) that leads out of the folder."""
+    root = out.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ValueError(f"refusing to write {relative!r}: it resolves outside {out}")
+    return path
 
 
 def write_imagefolder(out: Path, records: list[dict[str, Any]], images: list[bytes]) -> None:
     """The crops under ``out/<prompt>/``, ``metadata.csv`` (Hugging Face imagefolder) and ``labels.csv``."""
     for record, data in zip(records, images, strict=True):
-        path = out / record["file"]
+        path = _inside(out, record["file"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     _csv(out / "metadata.csv", ({"file_name": r["file"], **r} for r in records), METADATA_COLUMNS)
