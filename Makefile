@@ -65,7 +65,8 @@ test: setup
 # challenge built from it, for each embedder, the engine's individuals next to the peers on the same descriptors and
 # a summary against the targets (runs/identity/summary.md); the engine's grouping at every threshold on all six sets
 # at once (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?); then reference
-# search with each Friends photo, scored against the labels. Identity tables are printed only, nothing is appended.
+# search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
+# (benchmarks/cli_startup.py). Identity and CLI tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
@@ -77,6 +78,7 @@ bench: setup
 	$(PY) -m benchmarks.identity.sweep --embedder hse --lo 0.50 --hi 0.66
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.86 --hi 0.96
 	$(PY) -m benchmarks.identity.search_bench --fresh
+	$(PY) benchmarks/cli_startup.py
 
 # The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each
 # table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's

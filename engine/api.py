@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.apps.film_shards import LabelError
 from engine.apps.people import PeopleError
-from engine.config import Challenge, ConfigError, Settings, load_challenge, resolve_device
+from engine.config import Challenge, ConfigError, Settings, faces_only, load_challenge, resolve_device
 from engine.inference.weights import WeightError
 from engine.media import DecodeError
 from engine.pipeline.executor import ExecutorUnavailable, get_executor
@@ -25,6 +25,7 @@ from engine.tools.bench import BenchError
 
 if TYPE_CHECKING:
     from engine.apps.monitor import Monitor
+    from engine.apps.scan import Tick
     from engine.pipeline.summary import RunSummary
     from engine.prompts import Alignment
     from engine.sources import SourceItem
@@ -48,7 +49,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def run(
-    challenge: str | Path,
+    challenge: str | Path | None,
     videos: str | Path | None = None,
     *,
     log: Log = print,
@@ -58,10 +59,20 @@ def run(
 ) -> RunSummary:
     """Every stage of a challenge on its videos (``videos``, else the TOML's ``videos`` key, relative to it);
     ``embedder`` overrides the TOML's ``[faces] embedder``; ``settings`` are :meth:`engine.config.Settings.load`'s
-    keywords (db_url, store_url, runtype, device, ...)."""
+    keywords (db_url, store_url, runtype, device, ...).
+
+    ``challenge`` ``None``: a faces-only run on ``videos`` (:func:`engine.config.faces_only`: every stage but the
+    prompts, under a name of its own, so it never shares rows with a challenge; all videos unless ``runtype`` says
+    ``test``)."""
     from engine.pipeline.run import run_challenge
 
-    ch = with_embedder(load_challenge(challenge), embedder)
+    if challenge is None:
+        if videos is None:
+            raise ConfigError("nothing to run: give --challenge NAME|TOML, or --videos SOURCE for a faces-only run")
+        ch = with_embedder(faces_only(videos), embedder)
+        settings = {**settings, "runtype": settings.get("runtype") or "prod"}
+    else:
+        ch = with_embedder(load_challenge(challenge), embedder)
     config = Settings.load(ch.name, **settings)
     source = videos or ch.videos
     if not source:
@@ -129,6 +140,7 @@ def label(
     shard: int | None = None, interval: float = 0.0, cluster_threshold: float | None = None,
     min_score: float | None = None, min_face_px: float | None = None, device: str | None = None,
     executor: str | None = None, ray_address: str | None = None, movie_id: int | None = None, log: Log = print,
+    progress: Tick | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Film labelling: shots, trajectories, features, clusters and (with a gallery: a folder of photos or the seed's
     actor database) predictions, in our files and in the seed's ``OUT/<movie_id>-data/`` (the video-labeler's);
@@ -143,7 +155,7 @@ def label(
     with get_executor(cfg.executor, cfg.ray_address) as pool:
         return label_film(
             film, out, settings=settings, shards=shards, shard=shard, gallery=gallery, device=cfg.device,
-            executor=pool, log=log, movie_id=movie_id,
+            executor=pool, log=log, movie_id=movie_id, progress=progress,
         )  # fmt: skip
 
 
@@ -164,7 +176,7 @@ def search(
     reference: str | Path, videos: Sequence[str | Path], out: str | Path, *, threshold: float | None = None,
     interval: float = 0.2, max_gap: float = 1.0, clips: bool = True, device: str | None = None,
     executor: str | None = None, ray_address: str | None = None, embedder: str | None = None, log: Log = print,
-    clip_kind: str = "face",
+    clip_kind: str = "face", progress: Tick | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The reference photo's person in videos: one clip per appearance and metadata per video (the seed's
     ``<stem>-metadata.json`` and the sidecar ``<stem>.json``, returned). ``embedder``: hse (default) or dlib;
@@ -181,7 +193,9 @@ def search(
     )
     cfg = Settings.load("search", device=device, executor=executor, ray_address=ray_address)
     with get_executor(cfg.executor, cfg.ray_address) as pool:
-        return search_videos(reference, videos, out, settings=settings, device=cfg.device, executor=pool, log=log)
+        return search_videos(
+            reference, videos, out, settings=settings, device=cfg.device, executor=pool, log=log, progress=progress
+        )
 
 
 def monitor(watch: Sequence[str | Path], source: str, *, emit: Callable[[dict], None], log: Log = print,

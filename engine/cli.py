@@ -108,6 +108,40 @@ def _root(
     """GPU-streaming face-video analytics engine: challenge videos to clean, labelled face data."""
 
 
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (none either when not on a terminal).")]
+
+
+class _Bars:
+    """Progress bars on stderr for the engine's ``tick(what, step, total)`` (``engine.apps.scan.Tick``), one bar per
+    thing counted (frames, shards, videos); nothing under --quiet or when stderr is not a terminal, where a log gets
+    the result lines only."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bars = None
+        if not quiet and err.is_terminal:
+            self.bars = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err, transient=False,
+            )  # fmt: skip
+        self.tasks: dict[str, object] = {}
+
+    def __enter__(self) -> _Bars:
+        if self.bars is not None:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+
+    def __call__(self, what: str, step: int, total: int | None) -> None:
+        if self.bars is None:
+            return
+        if what not in self.tasks:
+            self.tasks[what] = self.bars.add_task(what, total=total)
+        self.bars.advance(self.tasks[what], step)
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -135,7 +169,15 @@ def _progress(label: str):  # noqa: ANN202 - returns a wrapper for the pipeline'
 
 @app.command()
 def run(
-    challenge: ChallengeOpt,
+    challenge: Annotated[
+        str | None,
+        typer.Option(
+            "--challenge",
+            "-c",
+            metavar="NAME|TOML",
+            help="Challenge TOML path or bundled name (demo); without one, a faces-only run on --videos (see `faces`).",
+        ),
+    ] = None,
     videos: Annotated[
         str | None,
         typer.Option(
@@ -177,7 +219,7 @@ def run(
             challenge,
             videos,
             log=lambda m: err.print(m, markup=False),
-            progress=None if quiet else _progress("videos"),
+            progress=None if quiet or not err.is_terminal else _progress("videos"),
             db_url=db,
             store_url=store,
             runtype=runtype,
@@ -197,6 +239,30 @@ def run(
     if summary.exit_code:
         err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
     raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def faces(
+    videos: Annotated[str, typer.Option("--videos", metavar="SOURCE", help="Folder, file of URLs, or s3:// prefix.")],
+    runtype: Annotated[Runtype, typer.Option("--runtype", help="test (first 4 videos) or prod (all).")] = "prod",
+    db: DbOpt = None,
+    store: StoreOpt = None,
+    device: DeviceOpt = None,
+    s3_endpoint: EndpointOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Reprocess videos already stored.")] = False,
+    embedder: EmbedderOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Faces, tracks, individuals and unique faces of any videos, no challenge needed (`run` without --challenge).
+
+    The run gets a name of its own, faces-<folder>-<hash>, printed in the summary: give it to `report` and `export`
+    as --challenge. The same source run again adds to it; another source never shares its rows."""
+    run(
+        None, videos, runtype=runtype, db=db, store=store, device=device, s3_endpoint=s3_endpoint, save_frames=False,
+        force=force, embedder=embedder, quiet=quiet, executor=executor, ray_address=ray_address, stream=None,
+    )  # fmt: skip
 
 
 @app.command()
@@ -508,16 +574,19 @@ def label(
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Label a film: shots, face trajectories, features, clusters and (with --gallery) who each cluster is."""
     from engine import api
 
     try:
-        summary = api.label(
-            film, out_dir, gallery=gallery, shards=shards, shard=shard, interval=interval,
-            cluster_threshold=threshold, min_score=min_score, min_face_px=min_face_px, device=device,
-            executor=executor, ray_address=ray_address, movie_id=movie_id, log=lambda m: err.print(m, markup=False),
-        )  # fmt: skip
+        with _Bars(quiet) as bars:
+            summary = api.label(
+                film, out_dir, gallery=gallery, shards=shards, shard=shard, interval=interval,
+                cluster_threshold=threshold, min_score=min_score, min_face_px=min_face_px, device=device,
+                executor=executor, ray_address=ray_address, movie_id=movie_id, progress=bars,
+                log=lambda m: err.print(m, markup=False),
+            )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     if shard is not None:
@@ -589,16 +658,18 @@ def search(
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Find the person of a reference photo in videos: one MP4 clip per appearance plus metadata JSON."""
     from engine import api
 
     try:
-        results = api.search(
-            reference, videos, out_dir, threshold=threshold, interval=interval, max_gap=max_gap, clips=not no_clips,
-            device=device, executor=executor, ray_address=ray_address, embedder=embedder, clip_kind=clip_kind,
-            log=lambda m: err.print(m, markup=False),
-        )  # fmt: skip
+        with _Bars(quiet) as bars:
+            results = api.search(
+                reference, videos, out_dir, threshold=threshold, interval=interval, max_gap=max_gap,
+                clips=not no_clips, device=device, executor=executor, ray_address=ray_address, embedder=embedder,
+                clip_kind=clip_kind, progress=bars, log=lambda m: err.print(m, markup=False),
+            )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     found = sum(len(r["clips"]) for r in results)

@@ -38,7 +38,7 @@ from engine.apps.film_crops import cut_crops
 from engine.apps.film_facerec import resolve_movie_id
 from engine.apps.film_merge import MIN_FACE_PX, MIN_SCORE, merge
 from engine.apps.film_shards import CROPS_DIR, FORMAT_VERSION, LabelError, ShardResult
-from engine.apps.scan import scan_frames, stride_for
+from engine.apps.scan import Tick, frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.shots import ShotSettings, shot_ids
@@ -129,13 +129,20 @@ def shard_dir(out: Path, spec: ShardSpec) -> Path:
     return out / "shards" / spec.name
 
 
-def label_shard(models: FaceModels, spec: ShardSpec, settings: LabelSettings, out: str | Path) -> dict[str, Any]:
+def label_shard(
+    models: FaceModels,
+    spec: ShardSpec,
+    settings: LabelSettings,
+    out: str | Path,
+    on_frames: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Scan one shard's frames and write its raw results under ``out/shards/`` (with the crops of the faces it
     owns, ``engine.apps.film_crops``); returns its summary."""
     out = Path(out)
     scan = scan_frames(
-        spec.film, models, start=spec.ext_lo, stop=spec.ext_hi, stride=spec.stride, shot_settings=settings.shots
-    )
+        spec.film, models, start=spec.ext_lo, stop=spec.ext_hi, stride=spec.stride, shot_settings=settings.shots,
+        on_frames=on_frames,
+    )  # fmt: skip
     # Cuts are trusted only where the scan has full context around them (or touches the film's own ends).
     trust_lo = spec.ext_lo if spec.ext_lo == 0 else spec.ext_lo + settings.shots.context
     trust_hi = spec.ext_hi if spec.ext_hi == spec.num_frames else spec.ext_hi - settings.shots.context
@@ -192,6 +199,7 @@ def label_film(
     executor: Any = None,
     log: Log = print,
     movie_id: int | None = None,
+    progress: Tick | None = None,
 ) -> dict[str, Any]:
     """``label FILM``: one shard (``shard`` given: a cluster job, no merge) or all shards then the merge.
     ``movie_id``: the seed's id of the film, else the digits that start its file name; with neither, only our own
@@ -219,9 +227,17 @@ def label_film(
 
         executor = get_executor("local")
     metas = []
+    on_frames = frame_ticker(progress, executor, sum(s.ext_hi - s.ext_lo for s in specs))
+    if progress is not None:
+        progress("shards", 0, len(specs))  # the bar shows from the start
     for meta in executor.map(
-        partial(load_models, device, settings), partial(_run_shard, settings, str(out)), specs, gpu=True
+        partial(load_models, device, settings),
+        partial(_run_shard, settings, str(out), on_frames=on_frames),
+        specs,
+        gpu=True,
     ):
+        if progress is not None:
+            progress("shards", 1, len(specs))
         log(
             f"shard {meta['index'] + 1}/{meta['count']}: frames {meta['lo']}..{meta['hi'] - 1}, {meta['faces']} faces, "
             f"{meta['trajectories']} trajectories, {meta['cuts']} cuts"
@@ -232,5 +248,11 @@ def label_film(
     return merge(out, gallery, load_models(device, settings) if gallery else None, log, movie_id)
 
 
-def _run_shard(settings: LabelSettings, out: str, models: FaceModels, spec: ShardSpec) -> dict[str, Any]:
-    return label_shard(models, spec, settings, out)
+def _run_shard(
+    settings: LabelSettings,
+    out: str,
+    models: FaceModels,
+    spec: ShardSpec,
+    on_frames: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    return label_shard(models, spec, settings, out, on_frames)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +19,18 @@ from engine.faces.batching import FaceModels, Timer, analyze_batches
 from engine.media import FrameBatch, MediaInfo, VideoInfo, iter_frames, probe
 from engine.shots import ShotScorer, ShotSettings, find_cuts
 from engine.types import VideoFaces
+
+#: Progress of long work: ``tick(what, step, total)`` advances the count of ``what`` ("frames", "shards", "videos",
+#: ...) by ``step``, out of ``total`` when it is known. The CLI draws it as bars; the engine never prints it.
+Tick = Callable[[str, int, "int | None"], None]
+
+
+def frame_ticker(tick: Tick | None, executor: Any, total: int | None) -> Callable[[int], None] | None:
+    """``on_frames`` for :func:`scan_frames` that advances ``tick``'s "frames", where the scan runs in this process
+    (a local executor); a Ray worker cannot call back into the driver's terminal, so there it is ``None``."""
+    if tick is None or getattr(executor, "kind", "") != "local":
+        return None
+    return lambda n: tick("frames", n, total)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 
 from engine.apps.identify import Identification, Rule, TrackMatch, identify, rule_for, track_distances
 from engine.apps.people import People, distances, reference_embedding
-from engine.apps.scan import Scan, scan_frames, stride_for
+from engine.apps.scan import Scan, Tick, frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.media import DecodeError, MediaInfo, cut_clip, encode_face_clip, probe
@@ -106,12 +106,14 @@ class VideoScan:
     cuts: torch.Tensor
 
 
-def scan_video(models: FaceModels, settings: SearchSettings, video: str | Path) -> VideoScan:
+def scan_video(
+    models: FaceModels, settings: SearchSettings, video: str | Path, on_frames: Callable[[int], None] | None = None
+) -> VideoScan:
     """Decode ``video`` once: shot cuts on every frame, faces every ``settings.interval`` seconds."""
     video = Path(video)
     info = probe(video)
     stride = stride_for(settings.interval, info.video.fps)
-    scan = scan_frames(video, models, stride=stride, shot_settings=settings.shots, media=info)
+    scan = scan_frames(video, models, stride=stride, shot_settings=settings.shots, media=info, on_frames=on_frames)
     return VideoScan(video, info, stride, scan, scan.cuts(settings.shots, 0, scan.stop))
 
 
@@ -329,12 +331,17 @@ def seed_metadata(meta: dict[str, Any], out: str | Path, size: tuple[int, int] |
 
 
 def search_video(
-    models: FaceModels, reference: Reference, settings: SearchSettings, out: str | Path, video: str | Path
+    models: FaceModels,
+    reference: Reference,
+    settings: SearchSettings,
+    out: str | Path,
+    video: str | Path,
+    on_frames: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Find the reference person in one video; write its clips, ``<stem>-metadata.json`` (the seed's format) and
     the sidecar ``<stem>.json`` under ``out``."""
     out, stem = Path(out), Path(video).stem
-    vs = scan_video(models, settings, video)
+    vs = scan_video(models, settings, video, on_frames)
     meta = search_scan(vs, reference, settings, out)
     out.mkdir(parents=True, exist_ok=True)
     seed = seed_metadata(meta, out, (vs.info.video.width, vs.info.video.height))
@@ -348,10 +355,16 @@ def _setup(device: str, settings: SearchSettings, reference: str) -> tuple[FaceM
     return models, load_reference(reference, models)
 
 
-def _work(settings: SearchSettings, out: str, state: tuple[FaceModels, Reference], video: str) -> dict[str, Any]:
+def _work(
+    settings: SearchSettings,
+    out: str,
+    state: tuple[FaceModels, Reference],
+    video: str,
+    on_frames: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     models, reference = state
     try:
-        return search_video(models, reference, settings, out, video)
+        return search_video(models, reference, settings, out, video, on_frames)
     except DecodeError as exc:
         return dict(video=video, error=str(exc), clips=[])
 
@@ -365,8 +378,10 @@ def search(
     device: str = "cpu",
     executor: Any = None,
     log: Log = print,
+    progress: Tick | None = None,
 ) -> list[dict[str, Any]]:
-    """``search --reference IMAGE VIDEO...``: one metadata JSON per video, one clip per appearance.
+    """``search --reference IMAGE VIDEO...``: one metadata JSON per video, one clip per appearance (``progress``:
+    videos done and, in this process, frames decoded).
 
     Each worker reads the reference before any video (a photo without a face fails at once, with
     ``PeopleError``). A video that cannot be decoded gets an ``error`` entry and the others go on.
@@ -377,12 +392,16 @@ def search(
 
         executor = get_executor("local")
     results = []
+    if progress is not None:
+        progress("videos", 0, len(videos))  # the bar shows from the start
     for meta in executor.map(
         partial(_setup, device, settings, str(reference)),
-        partial(_work, settings, str(out)),
+        partial(_work, settings, str(out), on_frames=frame_ticker(progress, executor, None)),
         [str(v) for v in videos],
         gpu=True,
     ):
+        if progress is not None:
+            progress("videos", 1, len(videos))
         if "error" in meta:
             log(f"error  {meta['video']}: {meta['error']}")
         else:

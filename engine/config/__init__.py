@@ -11,7 +11,7 @@ Nothing here imports a stage (``engine.faces``, ``engine.pipeline``...): stages 
 Every problem is a :class:`ConfigError` whose message says what to fix.
 """
 
-from engine.config.challenge import Challenge, Prompt, bundled_challenges, load_challenge, parse_challenge
+from engine.config.challenge import Challenge, Prompt, bundled_challenges, faces_only, load_challenge, parse_challenge
 from engine.config.device import DEVICES, resolve_device
 from engine.config.errors import ConfigError
 from engine.config.sections import (
@@ -39,6 +39,7 @@ __all__ = [
     "Prompt",
     "Settings",
     "bundled_challenges",
+    "faces_only",
     "load_challenge",
     "normalize_db_url",
     "parse_challenge",

@@ -6,6 +6,8 @@ any work starts and no stage reads the TOML again.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,7 +45,7 @@ class Challenge:
     settings object per optional table (their defaults when the table is absent; ``logo`` is ``None`` without one)."""
 
     name: str
-    baseline: str
+    baseline: str | None  # None: no prompts to align (a faces-only run, see :func:`faces_only`)
     prompts: tuple[Prompt, ...]
     path: Path | None = None
     videos: str | None = None
@@ -58,6 +60,8 @@ class Challenge:
         A relative path is taken relative to the TOML file; for a bundled challenge, whose TOML sits inside the
         package, it is looked up in the videos folder instead.
         """
+        if self.baseline is None:
+            raise ConfigError(f"challenge {self.name!r} has no baseline: there are no prompts to align")
         if "://" in self.baseline:
             return self.baseline
         candidates = []
@@ -84,6 +88,8 @@ def load_challenge(name_or_path: str | Path) -> Challenge:
         if not path.is_file():
             raise ConfigError(f"challenge file not found: {path}")
         return parse_challenge(path.read_text(encoding="utf-8"), path.resolve())
+    if FACES_ONLY_NAME.fullmatch(str(name_or_path)):  # a faces-only run, named by `run` without a challenge
+        return Challenge(str(name_or_path), None, ())
     bundled = resources.files("engine.challenges") / f"{name_or_path}.toml"
     if bundled.is_file():
         return parse_challenge(bundled.read_text(encoding="utf-8"), Path(str(bundled)), bundled=True)
@@ -106,7 +112,7 @@ def parse_challenge(text: str, path: Path | None = None, bundled: bool = False) 
     if any(c in name for c in "/\\") or name.startswith("."):
         raise ConfigError(f"{where}: 'name' {name!r} must not contain path separators")
     baseline = raw.get("baseline")
-    if not isinstance(baseline, str) or not baseline:
+    if baseline is not None and (not isinstance(baseline, str) or not baseline):
         raise ConfigError(f"{where}: 'baseline' must be a path, URL or s3:// key")
     prompts = []
     for i, entry in enumerate(raw.get("prompts", [])):
@@ -124,6 +130,10 @@ def parse_challenge(text: str, path: Path | None = None, bundled: bool = False) 
     names = [p.name for p in prompts]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: prompt names must be unique")
+    if prompts and baseline is None:
+        raise ConfigError(
+            f"{where}: 'baseline' is missing: the prompts are cut from its audio (a path, URL or s3:// key)"
+        )
     videos = raw.get("videos")
     if videos is not None and not isinstance(videos, str):
         raise ConfigError(f"{where}: 'videos' must be a folder, a file of URLs or an s3:// prefix (got {videos!r})")
@@ -142,3 +152,19 @@ def parse_challenge(text: str, path: Path | None = None, bundled: bool = False) 
         faces=parse_faces(raw.get("faces", {}), name),
         align=parse_align(raw.get("align", {}), str(own_path) if own_path else f"challenge {name!r}"),
     )
+
+
+#: The names :func:`faces_only` gives (``report``/``export`` find such a run by its name alone).
+FACES_ONLY_NAME = re.compile(r"faces-[A-Za-z0-9_-]{1,40}-[0-9a-f]{8}")
+
+
+def faces_only(source: str | Path) -> Challenge:
+    """The challenge of a faces-only run on ``source`` (a folder, a file of URLs or an ``s3://`` prefix): no
+    baseline, no prompts, every other stage. Its name is the source's own plus a hash of where it is
+    (``faces-<name>-<8 hex>``), so two folders never share rows, and the same folder run again adds to its own."""
+    text = str(source)
+    where = text if "://" in text else str(Path(text).expanduser().resolve())
+    stem = Path(where.rstrip("/")).name or "videos"
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(stem).stem)[:40] or "videos"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+    return Challenge(f"faces-{stem}-{digest}", None, (), videos=where)
