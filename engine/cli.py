@@ -294,7 +294,7 @@ def monitor(
     ] = None,
     embedder: Annotated[
         Embedder | None, typer.Option("--embedder", help="The face descriptor network [default hse].")
-    ] = (None),
+    ] = None,
     db: DbOpt = None,
     store: StoreOpt = None,
     device: DeviceOpt = None,
@@ -654,7 +654,7 @@ def search(
     ] = "face",
     embedder: Annotated[
         Embedder | None, typer.Option("--embedder", help="The face descriptor network [default hse].")
-    ] = (None),
+    ] = None,
     device: DeviceOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
@@ -697,6 +697,18 @@ def bench(
     interval: Annotated[
         float, typer.Option("--interval", min=0.001, help="Seconds between sampled frames, as the pipeline samples.")
     ] = 0.5,
+    end_to_end: Annotated[
+        bool,
+        typer.Option(
+            "--end-to-end",
+            help="Time the real run of a challenge (every stage): videos/min, frames/s, each stage's share of wall "
+            "time, the decode-only bound and the peers, in the same run.",
+        ),
+    ] = False,
+    challenge: Annotated[
+        Path | None,
+        typer.Option("--challenge", "-c", metavar="TOML", help="Challenge for --end-to-end [the bench's, logo auto]."),
+    ] = None,
 ) -> None:
     """Time decode, detector, embedder and the full pipeline against peers, in one run on the same sampled frames."""
     if not videos.is_dir():  # answered before torch loads; engine.tools.bench checks the same for Python callers

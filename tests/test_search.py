@@ -16,13 +16,13 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from engine.apps.boxes import frame_boxes
 from engine.apps.identify import rule_for
 from engine.apps.people import PeopleError
 from engine.apps.search import (
     SearchSettings,
     appearances,
     clip_span,
-    frame_boxes,
     load_reference,
     scan_video,
     search,
@@ -151,7 +151,7 @@ def test_clips_never_cross_a_cut(tmp_path: Path, rate: str) -> None:
     red frame of its range and not the blue cut frame (the end comes from frame pts, half-way to the cut frame)."""
     from types import SimpleNamespace
 
-    from tests.conftest import ffmpeg
+    from conftest import ffmpeg
 
     video = tmp_path / "cut.mp4"
     red, blue = (f"color={c}:s=64x64:r={rate}:d=3" for c in ("red", "blue"))
@@ -213,7 +213,7 @@ def test_reference_without_a_face(tmp_path: Path, hamilton: Path) -> None:
 
 
 def test_search_cli(tmp_path: Path, shared_data: Path, bad_inputs: dict[str, Path], media_dir: Path) -> None:
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     ref = shared_data / "faces" / "lin-manuel-miranda.png"
     done = run_cli(

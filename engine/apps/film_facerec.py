@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from engine.apps.boxes import frame_boxes
 from engine.apps.film_crops import int_boxes
 from engine.apps.film_shards import LabelError, faces_by_track
 from engine.apps.people import People, knn_vote
@@ -104,12 +105,7 @@ def seed_boxes(frames: torch.Tensor, boxes: torch.Tensor, width: int, height: in
     span = torch.arange(int(frames[0]), int(frames[-1]) + 1)
     at = frames - frames[0]
     b = boxes.detach().cpu().double()
-    if len(frames) == 1:
-        whole = b
-    else:
-        j = (torch.searchsorted(frames, span, right=True) - 1).clamp(max=len(frames) - 2)
-        t = ((span - frames[j]) / (frames[j + 1] - frames[j])).double()[:, None]
-        whole = b[j] * (1 - t) + b[j + 1] * t
+    whole = frame_boxes(frames.cpu(), b, int(frames[0]), int(frames[-1]))
     out = int_boxes(whole, width, height)
     out[at] = int_boxes(b, width, height)
     detected = torch.zeros(len(span), dtype=torch.bool)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from engine.apps.boxes import frame_boxes, smooth
 from engine.apps.identify import Identification, Rule, TrackMatch, identify, rule_for, track_distances
 from engine.apps.people import People, distances, reference_embedding
 from engine.apps.scan import Scan, Tick, frame_ticker, scan_frames, stride_for
@@ -196,18 +197,6 @@ def clip_span(vs: VideoScan, shot: int, first_sample: int, last_sample: int, pad
     return Span(shot, first, last, t(first), end, t(last), t(first) - min(before / 2, 1e-3), (t(last) + end) / 2)
 
 
-def frame_boxes(frames: torch.Tensor, boxes: torch.Tensor, first: int, last: int) -> torch.Tensor:
-    """Boxes ``[last - first + 1, 4]`` for every frame ``first .. last``: linear between the sampled ``boxes``
-    (``[M, 4]`` at ascending ``frames``), held at the first and last sample outside them."""
-    f, b = frames.double(), boxes.double()
-    want = torch.arange(first, last + 1, dtype=torch.float64)
-    idx = torch.searchsorted(f, want, right=True)
-    lo, hi = (idx - 1).clamp(0, len(f) - 1), idx.clamp(max=len(f) - 1)
-    span = f[hi] - f[lo]
-    w = torch.where(span > 0, (want - f[lo]) / span.clamp(min=1), torch.zeros_like(want)).clamp(0, 1)
-    return b[lo] + w[:, None] * (b[hi] - b[lo])
-
-
 def clip_boxes(clip: dict[str, Any]) -> torch.Tensor:
     """A sidecar clip's box on every one of its frames, ``[x1, y1, x2, y2]`` float ``[N, 4]`` (see
     :func:`frame_boxes`)."""
@@ -215,14 +204,6 @@ def clip_boxes(clip: dict[str, Any]) -> torch.Tensor:
     frames = torch.tensor([f["frame"] for f in fc])
     boxes = torch.tensor([[f["x"], f["y"], f["x"] + f["w"], f["y"] + f["h"]] for f in fc], dtype=torch.float64)
     return frame_boxes(frames, boxes, clip["first_frame"], clip["last_frame"])
-
-
-def smooth(boxes: torch.Tensor, window: int) -> torch.Tensor:
-    """A centred moving average of per-frame boxes over ``window`` frames (odd; edges repeated): a steady crop."""
-    if window <= 1 or len(boxes) < 2:
-        return boxes
-    x = torch.nn.functional.pad(boxes.T[None].float(), (window // 2, window // 2), mode="replicate")
-    return torch.nn.functional.avg_pool1d(x, window, stride=1)[0].T.to(boxes.dtype)
 
 
 def _clip(vs: VideoScan, found: Found, rows: torch.Tensor, span: Span, name: str) -> dict:
