@@ -45,8 +45,10 @@ ffmpeg:
 	    exit 1; \
 	  fi; }
 
-# The demo challenge: a corpus built once from the shared clips (benchmarks/make_corpus.py), then the whole
-# pipeline on it. `make run VIDEOS=/my/videos CHALLENGE=my.toml` runs another challenge instead.
+# The demo challenge: a corpus built once (benchmarks/make_corpus.py) from four real clips pinned by sha256 in
+# benchmarks/demo_media.toml, taken from ../shared/data when it is there, else downloaded once into
+# ~/.cache/faceengine/media (where neither works it stops with one sentence saying what to put where, exit code 2);
+# then the whole pipeline on it. `make run VIDEOS=/my/videos CHALLENGE=my.toml` runs another challenge instead.
 DEMO := runs/demo-corpus
 run: setup
 ifeq ($(origin VIDEOS),command line)

@@ -13,6 +13,11 @@ The sound is mixed in memory (torch) and piped to FFmpeg, so the ground truth is
 audio plays at ``k / rate`` s of the participant video (FFmpeg starts both streams at 0 and compensates the AAC
 encoder delay with an edit list), and baseline sample ``i`` plays at ``baseline_audio_start_s + i / rate``.
 
+The four real media files are pinned in ``benchmarks/demo_media.toml`` (sha256, size, public URL) and resolved like
+the model weights: the shared data folder (``ENGINE_SHARED_DATA``, else ``../shared/data`` beside the checkout) → the
+download folder (``~/.cache/faceengine/media``) → downloaded from the URL there. Where none works, the script stops
+with one sentence saying what to download where, and exit code 2.
+
 Usage: ``python benchmarks/make_corpus.py OUT_DIR [--n-videos 6] [--seed 0] [--decoys 1]``.
 """
 
@@ -21,17 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import subprocess
+import sys
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from engine.config import environment
+from engine.hashing import sha256_file
+from engine.inference.weights import DownloadError, download_verified
+
 REPO = Path(__file__).resolve().parent.parent
+#: The real media the corpus is made of, each pinned by sha256 with its public URL.
+MEDIA_MANIFEST = Path(__file__).resolve().parent / "demo_media.toml"
 #: The prompts of the synthetic challenge, in seconds of the baseline (its sound is 10 s long).
 PROMPTS: tuple[tuple[str, float, float], ...] = (("opening", 0.5, 3.0), ("middle", 3.5, 6.0), ("closing", 6.5, 9.5))
 SNRS_DB = (10.0, 5.0, 0.0)
@@ -41,9 +53,55 @@ WIDTH, HEIGHT = 720, 1280
 PEAK = 0.95
 
 
-def shared_data_dir() -> Path:
-    """The read-only shared media: ``ENGINE_SHARED_DATA`` or ``../shared/data`` beside the repo."""
-    return Path(os.environ.get("ENGINE_SHARED_DATA") or REPO.parent / "shared" / "data")
+class MediaMissing(RuntimeError):
+    """A pinned media file is in no folder and could not be downloaded; the message says what to put where."""
+
+
+def shared_data_dir() -> Path | None:
+    """The read-only shared media: ``ENGINE_SHARED_DATA``, else ``../shared/data`` beside the checkout, if any."""
+    return environment.shared_data()
+
+
+def media_download_dir() -> Path:
+    """Where downloaded media go: the per-user cache, so ``make clean`` (which empties ``runs/``) and a second clone
+    do not download them again."""
+    return environment.user_cache_dir() / "media"
+
+
+def resolve_media(shared: Path | None = None, manifest: Path = MEDIA_MANIFEST) -> dict[str, Path]:
+    """A verified local copy of every file of ``manifest``, by its ``file`` key: from ``shared`` (else
+    :func:`shared_data_dir`), else the download folder, else downloaded into it. A copy whose sha256 differs is
+    refused (the corpus and its ground truth depend on the exact bytes); raises :class:`MediaMissing`."""
+    mirror = shared if shared is not None else shared_data_dir()
+    full = Path(manifest).resolve()
+    shown = full.relative_to(REPO) if full.is_relative_to(REPO) else full
+    out = {}
+    for entry in tomllib.loads(full.read_text(encoding="utf-8"))["media"]:
+        out[entry["file"]] = _media_file(entry, mirror, media_download_dir(), shown)
+    return out
+
+
+def _media_file(entry: dict, mirror: Path | None, cache: Path, manifest: Path) -> Path:
+    name, sha256, url = entry["file"], entry["sha256"], entry.get("url")
+    for folder in (mirror, cache):
+        path = folder / name if folder is not None else None
+        if path is not None and path.is_file():
+            if sha256_file(path) != sha256:
+                raise MediaMissing(f"{path} is not the pinned {name} (sha256 {sha256}): replace it with {url or name}")
+            return path
+    where = f"neither in the shared data folder {mirror} nor in {cache}" if mirror else f"not in {cache}"
+    fix = (
+        f"{cache / name} (likewise every other file of {manifest}), or set ENGINE_SHARED_DATA to a "
+        "folder that holds them"
+    )
+    if not url:
+        raise MediaMissing(f"the demo corpus needs {name}, which has no public URL and is {where}: put it at {fix}")
+    try:
+        return download_verified(url, sha256, cache / name, timeout=60)
+    except DownloadError as exc:
+        raise MediaMissing(
+            f"the demo corpus needs {name}, which is {where}, and {exc}: download {url} by hand into {fix}"
+        ) from exc
 
 
 def _ffmpeg(*args: str, stdin: bytes | None = None) -> bytes:
@@ -148,16 +206,18 @@ def build_corpus(
     workers: int = 2,
     name: str | None = None,
     logo_auto: bool = False,
+    media_manifest: Path = MEDIA_MANIFEST,
 ) -> Path:
     """Write the corpus into ``out_dir`` (created) and return the path of its ``challenge.toml``.
 
     ``n_videos`` participants reuse the baseline's sound; ``n_decoys`` more (numbered after them) carry voice-over
     only, so a detector that reports prompts everywhere fails. Participants cycle through 10, 5 and 0 dB SNR.
     ``name`` is the challenge's name (default ``synthetic-<seed>``); ``logo_auto`` adds ``[logo] auto = true`` (the
-    Hamilton footage carries a static "WH.GOV" logo).
+    Hamilton footage carries a static "WH.GOV" logo). The media come from ``shared`` or as :func:`resolve_media`
+    finds them in ``media_manifest``.
     """
     challenge_name = name or f"synthetic-{seed}"
-    sound_src, pictures, voices = _shared_media(Path(shared) if shared else shared_data_dir())
+    sound_src, pictures, voices = _shared_media(Path(shared) if shared else None, media_manifest)
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
 
@@ -195,14 +255,12 @@ def build_corpus(
     return challenge
 
 
-def _shared_media(shared: Path) -> tuple[Path, list[Path], list[Path]]:
+def _shared_media(shared: Path | None, manifest: Path) -> tuple[Path, list[Path], list[Path]]:
     """The clip whose sound carries the prompts, the pictures participants film, the voices they talk over."""
-    sound_src = shared / "videos" / "short_hamilton_clip.mp4"
-    pictures = [sound_src, shared / "videos" / "ryan-reynolds.mp4"]
-    voices = [shared / "audio" / "stereo_diarization.wav", shared / "audio" / "hotwords.mp3"]
-    for path in (*pictures, *voices):
-        if not path.is_file():
-            raise FileNotFoundError(f"shared media missing: {path} (set ENGINE_SHARED_DATA)")
+    media = resolve_media(shared, manifest)
+    sound_src = media["videos/short_hamilton_clip.mp4"]
+    pictures = [sound_src, media["videos/ryan-reynolds.mp4"]]
+    voices = [media["audio/stereo_diarization.wav"], media["audio/hotwords.mp3"]]
     return sound_src, pictures, voices
 
 
@@ -318,11 +376,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=None, help="shared data folder [ENGINE_SHARED_DATA]")
     parser.add_argument("--name", default=None, help="challenge name [synthetic-<seed>]")
     parser.add_argument("--logo-auto", action="store_true", help="add [logo] auto = true to the challenge")
+    parser.add_argument(
+        "--media-manifest", type=Path, default=MEDIA_MANIFEST, help="the pinned media (file, sha256, url) [%(default)s]"
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    path = build_corpus(
-        args.out_dir, args.n_videos, args.seed, args.decoys, args.shared, name=args.name, logo_auto=args.logo_auto
-    )
+    try:
+        path = build_corpus(
+            args.out_dir, args.n_videos, args.seed, args.decoys, args.shared, name=args.name,
+            logo_auto=args.logo_auto, media_manifest=args.media_manifest,
+        )  # fmt: skip
+    except MediaMissing as exc:  # one sentence and exit code 2, as for a usage error: no traceback to read
+        print(f"make_corpus: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {path} and {args.n_videos + args.decoys} videos in {time.perf_counter() - t0:.1f}s")
 
 

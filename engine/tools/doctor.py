@@ -104,13 +104,14 @@ def check_weights() -> list[Check]:
     from engine.inference import weights
 
     out = []
+    pull = f"{weights.cli_command()} weights pull"  # `python cli.py` in a checkout, `faceengine` once installed
     for spec in weights.load_manifest().values():
         st = weights.check(spec)
         if st.origin in ("missing", "corrupted"):
             fix = (
-                f"delete {st.path} and run `python cli.py weights pull`"
+                f"delete {st.path} and run `{pull}`"
                 if st.origin == "corrupted"
-                else "run `python cli.py weights pull` (or set ENGINE_WEIGHTS_MIRROR to a folder that has it)"
+                else f"run `{pull}` (or set ENGINE_WEIGHTS_MIRROR to a folder that has it)"
             )
             out.append(Check(f"weights: {spec.file}", False, f"{st.origin}: {st.detail}", fix, spec.optional))
         else:
