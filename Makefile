@@ -54,7 +54,7 @@ run: setup
 ifeq ($(origin VIDEOS),command line)
 	$(PY) cli.py run --challenge $(CHALLENGE) --videos $(VIDEOS) --runtype prod
 else
-	@test -f $(DEMO)/challenge.toml || $(PY) benchmarks/make_corpus.py $(DEMO) --name demo --logo-auto
+	@test -f $(DEMO)/challenge.toml || $(PY) benchmarks/make_corpus.py $(DEMO) --name demo_corpus --logo-auto
 	$(PY) cli.py run --challenge $(DEMO)/challenge.toml --runtype prod
 endif
 

@@ -112,7 +112,8 @@ def run_demo(out: Path) -> Path:
     env = {**os.environ, "ENGINE_RUNS_DIR": str(out / "runs")}
     if not (corpus / "challenge.toml").exists():
         subprocess.run(
-            [sys.executable, str(REPO / "benchmarks" / "make_corpus.py"), str(corpus), "--name", "demo", "--logo-auto"],
+            [sys.executable, str(REPO / "benchmarks" / "make_corpus.py"), str(corpus), "--name", "demo_corpus",
+             "--logo-auto"],
             check=True,
             env=env,
         )
@@ -123,7 +124,7 @@ def run_demo(out: Path) -> Path:
         env=env,
         cwd=REPO,
     )
-    return out / "runs" / "demo"
+    return out / "runs" / "demo_corpus"
 
 
 def compare(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
