@@ -20,7 +20,7 @@ from engine.inference.weights import WeightError
 from engine.media import DecodeError
 from engine.pipeline.executor import ExecutorUnavailable, get_executor
 from engine.sources import SourceError
-from engine.store import Database, ObjectStore, StoreUnreachable, open_stores
+from engine.store import Database, ObjectStore, StoreError, open_stores
 from engine.tools.bench import BenchError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ Progress = Callable[[Collection["SourceItem"]], Iterator["SourceItem"]]
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     SourceError,
-    StoreUnreachable,
+    StoreError,  # unreachable, lost mid-run, or nothing stored for what was asked
     WeightError,
     ExecutorUnavailable,
     DecodeError,
@@ -55,6 +55,7 @@ def run(
     log: Log = print,
     progress: Progress | None = None,
     embedder: str | None = None,
+    allow_partial: bool = False,
     **settings: Any,
 ) -> RunSummary:
     """Every stage of a challenge on its videos (``videos``, else the TOML's ``videos`` key, relative to it);
@@ -63,7 +64,8 @@ def run(
 
     ``challenge`` ``None``: a faces-only run on ``videos`` (:func:`engine.config.faces_only`: every stage but the
     prompts, under a name of its own, so it never shares rows with a challenge; all videos unless ``runtype`` says
-    ``test``)."""
+    ``test``). ``allow_partial``: group individuals even when the object store failed some videos (by default the
+    cross-video step waits for a complete challenge)."""
     from engine.pipeline.run import run_challenge
 
     if challenge is None:
@@ -82,7 +84,7 @@ def run(
     if ch.path is not None and videos is None and not str(source).startswith(("s3://", "http")):
         source = str((ch.path.parent / source).resolve())
     with get_executor(config.executor, config.ray_address) as pool:
-        return run_challenge(config, ch, source, log=log, progress=progress, executor=pool)
+        return run_challenge(config, ch, source, log=log, progress=progress, executor=pool, allow_partial=allow_partial)
 
 
 def with_embedder(ch: Challenge, embedder: str | None) -> Challenge:

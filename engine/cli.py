@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 #: The values each choice accepts, checked when the command line is parsed (before anything heavy loads).
@@ -108,6 +109,13 @@ def _root(
     """GPU-streaming face-video analytics engine: challenge videos to clean, labelled face data."""
 
 
+AllowPartialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-partial",
+        help="Group individuals even when the object store failed some videos (the exit code is 3 all the same).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (none either when not on a terminal).")]
 
 
@@ -208,6 +216,7 @@ def run(
             "--no-stream runs each video through every stage in turn [env ENGINE_STREAM; default on].",
         ),
     ] = None,
+    allow_partial: AllowPartialOpt = False,
 ) -> None:
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
@@ -231,13 +240,14 @@ def run(
             executor=executor,
             ray_address=ray_address,
             stream=stream,
+            allow_partial=allow_partial,
         )
     except api.USER_ERRORS as exc:
         _fail(str(exc))
     for line in summary.lines():
         out.print(line, markup=False, soft_wrap=True)
-    if summary.exit_code:
-        err.print("[bold red]nothing could be processed[/]: see the messages above and the video_errors table")
+    if summary.problem:
+        err.print(f"[bold red]error:[/] {escape(summary.problem)}")
     raise typer.Exit(summary.exit_code)
 
 
@@ -254,6 +264,7 @@ def faces(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    allow_partial: AllowPartialOpt = False,
 ) -> None:
     """Faces, tracks, individuals and unique faces of any videos, no challenge needed (`run` without --challenge).
 
@@ -262,6 +273,7 @@ def faces(
     run(
         None, videos, runtype=runtype, db=db, store=store, device=device, s3_endpoint=s3_endpoint, save_frames=False,
         force=force, embedder=embedder, quiet=quiet, executor=executor, ray_address=ray_address, stream=None,
+        allow_partial=allow_partial,
     )  # fmt: skip
 
 

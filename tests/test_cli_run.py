@@ -16,9 +16,21 @@ from engine.store import Database, open_object_store
 from engine.store.schema import Frame, Video, VideoError
 
 
-def run_demo(videos: object, db: str, store: str, *extra: str, **kw: object):  # noqa: ANN201
-    """`cli.py run -c demo --videos V --db D --store S ...`"""
-    return run_cli("run", "-c", "demo", "--videos", str(videos), "--db", db, "--store", store, *extra, **kw)
+def run_demo(videos: object, db: str, store: str, *extra: str, challenge: object = "demo", **kw: object):  # noqa: ANN201
+    """`cli.py run -c demo --videos V --db D --store S ...` (``challenge``: another TOML than the bundled demo)."""
+    return run_cli("run", "-c", str(challenge), "--videos", str(videos), "--db", db, "--store", store, *extra, **kw)
+
+
+@pytest.fixture(scope="module")
+def demo_toml(tmp_path_factory: pytest.TempPathFactory, hamilton: Path) -> Path:
+    """The demo challenge with its baseline where any folder of videos finds it (the bundled one looks for it in
+    the --videos folder, and a run whose baseline cannot be read does not exit 0)."""
+    toml = tmp_path_factory.mktemp("challenge") / "demo.toml"
+    toml.write_text(
+        f'name = "demo"\nbaseline = "{hamilton}"\n[[prompts]]\nname = "opening"\nstart = 0.5\nend = 3.5\n'
+        '[[prompts]]\nname = "verse"\nstart = 4.0\nend = 8.5\n'
+    )
+    return toml
 
 
 def _expected_frames(path: Path) -> int:
@@ -92,8 +104,10 @@ def test_postgres_and_s3(pg_url: str, bucket: str, shared_videos: Path) -> None:
     }
 
 
-def test_save_frames_stores_jpegs(tmp_path: Path, hamilton: Path) -> None:
-    res = run_demo(str(hamilton), f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj"), "--save-frames", "-q")
+def test_save_frames_stores_jpegs(tmp_path: Path, hamilton: Path, demo_toml: Path) -> None:
+    res = run_demo(
+        str(hamilton), f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj"), "--save-frames", "-q", challenge=demo_toml
+    )
     assert res.returncode == 0, res.stderr
     db = Database(f"sqlite:///{tmp_path}/e.db")
     with db.session() as s:
@@ -103,7 +117,7 @@ def test_save_frames_stores_jpegs(tmp_path: Path, hamilton: Path) -> None:
 
 
 def test_bad_inputs_are_recorded_and_the_run_goes_on(
-    tmp_path: Path, bad_inputs: dict[str, Path], hamilton: Path
+    tmp_path: Path, bad_inputs: dict[str, Path], hamilton: Path, demo_toml: Path
 ) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -115,7 +129,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(
             shutil.copy(p, dest)
     shutil.copy(hamilton, folder / "good.mp4")
     db_url = f"sqlite:///{tmp_path}/e.db"
-    res = run_demo(folder, db_url, str(tmp_path / "obj"), "--runtype", "prod")
+    res = run_demo(folder, db_url, str(tmp_path / "obj"), "--runtype", "prod", challenge=demo_toml)
     assert res.returncode == 0, res.stderr
     assert "7 found, 2 processed" in res.stdout and "5 failed" in res.stdout
     errors = {Path(e.source_uri).name: (e.kind, e.fatal) for e in _errors(Database(db_url))}
@@ -134,12 +148,13 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(
     # Only bad files: nothing could be processed, so the exit code says so.
     (folder / "good.mp4").unlink()
     (folder / "no_audio.mp4").unlink()
-    res = run_demo(folder, f"sqlite:///{tmp_path}/e2.db", str(tmp_path / "obj2"), "--runtype", "prod")
+    db2, store2 = f"sqlite:///{tmp_path}/e2.db", str(tmp_path / "obj2")
+    res = run_demo(folder, db2, store2, "--runtype", "prod", challenge=demo_toml)
     assert res.returncode == 1
     assert "nothing could be processed" in res.stderr
 
 
-def test_runtype_test_takes_first_four(tmp_path: Path) -> None:
+def test_runtype_test_takes_first_four(tmp_path: Path, demo_toml: Path) -> None:
     folder = tmp_path / "five"
     folder.mkdir()
     for i in range(5):
@@ -152,7 +167,7 @@ def test_runtype_test_takes_first_four(tmp_path: Path) -> None:
             "yuv420p",
             str(folder / f"v{i}.mp4"),
         )
-    common = ["-c", "demo", "--videos", str(folder), "--store", str(tmp_path / "obj"), "-q"]
+    common = ["-c", str(demo_toml), "--videos", str(folder), "--store", str(tmp_path / "obj"), "-q"]
     res = run_cli("run", *common, "--db", f"sqlite:///{tmp_path}/t.db")
     assert res.returncode == 0, res.stderr
     assert "5 found" not in res.stdout and "4 found, 4 processed" in res.stdout
@@ -173,7 +188,9 @@ def test_unreachable_stores_fail_fast(tmp_path: Path, hamilton: Path, s3_env: st
     assert res.returncode == 2 and "not found" in res.stderr
 
 
-def test_url_list_source_through_the_cli(tmp_path: Path, hamilton: Path, http_server: tuple[str, Path]) -> None:
+def test_url_list_source_through_the_cli(
+    tmp_path: Path, hamilton: Path, http_server: tuple[str, Path], demo_toml: Path
+) -> None:
     base, root = http_server
     shutil.copy(hamilton, root / "clip.mp4")
     urls = tmp_path / "urls.txt"
@@ -183,9 +200,59 @@ def test_url_list_source_through_the_cli(tmp_path: Path, hamilton: Path, http_se
         f"sqlite:///{tmp_path}/e.db",
         str(tmp_path / "obj"),
         "-q",
+        challenge=demo_toml,
         env={"ENGINE_RUNS_DIR": str(tmp_path / "runs")},
     )
     assert res.returncode == 0, res.stderr
     assert "2 found, 1 processed" in res.stdout and "missing.mp4" in res.stderr
     errors = [(e.stage, e.kind) for e in _errors(Database(f"sqlite:///{tmp_path}/e.db"))]
     assert errors == [("fetch", "download_failed")]
+
+
+def _clip(src: Path, dest: Path, start: float) -> Path:
+    """Two seconds of ``src`` from ``start`` (a small, distinct video)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg("-ss", str(start), "-i", str(src), "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(dest))
+    return dest
+
+
+def test_summary_shows_this_run_apart_from_the_challenge(tmp_path: Path, hamilton: Path, demo_toml: Path) -> None:
+    """A second run that adds one video to a challenge says what it did itself (1 processed) apart from what the
+    challenge now holds over both runs (2 videos), as issue 15 asks (a one-video run printed the totals of
+    earlier runs as its own)."""
+    db, store = f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj")
+    first = run_demo(_clip(hamilton, tmp_path / "a" / "one.mp4", 1.0), db, store, "-q", challenge=demo_toml)
+    assert first.returncode == 0, first.stderr
+    second = run_demo(_clip(hamilton, tmp_path / "b" / "two.mp4", 5.0), db, store, "-q", challenge=demo_toml)
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.splitlines()
+    [this_run] = [x for x in lines if x.startswith("this run · videos:")]
+    [challenge] = [x for x in lines if x.startswith("challenge demo ·")]
+    assert "1 found, 1 processed, 0 already stored" in this_run
+    assert "2 videos" in challenge and "individuals: " in challenge and "unique faces: " in challenge
+
+
+def test_a_baseline_that_cannot_be_read_is_not_exit_0(tmp_path: Path, hamilton: Path) -> None:
+    """The bundled demo on a folder without its baseline: every other stage runs, the summary is printed, and the
+    run exits 2 with the reason (it printed "cannot read the baseline's audio" and exited 0)."""
+    folder = tmp_path / "mine"
+    _clip(hamilton, folder / "clip.mp4", 1.0)
+    res = run_demo(folder, f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj"), "-q")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "cannot read the baseline's audio" in res.stderr and "this run · videos: 1 found, 1 processed" in res.stdout
+    assert Database(f"sqlite:///{tmp_path}/e.db").last_run("demo")["status"] == "partial"
+
+
+@pytest.mark.parametrize("verb", ["report", "export"])
+def test_report_and_export_of_a_challenge_never_run_say_so(verb: str, tmp_path: Path) -> None:
+    """Nothing stored for the challenge in that database: one line saying so and a non-zero exit (report wrote an
+    empty page and exited 0)."""
+    from engine import api
+    from engine.store import NothingStored
+
+    db, store = f"sqlite:///{tmp_path}/e.db", str(tmp_path / "obj")
+    with pytest.raises(NothingStored, match="never been run"):
+        getattr(api, verb)("demo", tmp_path / "out", db_url=db, store_url=store)
+    res = run_cli(verb, "-c", "demo", "--out", str(tmp_path / "out"), "--db", db, "--store", store)
+    assert res.returncode != 0 and "never been run" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,141 @@ def test_s3_object_store_against_moto_server(bucket: str, tmp_path: Path) -> Non
 def test_missing_bucket_is_one_clear_error(s3_env: str) -> None:
     with pytest.raises(StoreUnreachable, match="does not exist"):
         open_object_store("s3://no-such-bucket-here/x").check()
+
+
+# ------------------------------------------------------------------------------------------ migrations and locks
+
+
+def _previous_release_database(url: str, *, older_faces: bool = False) -> None:
+    """A database as the engine made it before migrations existed (revision 0001's tables by ``create_all``, no
+    revision recorded), with a run, a video and a frame in it; ``older_faces``: from an even older version, whose
+    ``faces`` lacked the quality columns and whose ``unique_faces`` had another column."""
+    import importlib.util
+
+    from sqlalchemy import Column, Integer, MetaData, create_engine
+
+    spec = importlib.util.spec_from_file_location(
+        "baseline", Path(__file__).parent.parent / "engine/store/migrations/versions/0001_baseline.py"
+    )
+    baseline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baseline)
+    meta = MetaData()
+    for table in baseline.SNAPSHOT.sorted_tables:
+        table.to_metadata(meta)
+    if older_faces:
+        faces = meta.tables["faces"]
+        for name in ("quality", "yaw", "embedder"):
+            faces._columns.remove(faces.columns[name])
+        meta.tables["unique_faces"].append_column(Column("legacy", Integer, nullable=True))
+    engine = create_engine(url)
+    meta.create_all(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(meta.tables["runs"].insert().values(
+            id=1, challenge="demo", runtype="test", device="cpu", source="/v", settings={}, status="ok",
+            started_at=now, videos_ok=1, videos_skipped=0, videos_failed=0, frames=1, stage_seconds={},
+        ))  # fmt: skip
+        conn.execute(meta.tables["videos"].insert().values(**{**_video(SHA_A), "run_id": 1, "ingested_at": now}))
+        conn.execute(meta.tables["frames"].insert().values(video_sha256=SHA_A, **_frames(1)[0]))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("older_faces", [False, True])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_of_the_previous_schema_is_upgraded_in_place(
+    backend: str, older_faces: bool, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Revision 0001 adopts what an older version made (its rows kept, ``faces`` columns added, a changed
+    challenge-wide table rebuilt), then 0002 adds the run's process columns; connecting again changes nothing."""
+    from sqlalchemy import inspect, text
+
+    from engine.store.migrations import head
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    _previous_release_database(url, older_faces=older_faces)
+    db = Database(url).connect()
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head() == "0002"
+            columns = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("faces", "runs", "unique_faces")}
+        assert {"quality", "yaw", "embedder"} <= columns["faces"] and {"host", "pid", "message"} <= columns["runs"]
+        assert "legacy" not in columns["unique_faces"]
+        assert db.counts()["videos"] == 1 and db.counts()["frames"] == 1 and db.last_run("demo")["status"] == "ok"
+        db.write_video(_video(SHA_B), _frames(2))  # the upgraded tables take new rows
+        db.connect()
+        assert db.counts()["frames"] == 3
+    finally:
+        db.dispose()
+
+
+def test_concurrent_first_connects_create_the_tables_once(pg_url: str) -> None:
+    """Six processes migrating one new PostgreSQL schema at once: no "duplicate key ... pg_type_typname_nsp_index"
+    race and no deadlock (the upgrade runs under an advisory lock); one revision recorded."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    code = f"from engine.store import Database; Database({pg_url!r}).connect().dispose()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+        for _ in range(6)
+    ]
+    try:
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(rc == 0 for rc, _ in results), [err for _, err in results]
+    db = Database(pg_url)
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    db.dispose()
+
+
+def test_a_running_row_is_interrupted_only_when_its_process_is_gone(db: Database) -> None:
+    """The next run marks a "running" row interrupted when its run is gone (its PostgreSQL lock free, or on SQLite
+    its process dead), and leaves a run that is still going alone (two runs at once)."""
+    from sqlalchemy import update
+
+    dead = db.start_run("demo", "test", "cpu", "/v", {})
+    alive = db.start_run("demo", "test", "cpu", "/v", {})
+    other = Database(db.url).connect()  # the live run holds its lock from another connection (another process)
+    other.hold_run(alive)
+    with db.session() as s:
+        s.execute(update(Run).where(Run.id == dead).values(pid=99_999_999))  # no such process
+    me = db.start_run("demo", "test", "cpu", "/v", {})
+    try:
+        assert db.mark_runs_interrupted("demo", me) == 1
+        status = {r.id: r.status for r in _runs(db)}
+        assert status[dead] == "interrupted" and status[alive] == "running"
+    finally:
+        other.release_locks()
+        other.dispose()
+
+
+def _runs(db: Database) -> list[Run]:
+    with db.session() as s:
+        return list(s.scalars(select(Run)))
+
+
+def test_store_lost_is_one_line(tmp_path: Path) -> None:
+    """A database that fails under a session (here: its file made unwritable-sized) raises ``StoreLost`` with the
+    driver's own first line, the URL's password masked, never SQLAlchemy's page of SQL."""
+    from sqlalchemy import event, text
+
+    from engine.store import StoreLost
+
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}").connect()
+    with db.engine.connect() as conn:
+        pages = conn.execute(text("PRAGMA page_count")).scalar()
+
+    @event.listens_for(db.engine, "connect")
+    def _cap(dbapi_conn: object, _record: object) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages}")
+
+    db.engine.dispose()
+    with pytest.raises(StoreLost, match="database or disk is full") as lost:
+        db.write_video(_video(SHA_A), _frames(400))
+    assert "\n" not in str(lost.value) and "INSERT" not in str(lost.value)
+    db.dispose()

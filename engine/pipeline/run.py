@@ -30,23 +30,26 @@ from engine.pipeline.summary import Log, RunSummary, StageTimer
 from engine.pipeline.workers import VideoJob, collect_results, video_task, video_worker
 from engine.prompts import PromptTemplates, baseline_templates
 from engine.sources import SourceItem, list_sources
-from engine.store import Database, open_stores
+from engine.store import Database, ObjectStore, StoreError, StoreLost, open_stores
 
 
-def prompt_setup(challenge: Challenge, videos: str | Path, device: str, log: Log) -> PromptTemplates | None:
-    """The baseline's prompt templates, once per run (the threshold and rate are ``challenge.align``'s).
+def prompt_setup(
+    challenge: Challenge, videos: str | Path, device: str, log: Log
+) -> tuple[PromptTemplates | None, str | None]:
+    """The baseline's prompt templates, once per run (the threshold and rate are ``challenge.align``'s), and why
+    they could not be made (``None`` when they could, or when the challenge has no prompts).
 
-    A challenge without prompts has nothing to align; a baseline that cannot be read is reported once and the run
-    goes on without the prompt stage (every other stage still runs).
+    A baseline that cannot be read is said once and the run goes on without the prompt stage (every other stage
+    still runs); the run then ends with a non-zero exit code (``RunSummary.exit_code``), never as if all went well.
     """
     if not challenge.prompts:
-        return None
+        return None, None
     folder = Path(videos) if "://" not in str(videos) and Path(videos).is_dir() else None
     try:
-        return baseline_templates(challenge, folder, challenge.align.rate, device)
+        return baseline_templates(challenge, folder, challenge.align.rate, device), None
     except ConfigError as exc:
         log(f"error  {exc}; prompts will not be aligned in this run")
-        return None
+        return None, str(exc)
 
 
 def run_items(settings: Settings, videos: str | Path, log: Log) -> list[SourceItem]:
@@ -62,11 +65,13 @@ def run_items(settings: Settings, videos: str | Path, log: Log) -> list[SourceIt
 
 
 def start_run(db: Database, settings: Settings, challenge: Challenge, videos: str | Path, log: Log) -> int:
-    """The run's row; earlier runs of the challenge left ``running`` (killed) are marked interrupted."""
+    """The run's row, held as alive for the run's life (``Database.hold_run``); earlier runs of the challenge left
+    ``running`` whose process is gone (killed, or lost its database) are marked interrupted."""
     # Which descriptors this run makes, and the numbers its grouping decides with (the report shows them).
     grouping = dataclasses.asdict(grouping_for(challenge.faces.embedder, challenge.cluster))
     recorded = {**settings.public_dict(), "embedder": challenge.faces.embedder, "grouping": grouping}
     run_id = db.start_run(challenge.name, settings.runtype, settings.device, str(videos), recorded)
+    db.hold_run(run_id)
     stale = db.mark_runs_interrupted(challenge.name, run_id)
     if stale:
         log(
@@ -76,20 +81,51 @@ def start_run(db: Database, settings: Settings, challenge: Challenge, videos: st
     return run_id
 
 
-def finish_run(db: Database, summary: RunSummary, status: str, timer: StageTimer, seconds: float) -> None:
-    """Close the run's row with its status, counts and stage times (also when the run was stopped early)."""
+def finish_run(
+    db: Database, summary: RunSummary, status: str, message: str | None, timer: StageTimer, seconds: float, log: Log
+) -> None:
+    """Close the run's row with its status, the line it ended with, its counts and stage times (also when the run
+    was stopped early). A database that is gone by then cannot take it: the row stays "running" and the next run of
+    the challenge, seeing its process gone, marks it interrupted."""
     summary.seconds = seconds
     summary.stage_seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
-    db.finish_run(
-        summary.run_id,
-        status,
-        device=summary.device,
-        videos_ok=summary.ok,
-        videos_skipped=summary.skipped,
-        videos_failed=summary.failed,
-        frames=summary.frames,
-        stage_seconds=summary.stage_seconds,
-    )
+    try:
+        db.finish_run(
+            summary.run_id,
+            status,
+            message,
+            device=summary.device,
+            videos_ok=summary.ok,
+            videos_skipped=summary.skipped + summary.claimed,
+            videos_failed=summary.failed,
+            frames=summary.frames,
+            stage_seconds=summary.stage_seconds,
+        )
+    except StoreError as exc:
+        log(f"note   run {summary.run_id} could not record how it ended ({exc}); the next run marks it interrupted")
+
+
+def group_challenge(
+    db: Database, challenge: Challenge, summary: RunSummary, timer: StageTimer, device: str, allow_partial: bool,
+    log: Log,
+) -> None:  # fmt: skip
+    """The cross-video step over every stored video of the challenge, under the challenge's lock (another run's
+    video writes wait for it, ``engine.store.locks``). Not on a partial challenge (videos of this run that a service
+    failed, ``Database.service_failures``) unless ``allow_partial``: individuals grouped without them would be
+    reported as if complete. Then the challenge's totals over all its runs, for the summary."""
+    summary.unstored = db.service_failures(summary.run_id)
+    if summary.unstored and not allow_partial:
+        log(
+            f"error  {summary.unstored} video(s) could not be stored: individuals are not recomputed on a partial "
+            "challenge (run again to finish it, or allow a partial grouping)"
+        )
+    else:
+        with timer("individuals"), db.challenge_lock(challenge.name):
+            summary.similarities, summary.individuals, summary.unique_faces = individuals_stage(
+                db, challenge.name, challenge.cluster, challenge.faces.embedder, device
+            )
+        summary.grouped = True
+    summary.totals = db.challenge_totals(challenge.name)
 
 
 def run_challenge(
@@ -100,6 +136,7 @@ def run_challenge(
     log: Log = print,
     progress: Callable[[Collection[SourceItem]], Iterator[SourceItem]] | None = None,
     executor: Executor | None = None,
+    allow_partial: bool = False,
 ) -> RunSummary:
     """Run every stage this engine has on the videos of ``videos`` (folder, URL list or s3:// prefix).
 
@@ -109,20 +146,38 @@ def run_challenge(
     (``engine.pipeline.executor``) can instead spread the videos over workers: each one builds its own connection,
     object store and models from a picklable ``VideoJob`` and runs the same ``process_video``, so every video's rows
     still land in one transaction. The driver sums the outcomes and stage times (with Ray: worker-seconds, which can
-    exceed the wall time), advances ``progress``, then runs the challenge-wide individuals stage itself. Videos
-    already committed are skipped, so a run killed half-way is resumed by running it again; the killed run's row,
-    left "running", is marked "interrupted".
+    exceed the wall time), advances ``progress``, then runs the challenge-wide individuals stage itself (not when
+    the object store failed some videos, unless ``allow_partial``). Videos already committed are skipped, so a run
+    killed half-way is resumed by running it again; the killed run's row, left "running", is marked "interrupted".
+
+    Runs may share a PostgreSQL database: each claims a video before computing it and skips those another run holds
+    (``engine.store.locks``); on SQLite a second run on the same file stops with ``StoreUnreachable``. A database
+    that stops working mid-run raises ``StoreLost`` (one line; the videos committed so far are kept).
     """
-    t0 = time.perf_counter()
     executor = executor or LocalExecutor()
-    in_process = executor.kind == "local"
-    streaming = in_process and settings.stream
-    if streaming:
+    if executor.kind == "local" and settings.stream:
         share_malloc_arenas()  # before the models start their threads (engine.inference.runtime)
     db, store = open_stores(settings.db_url, settings.store_url, settings.s3_endpoint_url)
+    try:
+        with db.sole_run():
+            return _run(db, store, settings, challenge, videos, log, progress, executor, allow_partial)
+    finally:
+        db.release_locks()
+        db.dispose()
+
+
+def _run(
+    db: Database, store: ObjectStore, settings: Settings, challenge: Challenge, videos: str | Path, log: Log,
+    progress: Callable[[Collection[SourceItem]], Iterator[SourceItem]] | None, executor: Executor,
+    allow_partial: bool,
+) -> RunSummary:  # fmt: skip
+    """:func:`run_challenge` once its stores are open: set up, every video, the cross-video step, the run's row."""
+    t0 = time.perf_counter()
+    in_process = executor.kind == "local"
+    streaming = in_process and settings.stream
     items = run_items(settings, videos, log)
     device = resolve_device(settings.device, "process")
-    templates = prompt_setup(challenge, videos, device, log)
+    templates, baseline_error = prompt_setup(challenge, videos, device, log)
     # In process, models load before the run is logged, so missing weights stop it before it starts (as always).
     models = FaceModels.load(device, challenge.faces, mirror=settings.weights_mirror) if in_process else None
     run_id = start_run(db, settings, challenge, videos, log)
@@ -134,8 +189,9 @@ def run_challenge(
         else partial(video_worker, job)
     )
     summary = RunSummary(run_id, challenge.name, settings.db_url, settings.store_url, device, videos_found=len(items))
+    summary.baseline_error = baseline_error
     devices: set[str] = set()
-    status = "interrupted"
+    status, message = "interrupted", None
     if streaming:
         ctx = setup()
         ctx.timer = timer  # every thread of the stream times its stages into the run's timer
@@ -150,17 +206,16 @@ def run_challenge(
                 timer.seconds[stage] += seconds
             devices.add(result.device)
             summary.add(result.outcome)
-        with timer("individuals"):
-            summary.similarities, summary.individuals, summary.unique_faces = individuals_stage(
-                db, challenge.name, challenge.cluster, challenge.faces.embedder, device
-            )
-        status = "ok" if summary.processed else "failed"
+        group_challenge(db, challenge, summary, timer, device, allow_partial, log)
+        status, message = summary.status, summary.problem
+    except StoreLost as exc:
+        status, message = "failed", str(exc)
+        raise StoreLost(f"{exc}; the videos committed before are kept: run the same command again") from exc
     finally:
         close = getattr(results, "close", None)
         if close is not None:
             close()  # stops a Ray pool's actors at once when the run ends early
         if devices:
             summary.device = ", ".join(sorted(devices))
-        finish_run(db, summary, status, timer, time.perf_counter() - t0)
-        db.dispose()
+        finish_run(db, summary, status, message, timer, time.perf_counter() - t0, log)
     return summary

@@ -21,7 +21,7 @@ from engine.pipeline.prepare import PreparedVideo, prepare_video
 from engine.pipeline.stages import batch_frames, complete_video, keeps_frames, packs_videos, video_frames
 from engine.pipeline.summary import VideoOutcome
 from engine.pipeline.threads import Flusher, prefetch
-from engine.pipeline.workers import VideoResult
+from engine.pipeline.workers import VideoResult, claim_video
 from engine.sources import SourceItem
 from engine.types import VideoFaces
 
@@ -44,12 +44,17 @@ class _Event:
 
 
 def _decode_ahead(items: Sequence[SourceItem], ctx: RunContext, chunk: int) -> Iterator[_Event]:
-    """The streaming pipeline's first stage (its own thread): prepare each video, then decode its frames."""
+    """The streaming pipeline's first stage (its own thread): prepare and claim each video, then decode its
+    frames."""
     claimed: set[str] = set()
     for n, item in enumerate(items):
         prepared = prepare_video(item, ctx, claimed)
         if isinstance(prepared, VideoOutcome):
             yield _Event(n, _OUTCOME, item, outcome=prepared)
+            continue
+        taken = claim_video(prepared, ctx)  # another run sharing the database may be computing it
+        if taken is not None:
+            yield _Event(n, _OUTCOME, item, outcome=taken)
             continue
         yield _Event(n, _START, item, prepared)
         batches = video_frames(prepared, ctx, chunk)

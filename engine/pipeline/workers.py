@@ -12,7 +12,8 @@ from engine.faces.batching import (
     FaceModels,
 )
 from engine.pipeline.context import RunContext
-from engine.pipeline.stages import process_video
+from engine.pipeline.prepare import PreparedVideo, prepare_video
+from engine.pipeline.stages import complete_video, video_faces
 from engine.pipeline.summary import Log, StageTimer, VideoOutcome
 from engine.prompts import PromptTemplates
 from engine.sources import SourceItem
@@ -75,14 +76,44 @@ def video_worker(
     )
 
 
+def claim_video(prepared: PreparedVideo, ctx: RunContext) -> VideoOutcome | None:
+    """Take a prepared video for this run before its frames are decoded (``Database.claim_video``): ``None`` when
+    this run has it, else its outcome: ``claimed`` when another run sharing the database is computing it now (this
+    run skips it rather than compute it twice), ``skipped`` when another run committed it since it was prepared."""
+    item, sha = prepared.item, prepared.sha
+    if not ctx.db.claim_video(sha):
+        ctx.log(f"note   {item.name}: another run is processing it now; skipped in this run")
+        return VideoOutcome(item.name, "claimed", sha)
+    done = None if ctx.settings.force else ctx.db.video_stages(sha)
+    if done is not None and set(prepared.needed) <= set(done):
+        ctx.db.release_video(sha)
+        return VideoOutcome(item.name, "skipped", sha)
+    return None
+
+
+def claimed_process_video(item: SourceItem, ctx: RunContext) -> VideoOutcome:
+    """``engine.pipeline.stages.process_video`` with the video claimed for this run between preparing and decoding
+    (:func:`claim_video`), so that two runs sharing a database never compute one video twice."""
+    prepared = prepare_video(item, ctx)
+    if isinstance(prepared, VideoOutcome):
+        return prepared
+    taken = claim_video(prepared, ctx)
+    if taken is not None:
+        return taken
+    found = video_faces(prepared, ctx)
+    if isinstance(found, VideoOutcome):
+        return found
+    return complete_video(prepared, found, ctx)
+
+
 def video_task(ctx: RunContext, item: SourceItem) -> VideoResult:
-    """Executor ``work``: one video through :func:`process_video` (its rows committed by the worker, in one
+    """Executor ``work``: one video through :func:`claimed_process_video` (its rows committed by the worker, in one
     transaction), returning its own stage times and buffered log lines for the driver."""
     buffered = isinstance(ctx.log, _LineBuffer)
     if buffered:
         ctx.log.clear()
     ctx.timer = StageTimer()
-    outcome = process_video(item, ctx)
+    outcome = claimed_process_video(item, ctx)
     lines = list(ctx.log) if buffered else []
     return VideoResult(item, outcome, dict(ctx.timer.seconds), lines, ctx.settings.device)
 

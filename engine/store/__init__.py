@@ -1,7 +1,7 @@
 """The only room that opens or writes a store: SQL tables (``db``, split by concern, and ``schema``), objects
 (``objects``), and opening or checking both (``opening``)."""
 
-from .db import Database, StoreUnreachable, redact
+from .db import Database, NothingStored, StoreError, StoreLost, StoreUnreachable, redact
 from .objects import (
     LocalObjectStore,
     ObjectStore,
@@ -17,8 +17,11 @@ from .opening import check_database, check_object_store, open_stores
 __all__ = [
     "Database",
     "LocalObjectStore",
+    "NothingStored",
     "ObjectStore",
     "S3ObjectStore",
+    "StoreError",
+    "StoreLost",
     "StoreUnreachable",
     "check_database",
     "check_object_store",

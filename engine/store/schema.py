@@ -3,7 +3,8 @@
 A video is keyed by the SHA-256 of its bytes, so the same file under any name or URL is one row, and every
 per-video table hangs off that key: re-running a video replaces its rows inside one transaction instead of adding
 new ones. Times are seconds (floats), boxes are pixels of the decoded (display-rotated) frame, and embeddings are
-float32 vectors stored as raw little-endian bytes, which works on every SQL backend.
+float32 vectors stored as raw little-endian bytes, which works on every SQL backend. The tables are created and
+upgraded by the revisions of ``engine.store.migrations``: a change here comes with a new revision there.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Run(Base):
     videos_failed: Mapped[int] = mapped_column(Integer, default=0)
     frames: Mapped[int] = mapped_column(Integer, default=0)
     stage_seconds: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Which process runs it (a "running" row whose process is gone was killed: engine.store.locks), and the one line
+    # a failed or partial run ended with. Added by migration 0002.
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Video(Base):
@@ -246,8 +252,7 @@ class VideoError(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-#: Tables whose rows the challenge-wide step rebuilds from the faces on every run: safe to recreate when their
-#: columns changed (``engine.store.database`` does, for databases made by an older version).
+#: Tables whose rows the challenge-wide step rebuilds from the faces on every run.
 DERIVED_TABLES = (Similarity, FaceFinalInd, UniqueFace)
 
 #: The per-video tables, children first: the order in which a video's rows are replaced.

@@ -1,7 +1,10 @@
 """Per-video writes: every row of one video replaced in one transaction, and ``video_errors`` rows.
 
 Every write that belongs to one video happens in one transaction that first removes whatever rows that video had,
-so a crash never leaves half a video and a re-run never duplicates anything.
+so a crash never leaves half a video and a re-run never duplicates anything. On PostgreSQL that transaction also
+holds the video's write lock and its challenge's lock shared (``engine.store.locks``), so two runs writing one video
+take turns, and neither writes while a cross-video step reads the challenge; a run's claim on the video ends when
+its rows, or its fatal error, are committed.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from sqlalchemy import delete
 
 from engine.redact import redact_text
 
-from .database import DatabaseCore
+from .locks import LocksMixin
 from .schema import PER_VIDEO_TABLES, Face, FaceIntraInd, Frame, NoFace, Similarity, Subvideo, Video, VideoError
 
 
-class VideosMixin(DatabaseCore):
+class VideosMixin(LocksMixin):
     """``video_stages``, ``write_video``, ``record_error``."""
 
     def video_stages(self, sha256: str) -> list[str] | None:
@@ -44,6 +47,7 @@ class VideosMixin(DatabaseCore):
         sha = video["sha256"]
         video = {**video, "source_uri": redact_text(video["source_uri"])}  # as record_error stores it
         with self.session() as s:
+            self.video_write_lock(s, sha, video["challenge"])
             s.execute(delete(Similarity).where((Similarity.video_a == sha) | (Similarity.video_b == sha)))
             for model in PER_VIDEO_TABLES:
                 s.execute(delete(model).where(model.video_sha256 == sha))
@@ -70,6 +74,7 @@ class VideosMixin(DatabaseCore):
             s.add_all(
                 FaceIntraInd(face_id=f.id, video_sha256=sha, track=t) for f, t in zip(face_rows, tracks, strict=True)
             )
+        self.release_video(sha)
 
     def record_error(
         self,
@@ -83,7 +88,8 @@ class VideosMixin(DatabaseCore):
     ) -> None:
         """One ``video_errors`` row, committed on its own so it survives whatever fails next.
 
-        The same failure of the same input is recorded once (the newest run wins), so a re-run adds no rows.
+        The same failure of the same input is recorded once (the newest run wins), so a re-run adds no rows. A fatal
+        error ends this run's claim on the video (another run may try it).
         """
         # Stored with passwords masked: a URL list's entry may carry them, and the message may quote it.
         source_uri, message = redact_text(source_uri), redact_text(message)
@@ -104,3 +110,5 @@ class VideosMixin(DatabaseCore):
                     fatal=fatal,
                 )
             )
+        if fatal:
+            self.release_video(sha256)

@@ -173,9 +173,10 @@ def export_dataset(
     log: Callable[[str], None] = print,
 ) -> ExportSummary:
     """Write the challenge's unique faces to ``out`` in ``fmt``; crops missing from the store are reported, not
-    fatal."""
+    fatal. A challenge never run against ``db`` is a ``NothingStored`` error, before anything is written."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    db.require_run(challenge)
     faces = db.unique_faces(challenge)
     lookup = prompt_at(db.subvideos(challenge))
     out.mkdir(parents=True, exist_ok=True)

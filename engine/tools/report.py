@@ -102,7 +102,9 @@ def write_report(
     cluster: ClusterSettings | None = None,
 ) -> Path:
     """Write the HTML report of ``challenge`` to ``out``; ``cluster`` (the challenge's ``[clustering]`` table) names
-    the threshold the run grouped with when the run did not record it."""
+    the threshold the run grouped with when the run did not record it. A challenge never run against ``db`` is a
+    ``NothingStored`` error, not an empty report (most often the name or ``--db`` is wrong)."""
+    db.require_run(challenge)
     unique = db.unique_faces(challenge)
     subvideos = db.subvideos(challenge)
     videos = db.videos(challenge)
