@@ -16,7 +16,7 @@ ifneq ($(wildcard $(SHARED)/data),)
 export ENGINE_SHARED_DATA ?= $(abspath $(SHARED)/data)
 endif
 
-.PHONY: setup ffmpeg run test bench lint doctor clean same-results
+.PHONY: setup ffmpeg run test bench lint doctor clean same-results gpu-pack gpu-check-dry
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,9 @@ bench: setup
 	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
+	@test -f $(DEMO)/challenge.toml || $(PY) benchmarks/make_corpus.py $(DEMO) --name demo_corpus --logo-auto
+	$(PY) benchmarks/record_bench.py --videos $(DEMO)/videos --challenge $(DEMO)/challenge.toml --end-to-end \
+	  --peer face_recognition --save-json runs/bench-e2e-last.json $(BENCH_ARGS)
 	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --fresh
 	$(PY) -m benchmarks.identity.sweep --embedder hse --lo 0.50 --hi 0.66
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.86 --hi 0.96
@@ -107,3 +110,12 @@ doctor: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# The prepared GPU check (benchmarks/gpu_check.sh, docs/performance.md): gpu-pack builds what the lent machine needs
+# and lacks (runs/gpu-carry, under the 64 MiB carry limit; needs the network once); gpu-check-dry runs the same steps
+# on this CPU.
+gpu-pack: setup
+	$(PY) benchmarks/gpu_pack.py
+
+gpu-check-dry: setup
+	bash benchmarks/gpu_check.sh --dry-run

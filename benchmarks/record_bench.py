@@ -6,7 +6,7 @@ reading, with the date, the machine and the command beside it.
 
 Usage: ``python benchmarks/record_bench.py [--videos runs/bench-corpus/videos] [--peer face_recognition]
 [--json-in FILE] [--save-json FILE] [--date YYYY-MM-DD] [--machine TEXT] [--command TEXT] [--note TEXT]
-[--dry-run]``.
+[--end-to-end [--challenge TOML]] [--dry-run]``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
-def run_bench(videos: str, peers: list[str], device: str | None, interval: float | None) -> tuple[dict, str]:
-    """Run the benchmark in a subprocess, as a user would (its progress goes to our stderr); (JSON, command)."""
+def run_bench(
+    videos: str, peers: list[str], device: str | None, interval: float | None, end_to_end: str | None = None
+) -> tuple[dict, str]:
+    """Run the benchmark in a subprocess, as a user would (its progress goes to our stderr); (JSON, command).
+    ``end_to_end``: ``""`` for ``--end-to-end`` with the bench's challenge, a TOML path for that challenge."""
     args = ["cli.py", "bench", "--videos", videos]
     for peer in peers:
         args += ["--peer", peer]
@@ -33,6 +36,8 @@ def run_bench(videos: str, peers: list[str], device: str | None, interval: float
         args += ["--device", device]
     if interval is not None:
         args += ["--interval", f"{interval:g}"]
+    if end_to_end is not None:
+        args += ["--end-to-end"] + (["--challenge", end_to_end] if end_to_end else [])
     args.append("--json")
     done = subprocess.run([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
@@ -84,6 +89,14 @@ def markdown(result: dict[str, Any], date: str, machine: str, command: str, note
         )
     stages = ", ".join(f"{k} {v:.2f}" for k, v in st["pipeline_stage_seconds"].items())
     lines += ["", f"Pipeline stage seconds (its own timer): {stages}; wall {eng.get('pipeline_seconds')} s."]
+    if "detector_passes_per_frame" in st:
+        lines.append(
+            f"Detector passes per sampled frame: {st['detector_passes_per_frame']:.2f} (rotation decided per video; "
+            f"retrying every frame with no face both ways would take {st['detector_passes_per_frame_retry_all']:.2f})."
+        )
+    if "end_to_end" in result:
+        lines += ["", "End to end (`--end-to-end`, the whole `run` with models loaded inside, same process):", ""]
+        lines += [f"    {line.strip()}" for line in result["end_to_end"]["lines"]]
     faces = [f"engine {eng.get('faces')}"]
     faces += [f"`{name}` {peer['faces']}" for name, peer in result["peers"].items() if "faces" in peer]
     lines.append(
@@ -109,11 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file appended to")
     parser.add_argument("--dry-run", action="store_true", help="print the section instead of appending it")
     parser.add_argument("--save-json", type=Path, default=None, help="also write the benchmark's JSON here")
+    parser.add_argument("--end-to-end", action="store_true", help="time the whole run too (bench --end-to-end)")
+    parser.add_argument("--challenge", default="", help="challenge TOML for --end-to-end [the bench's]")
     args = parser.parse_args(argv)
     if args.json_in:
         result, command = json.loads(args.json_in.read_text(encoding="utf-8")), "cli.py bench --json (read from file)"
     else:
-        result, command = run_bench(args.videos, args.peer or ["face_recognition"], args.device, args.interval)
+        e2e = args.challenge if args.end_to_end else None
+        result, command = run_bench(args.videos, args.peer or ["face_recognition"], args.device, args.interval, e2e)
     if args.save_json:
         args.save_json.parent.mkdir(parents=True, exist_ok=True)
         args.save_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

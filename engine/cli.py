@@ -731,8 +731,9 @@ def bench(
 
     try:
         result = api.bench(
-            videos, peers=peer, device=device, interval=interval, log=lambda m: err.print(m, markup=False)
-        )
+            videos, peers=peer, device=device, interval=interval, log=lambda m: err.print(m, markup=False),
+            end_to_end=end_to_end, challenge=challenge,
+        )  # fmt: skip
     except api.USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
@@ -754,6 +755,13 @@ def bench(
     out.print(f"decode-only fraction: {result['decode_only_fraction']:.3f} (pipeline throughput / decode-only)")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in result["engine"]["stages"]["pipeline_stage_seconds"].items())
     out.print(f"pipeline stages: {stages}", markup=False)
+    passes = result["engine"]["stages"]
+    out.print(
+        f"detector passes per sampled frame: {passes['detector_passes_per_frame']:.2f} (retrying every frame with no "
+        f"face both ways: {passes['detector_passes_per_frame_retry_all']:.2f})"
+    )
+    for line in result.get("end_to_end", {}).get("lines", []):
+        out.print(line, markup=False)
     out.print(f"note: {result['engine']['warmup']}", markup=False)
 
 

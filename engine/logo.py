@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from engine import media
 from engine.config import ConfigError, LogoSettings
+from engine.media.encode import COVER_PRESET
 
 #: At least this many sampled frames: with fewer, "static" cannot be told from "one moment".
 MIN_FRAMES = 3
@@ -239,6 +240,12 @@ def locate_logo(settings: LogoSettings, path: str | Path, interval: float = 0.5,
     video = media.probe(path).video
     frames = sampled_frames(path, interval, device) if settings.box is None else None
     return logo_box(settings, video.width, video.height, frames)
+
+
+def covered_name(sha: str, box: LogoBox, method: str = "blur") -> str:
+    """The file name of a video's covered copy: everything the encode depends on (the video's hash, the box, the
+    method, the encoder's preset), so a copy left by an earlier run is reused only when it is the same cover."""
+    return f"{sha}-{box.x}_{box.y}_{box.w}_{box.h}-{method}-{COVER_PRESET}.mp4"
 
 
 def cover_logo(src: str | Path, dst: str | Path, box: LogoBox, method: str = "blur", strength: int = 3) -> Path:

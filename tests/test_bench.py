@@ -7,6 +7,7 @@ assert on a shared CI machine only measures the neighbours.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,11 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory, hamilton: Path, ryan: 
 
 @pytest.fixture(scope="module")
 def bench_json(tiny_corpus: Path) -> dict:
-    done = run_cli("bench", "--videos", str(tiny_corpus), "--interval", str(INTERVAL), "--json", timeout=300)
+    """One ``bench --end-to-end`` run: the usual figures, plus the whole run's (the bench's challenge with
+    ``[logo] auto``: the Hamilton cut carries the WH.GOV logo, so the cover runs too)."""
+    done = run_cli(
+        "bench", "--videos", str(tiny_corpus), "--interval", str(INTERVAL), "--end-to-end", "--json", timeout=400
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -66,6 +71,96 @@ def test_json_has_every_key_and_consistent_numbers(bench_json: dict, tiny_corpus
     # The readable table is built from the same dict.
     rows = table_rows(r)
     assert [row[0] for row in rows][-2:] == ["peer face_recognition", "peer naive"]
+    # Detector passes: at least one per frame, never more than retrying every frame with no face both ways.
+    assert 1.0 <= stages["detector_passes_per_frame"] <= stages["detector_passes_per_frame_retry_all"] <= 3.0
+
+
+def test_end_to_end_figures_are_the_whole_runs(bench_json: dict, tiny_corpus: Path) -> None:
+    r, e = bench_json, bench_json["end_to_end"]
+    n, videos = r["frames"], len(list(tiny_corpus.iterdir()))
+    assert (e["frames"], e["videos"], e["challenge"]) == (n, videos, "bench")
+    wall = e["wall_s"]
+    assert wall >= r["engine"]["pipeline_seconds"] - 1e-3  # the whole call: models loaded, stores opened
+    assert e["videos_per_minute"] == pytest.approx(60 * videos / wall, rel=1e-2)
+    assert e["sampled_frames_per_s"] == pytest.approx(n / wall, rel=1e-2)
+    assert e["fraction_of_decode_only"] == pytest.approx(r["engine"]["decode_seconds"] / wall, rel=1e-2, abs=1e-3)
+    assert e["decode_only"]["sampled_frames_per_s"] == pytest.approx(n / r["engine"]["decode_seconds"], rel=1e-2)
+    # Every stage of the run is there (the logo stage too: [logo] auto), each with its share of the wall time.
+    seconds = r["engine"]["stages"]["pipeline_stage_seconds"]
+    assert {
+        "fetch",
+        "hash",
+        "probe",
+        "decode",
+        "detect",
+        "embed",
+        "logo",
+        "track",
+        "store",
+        "sql",
+        "individuals",
+    } <= set(e["stage_share_of_wall"])
+    for stage, share in e["stage_share_of_wall"].items():
+        assert share == pytest.approx(seconds[stage] / wall, rel=1e-2, abs=1e-3)
+    # The peers are the same figures as the bench's, against the whole run's time per frame.
+    for name, ms in e["peers_ms_per_sampled_frame"].items():
+        assert ms == r["peers"][name]["ms_per_sampled_frame"]
+        assert e["speedup_vs"][name] == pytest.approx(ms / e["ms_per_sampled_frame"], rel=1e-2)
+    assert any("videos/min" in line for line in e["lines"]) and any("decode-only" in line for line in e["lines"])
+
+
+def test_record_bench_writes_the_end_to_end_figures(bench_json: dict, tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from record_bench import markdown
+
+    text = markdown(bench_json, "2026-01-01", "test machine", "cli.py bench --end-to-end", [])
+    assert "Detector passes per sampled frame" in text and "End to end" in text
+    assert f"{bench_json['end_to_end']['videos_per_minute']:.1f} videos/min" in text
+
+
+def test_end_to_end_with_a_missing_challenge_exits_2(tiny_corpus: Path, tmp_path: Path) -> None:
+    done = run_cli("bench", "--videos", str(tiny_corpus), "--end-to-end", "--challenge", str(tmp_path / "no.toml"))
+    assert done.returncode == 2 and "challenge file not found" in done.stderr
+
+
+def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """``benchmarks/gpu_check.sh --dry-run``: every step of the GPU check on the CPU, small; the CUDA-only steps say
+    why they did not run, and the figures land as JSON and text (nothing carried: the CI machine's own media)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CARRY": str(tmp_path / "no-carry")}
+    done = subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert r["dry_run"] is True and r["failures"] == {}
+    assert r["facts"]["torch"] and r["cuda_tests"]["errors"] == 0 and r["cuda_tests"]["failures"] == 0
+    rows = {row["what"]: row for row in r["models"]["rows"]}
+    assert set(rows) == {"detector", "embedder hse", "embedder dlib"}
+    assert rows["detector"]["ms_per_frame"] > 0 and rows["embedder dlib"]["ms_per_face"] > 0
+    assert "no CUDA" in r["kernels"]["skipped"] and "no CUDA" in r["compile"]["skipped"]
+    e2e = r["end_to_end"]["result"]["end_to_end"]
+    assert e2e["videos"] == 2 and e2e["sampled_frames_per_s"] > 0
+    text = (tmp_path / "out" / "gpu_check.txt").read_text()
+    assert "GPU check (dry run on the CPU)" in text and "videos/min" in text and text.strip() in done.stdout
+
+
+def test_gpu_check_report_names_failed_and_skipped_steps() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_check_report import report_lines
+
+    lines = report_lines(
+        {"models": {"failed": "RuntimeError: boom"}, "kernels": {"skipped": "no CUDA"}, "failures": {"models": "x"}}
+    )
+    assert "models: FAILED RuntimeError: boom" in lines and "kernels: skipped: no CUDA" in lines
+    assert "failed steps: models" in lines
 
 
 def test_missing_folder_exits_2_with_a_clear_message(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""RetinaFace port: golden-file parity with the upstream reference, batching, rotation retry, ONNX, CLI."""
+"""RetinaFace port: golden-file parity with the upstream reference, batching, rotation retry (decided per video),
+ONNX, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from conftest import run_cli
 from torchvision.ops import box_iou
 
 from engine import media
-from engine.faces.detect import FaceDetector, unrotate
+from engine.faces.detect import RETRY_90, RETRY_270, RETRY_BOTH, Detections, FaceDetector, unrotate
+from engine.faces.orientation import (
+    MIN_PROBE_HITS,
+    PROBE_FRAMES,
+    RECHECK_EVERY,
+    Orientation,
+    OrientationPlan,
+    retry_all_passes,
+)
 
 BOX_TOL, LANDMARK_TOL, SCORE_TOL = 0.5, 1.0, 1e-3
 
@@ -159,3 +168,103 @@ def test_whole_factor_resize_equals_bilinear(shape: tuple[int, int], scale: floa
     out = (max(1, round(h * scale)), max(1, round(w * scale)))
     reference = torch.ops.aten.upsample_bilinear2d(frames.float(), out, False, scale, scale)
     assert torch.equal(resize_like_cv2(frames, scale), reference)
+
+
+# Rotation decided per video (engine.faces.orientation): which frames with no upright face are retried, and how.
+
+
+def _simulate(no_face: list[bool], turned_at: dict[int, int], batch: int) -> tuple[list[int], Orientation]:
+    """The retry flags each frame of a video gets when its frames come ``batch`` at a time: ``no_face[i]`` says the
+    upright pass found nothing in frame i, ``turned_at[i]`` the rotation at which a retry would find a face."""
+    orientation, flags = Orientation(), []
+    for lo in range(0, len(no_face), batch):
+        missing = torch.tensor(no_face[lo : lo + batch])
+        plan = OrientationPlan([orientation], [len(missing)])
+        got = plan.first(missing) * missing
+        found = _fake_found(got, turned_at, lo)
+        more = plan.then(missing, got, found)
+        flags += (got + (0 if more is None else more * (got == 0) * missing)).tolist()
+    return flags, orientation
+
+
+def _fake_found(flags: torch.Tensor, turned_at: dict[int, int], offset: int) -> Detections:
+    """What the retries flagged in ``flags`` would find: one face at the frame's own rotation when it was tried."""
+    hits = [i for i, f in enumerate(flags.tolist()) if (offset + i) in turned_at and f & _BIT[turned_at[offset + i]]]
+    n = len(hits)
+    rot = torch.tensor([turned_at[offset + i] for i in hits], dtype=torch.int64)
+    return Detections(torch.tensor(hits, dtype=torch.int64), torch.zeros(n, 4), torch.full((n,), 0.9),
+                      torch.zeros(n, 10), rot)  # fmt: skip
+
+
+_BIT = {90: RETRY_90, 270: RETRY_270}
+
+
+def test_an_upright_video_is_probed_then_rechecked_on_a_budget() -> None:
+    no_face = [True] * 40  # a video whose frames never show an upright face, nor a turned one
+    flags, orientation = _simulate(no_face, {}, batch=16)
+    assert orientation.turned == 0
+    both = [i for i, f in enumerate(flags) if f == RETRY_BOTH]
+    # The first PROBE_FRAMES no-face frames are the probe; then every RECHECK_EVERY-th one.
+    assert both == [*range(PROBE_FRAMES), *range(PROBE_FRAMES + RECHECK_EVERY - 1, 40, RECHECK_EVERY)]
+    assert set(flags) == {0, RETRY_BOTH}
+    # Detector passes: 1 + 2 per retried frame, far below the old rule's 3 per frame with no face.
+    assert 40 + 2 * len(both) < 0.5 * retry_all_passes(40, 40) * 40
+
+
+def test_a_turned_video_is_retried_one_way_whatever_the_batches() -> None:
+    no_face = [i % 5 != 0 for i in range(60)]  # most frames have no upright face
+    turned = {i: 270 for i in range(60) if no_face[i] and i % 7 != 3}  # people lying on their side, turned 270°
+    by_batch = {b: _simulate(no_face, turned, b) for b in (1, 3, 16, 64)}
+    flags, orientation = by_batch[16]
+    assert orientation.turned == 270 and orientation.hits[270] >= MIN_PROBE_HITS
+    assert all(by_batch[b][0] == flags for b in by_batch), "the retries depend on how the frames were batched"
+    ordinal = torch.cumsum(torch.tensor(no_face).long(), 0) - 1
+    for i, f in enumerate(flags):
+        if not no_face[i]:
+            assert f == 0
+        elif ordinal[i] < PROBE_FRAMES:
+            assert f == RETRY_BOTH
+        else:
+            assert f == RETRY_270
+
+
+def test_one_stray_probe_hit_does_not_turn_a_video() -> None:
+    flags, orientation = _simulate([True] * 12, {1: 90}, batch=4)
+    assert orientation.turned == 0 and orientation.hits[90] == 1
+    assert RETRY_90 not in flags
+
+
+@pytest.mark.parametrize("k", [-1, 1])
+def test_sideways_clip_same_faces_as_retrying_every_frame(detector: FaceDetector, hamilton: Path, k: int) -> None:
+    """The Hamilton clip turned on its side (no display matrix): the per-video rule finds exactly the faces the old
+    rule (every frame with no upright face retried both ways) finds, in no more detector passes."""
+    from engine.faces.batching import FaceBatcher, FaceModels
+    from engine.faces.embed import FaceEmbedder
+
+    batches = [
+        media.FrameBatch(torch.rot90(b.frames, k, (2, 3)).contiguous(), b.index, b.target_s, b.pts_s)
+        for b in media.sample_frames(hamilton, 0.5, chunk=16)
+    ]
+    scale = min(1.0, 640 / max(batches[0].frames.shape[-2:]))
+    detector.frames_run = 0
+    old = Detections.cat([detector.detect_with_rotation(b.frames, scale, 0.5) for b in batches])
+    old_passes, detector.frames_run = detector.frames_run, 0
+    batcher: FaceBatcher[str] = FaceBatcher(FaceModels(detector, FaceEmbedder(device="cpu")), crops=False)
+    for b in batches:
+        batcher.add("clip", b)
+    ((_, found),) = batcher.end("clip")
+    assert len(old) > 0 and (old.rotation != 0).any()  # the retries matter on this clip
+    assert torch.equal(found.faces.rotation, old.rotation)
+    assert torch.allclose(found.faces.boxes, old.boxes) and torch.allclose(found.faces.scores, old.scores)
+    assert detector.frames_run <= old_passes
+
+
+def test_upright_frames_detect_the_same_with_a_plan(detector: FaceDetector, hamilton: Path) -> None:
+    frames = next(media.sample_frames(hamilton, 0.5, chunk=8)).frames
+    blank = torch.zeros_like(frames[:3])  # frames with no face at all: probed both ways
+    frames = torch.cat([frames, blank])
+    old = detector.detect_with_rotation(frames, 1.0, 0.5)
+    detector.frames_run = 0
+    new = detector.detect_with_rotation(frames, 1.0, 0.5, OrientationPlan([Orientation()], [len(frames)]))
+    assert torch.equal(new.boxes, old.boxes) and torch.equal(new.image, old.image)
+    assert detector.frames_run == len(frames) + 2 * 3  # the three blank frames, each tried turned both ways

@@ -254,3 +254,95 @@ def test_cover_errors(tmp_path: Path, hamilton: Path) -> None:
         logo.cover_logo(hamilton, tmp_path / "x.unknownext", HAMILTON_LOGO)
     assert failed.value.kind == "encode_failed" and "output format" in str(failed.value)
     assert list(tmp_path.iterdir()) == []  # no half-written file is left behind
+
+
+def test_cover_keeps_the_picture_outside_the_box(hamilton: Path, hamilton_box: LogoBox, covered: Path) -> None:
+    """The cover's preset (``COVER_PRESET``) keeps the rest of the picture: PSNR and SSIM against the source on the
+    largest band away from the box, measured as benchmarks/cover_quality.py measures every preset."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from cover_quality import outside_band, psnr_ssim
+
+    band = outside_band(hamilton_box, 640, 360)
+    assert band[2] * band[3] >= 0.5 * 640 * 360
+    psnr, ssim = psnr_ssim(covered, hamilton, band)
+    assert psnr >= 40.0 and ssim >= 0.98, (psnr, ssim)
+
+
+def test_cover_presets_are_checked(tmp_path: Path, hamilton: Path) -> None:
+    from engine.media.encode import COVER_PRESET, X264_PRESETS
+
+    assert COVER_PRESET in X264_PRESETS
+    with pytest.raises(ValueError, match="preset must be one of"):
+        media.encode_with_region_covered(hamilton, tmp_path / "x.mp4", *HAMILTON_LOGO.as_tuple(), preset="warp9")
+
+
+def test_covered_name_holds_everything_the_encode_depends_on() -> None:
+    from engine.media.encode import COVER_PRESET
+
+    name = logo.covered_name("ab12", LogoBox(1, 2, 3, 4), "blur")
+    assert name == f"ab12-1_2_3_4-blur-{COVER_PRESET}.mp4"
+    assert logo.covered_name("ab12", LogoBox(1, 2, 3, 5), "blur") != name
+    assert logo.covered_name("ab12", LogoBox(1, 2, 3, 4), "inpaint") != name
+
+
+class _Store:
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+
+    def exists(self, key: str) -> bool:
+        return key in self.keys
+
+
+def _cover_ctx(tmp_path: Path, settings: LogoSettings | None, stored: set[str], force: bool = False) -> object:
+    """The parts of a RunContext that the cover stage reads."""
+    from types import SimpleNamespace
+
+    from engine.pipeline.summary import StageTimer
+
+    return SimpleNamespace(
+        challenge=SimpleNamespace(logo=settings),
+        settings=SimpleNamespace(force=force, work_dir=tmp_path / "work"),
+        store=_Store(stored),
+        timer=StageTimer(),
+        log=lambda _line: None,
+    )
+
+
+def test_cover_stage_encodes_only_what_will_be_stored(
+    tmp_path: Path, hamilton: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No encode without a logo, none when the store already holds the video's copy (the flush would not upload a
+    new one), none when an earlier run left the same cover in the work folder; otherwise exactly one."""
+    from types import SimpleNamespace
+
+    from engine.pipeline import stages
+    from engine.pipeline.rows import stored_video_key
+    from engine.types import VideoFaces
+
+    encodes: list[Path] = []
+
+    def fake_cover(src: Path, dst: Path, box: LogoBox, method: str = "blur") -> Path:
+        encodes.append(dst)
+        dst.write_bytes(b"covered")
+        return dst
+
+    monkeypatch.setattr(stages, "cover_logo", fake_cover)
+    info = media.probe(hamilton)
+    prepared = SimpleNamespace(item=SimpleNamespace(name="h.mp4"), info=info, path=hamilton, sha="f00d")
+    box = LogoSettings(box=(576, 18, 32, 32))
+
+    def cover(settings: LogoSettings | None, stored: set[str], force: bool = False) -> tuple[Path, object]:
+        ctx = _cover_ctx(tmp_path, settings, stored, force)
+        return stages.cover_stage(prepared, VideoFaces(), ctx)  # type: ignore[arg-type]
+
+    assert cover(None, set()) == (hamilton, None) and encodes == []
+    key = stored_video_key(prepared, True)  # type: ignore[arg-type]
+    assert cover(box, {key}) == (hamilton, [576, 18, 32, 32]) and encodes == []  # already stored: nothing to do
+    path, covered_box = cover(box, set())
+    assert covered_box == [576, 18, 32, 32] and len(encodes) == 1 and path == encodes[0]
+    assert path.name == logo.covered_name("f00d", LogoBox(576, 18, 32, 32), "blur")
+    assert cover(box, set()) == (path, covered_box) and len(encodes) == 1  # left by an earlier run: reused
+    path.unlink()
+    assert cover(box, {key}, force=True)[0] == path and len(encodes) == 2  # --force: stored again, so encoded

@@ -24,6 +24,7 @@ from engine.dedup import phash
 from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
 from engine.faces.embedders import Embedder, load_embedder
+from engine.faces.orientation import Orientation, OrientationPlan
 from engine.faces.quality import quality_of
 from engine.inference.weights import resolve as resolve_weights
 from engine.shots import ShotScorer
@@ -89,6 +90,7 @@ class _Collected:
     frame_jpegs: dict[int, bytes] = field(default_factory=dict)
     kept: list[torch.Tensor] = field(default_factory=list)
     scorer: ShotScorer = field(default_factory=ShotScorer)  # picture change between successive sampled frames
+    orientation: Orientation = field(default_factory=Orientation)  # which frames with no face are retried rotated
     waiting: int = 0  # frames handed in, not through the models yet
     ended: bool = False
 
@@ -119,7 +121,8 @@ class FaceBatcher(Generic[K]):
     so packed results equal one-video batches within float tolerance, not bit for bit; alignment, crops and PHash
     are per face and do not move at all.
 
-    Everything between the frames and the end of a batch stays on the models' device: detection (rotate-and-retry),
+    Everything between the frames and the end of a batch stays on the models' device: detection (rotated retries
+    decided per video: ``engine.faces.orientation``),
     alignment, embedding, the crops' JPEG (nvJPEG on CUDA) and PHash. Each batch then crosses to the host once, as
     the small tensors the tables need, and is split between its videos with one slice per video, never per frame.
     """
@@ -223,8 +226,11 @@ class FaceBatcher(Generic[K]):
         h, w = int(frames.shape[-2]), int(frames.shape[-1])
         scale = 1.0 if cfg.long_side == 0 else min(1.0, cfg.long_side / max(h, w))
         with timer("detect"):
-            find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
-            det = find(frames, scale, cfg.threshold)
+            if cfg.rotate:  # each video's orientation decides which frames with no face are retried rotated
+                plan = OrientationPlan([self._orientation(v) for v, _ in pieces], [len(b) for _, b in pieces])
+                det = models.detector.detect_with_rotation(frames, scale, cfg.threshold, plan)
+            else:
+                det = models.detector.detect(frames, scale, cfg.threshold)
         with timer("embed"):
             frames_e, det_e = frames.to(models.embedder.device), det.to(models.embedder.device)
             chips = align_chips(frames_e, det_e)
@@ -287,6 +293,11 @@ class FaceBatcher(Generic[K]):
                 collected.frame_jpegs.update(zip(index[lo:hi].tolist(), jpegs[lo:hi], strict=True))
             if self.keep_frames:  # a copy when the batch is shared: a view would keep the other videos' frames
                 collected.kept.append(batch.frames.to("cpu", copy=len(pieces) > 1))
+
+    def _orientation(self, video: K) -> Orientation:
+        """The video's orientation state (a throw-away one for a video dropped while its frames were pending)."""
+        collected = self._videos.get(video)
+        return collected.orientation if collected is not None else Orientation()
 
     def _change(self, video: K, frames: torch.Tensor) -> torch.Tensor:
         """Each frame's content change since the video's previous sampled frame (host float32 ``[N]``)."""

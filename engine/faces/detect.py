@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torchvision.ops import batched_nms
@@ -33,6 +34,21 @@ POST_NMS_TOP_K = 750
 CPU_MICRO_BATCH = 4
 #: Largest batch a TensorRT detector engine is built for (larger batches run in torch).
 TRT_MAX_BATCH = 256
+#: Retry flags of a frame with no upright face (bits, per frame): retry it turned by 90°, by 270°, or both.
+RETRY_90, RETRY_270 = 1, 2
+RETRY_BOTH = RETRY_90 | RETRY_270
+
+
+class RetryPlan(Protocol):
+    """Which frames with no upright face are retried rotated (``engine.faces.orientation.OrientationPlan``)."""
+
+    def first(self, missing: torch.Tensor) -> torch.Tensor:
+        """Retry flags (int ``[N]``) for the batch's frames, given which have no upright face (bool ``[N]``)."""
+        ...
+
+    def then(self, missing: torch.Tensor, flags: torch.Tensor, found: Detections) -> torch.Tensor | None:
+        """After the first flags ran and found ``found``: flags for frames not tried yet, or ``None``."""
+        ...
 
 
 @dataclass
@@ -202,6 +218,8 @@ class FaceDetector:
             self._ort = OrtForward(retinaface_onnx(self.model))
         self._plans: dict[tuple[int, int], Forward | None] = {}
         self._torch = maybe_compiled(self.model, self.device)
+        #: Frames run through the network since loading (rotated retries included): the bench's detector passes.
+        self.frames_run = 0
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The network on a preprocessed batch, through the chosen backend. TensorRT engines are built once per
@@ -232,6 +250,7 @@ class FaceDetector:
         n = frames.shape[0]
         if n == 0:
             return Detections.empty(self.device)
+        self.frames_run += n
         step = n if self.device.type == "cuda" else CPU_MICRO_BATCH
         outs, size = [], (0, 0)
         for i in range(0, n, step):
@@ -251,25 +270,52 @@ class FaceDetector:
             out.append(self.detect(img[None], scale, threshold))
         return out
 
-    def detect_with_rotation(self, frames: torch.Tensor, scale: float = 1.0, threshold: float = 0.5) -> Detections:
+    def detect_with_rotation(
+        self, frames: torch.Tensor, scale: float = 1.0, threshold: float = 0.5, plan: RetryPlan | None = None
+    ) -> Detections:
         """Detect; frames with no face are retried rotated by 90° and 270° (landscape recordings), keeping the
-        rotation whose best face scores highest, with boxes mapped back to the unrotated frame."""
+        rotation whose best face scores highest, with boxes mapped back to the unrotated frame.
+
+        Without ``plan`` every frame with no upright face is retried both ways (three network passes for it).
+        A ``plan`` (``engine.faces.orientation``: one orientation per video) says which of them to retry at which
+        rotation, in up to two rounds: its ``first`` flags (``RETRY_90`` / ``RETRY_270`` bits per frame) run
+        first, then ``then`` sees what they found and may flag more of the frames left untried."""
         found = self.detect(frames, scale, threshold)
         has_face = torch.zeros(frames.shape[0], dtype=torch.bool, device=self.device)
         has_face[found.image] = True
-        missing = (~has_face).nonzero().flatten()
-        if missing.numel() == 0:
+        missing = ~has_face
+        flags = missing.long() * RETRY_BOTH if plan is None else plan.first(missing).to(self.device) * missing
+        parts = [found]
+        if bool(flags.any()):
+            parts.append(self._retry(frames, flags, scale, threshold))
+        if plan is not None:
+            tried = parts[-1] if len(parts) > 1 else Detections.empty(self.device)
+            more = plan.then(missing, flags, tried)
+            if more is not None:
+                more = more.to(self.device) * (missing & (flags == 0))
+                if bool(more.any()):
+                    parts.append(self._retry(frames, more, scale, threshold))
+        if len(parts) == 1:
             return found
-        subset = frames.to(self.device)[missing]
+        merged = Detections.cat(parts)
+        order = torch.argsort(merged.image, stable=True)
+        return merged.select(order)
+
+    def _retry(self, frames: torch.Tensor, flags: torch.Tensor, scale: float, threshold: float) -> Detections:
+        """The flagged frames detected turned by 90° (bit ``RETRY_90``) and 270° (``RETRY_270``), boxes mapped back;
+        a frame tried both ways keeps the rotation whose best face scores highest."""
         h, w = frames.shape[-2:]
         tries = []
-        for k, degrees in ((1, 90), (-1, 270)):
-            det = self.detect(torch.rot90(subset, k=k, dims=(2, 3)), scale, threshold)
+        for k, degrees, bit in ((1, 90, RETRY_90), (-1, 270, RETRY_270)):
+            idx = ((flags & bit) != 0).nonzero().flatten()
+            if idx.numel() == 0:
+                continue
+            det = self.detect(torch.rot90(frames.to(self.device)[idx], k=k, dims=(2, 3)), scale, threshold)
             det.boxes, det.landmarks = unrotate(det.boxes, det.landmarks, k, h, w)
             det.rotation = torch.full_like(det.image, degrees)
-            det.image = missing[det.image]
+            det.image = idx[det.image]
             tries.append(det)
-        both = Detections.cat(tries)
+        both = Detections.cat(tries) if tries else Detections.empty(self.device)
         if len(both):
             # Per frame, keep only the rotation whose best face scores highest.
             n = frames.shape[0]
@@ -281,9 +327,7 @@ class FaceDetector:
             }
             winner = torch.where(best[270] > best[90], 270, 90)
             both = both.select(both.rotation == winner[both.image])
-        merged = Detections.cat([found, both])
-        order = torch.argsort(merged.image, stable=True)
-        return merged.select(order)
+        return both
 
 
 def unrotate(boxes: torch.Tensor, landmarks: torch.Tensor, k: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

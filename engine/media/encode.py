@@ -30,6 +30,13 @@ def encode_jpegs(frames: torch.Tensor, quality: int = 90) -> list[bytes]:
     return [bytes(t.cpu().numpy().tobytes()) for t in encoded]
 
 
+#: libx264 presets from fastest to slowest (``-preset``); the cover takes any of them.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+#: The logo cover's preset. The cover re-encodes every frame of every video while the models see two a second, so
+#: on a CPU it was the run's critical path; see docs/performance.md for the measured speed and picture outside the
+#: covered box of each preset against the former ``veryfast`` (``benchmarks/cover_quality.py``).
+COVER_PRESET = "ultrafast"
+
 #: FFmpeg's last stderr lines kept in an encode error: enough for the reason, short enough for a table row.
 _FFMPEG_ERROR_LINES = 4
 
@@ -44,8 +51,11 @@ def encode_with_region_covered(
     method: str = "blur",
     strength: int = 3,
     crf: int = 18,
+    preset: str | None = None,
 ) -> Path:
     """Re-encode ``src`` to ``dst`` (H.264, same size, frames and timestamps) with one rectangle covered.
+
+    ``preset``: libx264's speed preset, :data:`COVER_PRESET` by default (why that one: its comment).
 
     ``method="blur"`` box-blurs the rectangle ``strength`` times at the largest radius it allows, so fine
     detail such as a logo's text cannot survive; ``"inpaint"`` uses FFmpeg's ``delogo``, which fills it from
@@ -61,6 +71,8 @@ def encode_with_region_covered(
         raise ValueError(f"method must be one of {', '.join(COVER_METHODS)} (got {method!r})")
     if not 1 <= strength <= 20:
         raise ValueError(f"strength must be 1..20 (got {strength})")
+    if (preset or COVER_PRESET) not in X264_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)} (got {preset!r})")
     if src.resolve() == dst.resolve():
         raise ValueError(f"{src}: cannot re-encode a video onto itself")
     video = probe(src).video
@@ -88,7 +100,7 @@ def encode_with_region_covered(
     cmd = [
         "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", str(src),
         "-filter_complex", graph, "-map", "[v]", "-map", "0:a?",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+        "-c:v", "libx264", "-preset", preset or COVER_PRESET, "-crf", str(crf),
         "-fps_mode", "passthrough", "-enc_time_base:v", "-1",
         "-c:a", "copy", "-map_metadata", "0", "-movflags", "+faststart",
         str(partial),

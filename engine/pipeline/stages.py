@@ -13,7 +13,7 @@ from pathlib import Path
 from engine import media
 from engine.config import Settings
 from engine.faces.batching import ROTATIONS_TRIED, analyze_batches
-from engine.logo import cover_logo, logo_box
+from engine.logo import cover_logo, covered_name, logo_box
 from engine.media import FrameBatch
 from engine.pipeline.context import RunContext, fail_video
 from engine.pipeline.prepare import PreparedVideo, prepare_video
@@ -84,7 +84,13 @@ def video_faces(prepared: PreparedVideo, ctx: RunContext) -> VideoFaces | VideoO
 
 def cover_stage(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) -> tuple[Path, list[float] | None]:
     """Cover the platform's logo when the challenge asks for it: the file to store and the box covered (none when
-    no logo is configured or found). Raises ``DecodeError``/``ValueError`` when the encode fails."""
+    no logo is configured or found). Raises ``DecodeError``/``ValueError`` when the encode fails.
+
+    The encode re-reads and re-writes every frame of the video, the costliest step of a run on a CPU, so it is done
+    only when its output will be stored: not when the store already holds the video's copy (:func:`flush_video`
+    keeps a stored copy unless ``--force``), and not again when an earlier run left the same cover (same video, box,
+    method and preset) in the work folder before it could store it (the file is renamed into place only when
+    whole)."""
     item, video = prepared.item, prepared.info.video
     logo = ctx.challenge.logo
     if logo is None:
@@ -95,9 +101,14 @@ def cover_stage(prepared: PreparedVideo, found: VideoFaces, ctx: RunContext) -> 
         if box is None:
             ctx.log(f"note   {item.name}: no static logo found; stored as it is")
             return prepared.path, None
-        covered = ctx.settings.work_dir / "covered" / f"{prepared.sha}.mp4"
+        covered_box = list(box.as_tuple())
+        if not ctx.settings.force and ctx.store.exists(stored_video_key(prepared, True)):
+            return prepared.path, covered_box  # already stored: flush_video will not upload a new copy
+        covered = ctx.settings.work_dir / "covered" / covered_name(prepared.sha, box, logo.method)
+        if covered.is_file():
+            return covered, covered_box
         covered.parent.mkdir(parents=True, exist_ok=True)
-        return cover_logo(prepared.path, covered, box, logo.method), list(box.as_tuple())
+        return cover_logo(prepared.path, covered, box, logo.method), covered_box
 
 
 def prompts_stage(prepared: PreparedVideo, ctx: RunContext) -> list[PromptMatch]:

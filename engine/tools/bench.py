@@ -10,13 +10,15 @@ allocator growth, oneDNN primitive creation or dlib's lazy set-up are excluded f
 
 1. **decode only**: ``sample_frames`` over every video, each batch touched (one element read) and dropped;
 2. **detector only**: the pipeline's call (``detect_with_rotation`` at the challenge's long side, batched as decode
-   delivers them), on the decoded frames;
+   delivers them, rotated retries decided per video as the pipeline decides them), on the decoded frames; the
+   frames it runs through the network, over the sampled frames, are the **detector passes per sampled frame**;
 3. **embedder only**: alignment + embedding (``align_chips`` + ``embed_chips``, batched) of the faces found in 2;
 4. **full pipeline**: :func:`engine.pipeline.run.run_challenge` into a throw-away SQLite database and local object store
    in a temporary folder: decode, detect with rotate-and-retry, embed, crops, PHash, tracks, individuals, SQL,
    objects. Its wall time runs from the first video's start (models already loaded) to the run's end; its stage
    times are the run's own ``RunSummary.stage_seconds``. The challenge has no prompts and no logo: audio alignment
-   and logo covering are not face work and no peer does them;
+   and logo covering are not face work and no peer does them. With ``end_to_end`` it is instead the real run of a
+   challenge with its prompts and logo, and the whole run's figures come with it (``engine.tools.bench_e2e``);
 5. **peers**, on the same frames: ``face_recognition`` (dlib HOG ``face_locations`` + ``face_encodings``, the seed
    projects' library, one RGB numpy frame at a time) and ``naive`` (our own detector + embedder called one frame at a
    time in a Python loop: what batching buys).
@@ -42,10 +44,12 @@ from typing import Any
 import torch
 
 from engine import media
-from engine.config import FaceSettings, Settings, parse_challenge
+from engine.config import Challenge, FaceSettings, Settings, parse_challenge
 from engine.faces.batching import FaceModels
+from engine.faces.orientation import retry_all_passes
 from engine.inference.precision import cpu_has_fast_bf16
 from engine.sources import VIDEO_EXTENSIONS, SourceItem
+from engine.tools.bench_e2e import e2e_challenge, end_to_end_figures
 from engine.tools.bench_timing import Log, decode_only, model_stages
 
 #: Peers the benchmark knows; ``naive`` is always measured (it costs little and shows what batching buys).
@@ -123,13 +127,17 @@ def machine_facts(device: str) -> dict[str, Any]:
     return facts
 
 
-def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: Path, log: Log) -> dict[str, Any]:
+def pipeline_run(
+    videos: Sequence[Path], interval: float, device: str, workdir: Path, log: Log, challenge: Challenge | None = None
+) -> dict[str, Any]:
     """The whole product path, twice: once on the first video (warm-up, its own database), then on every video into a
     fresh SQLite database and local object store. The measured wall time starts when the first video starts (models
-    loaded, run row written) and ends when ``run_challenge`` returns (individuals and the run's last row included)."""
+    loaded, run row written) and ends when ``run_challenge`` returns (individuals and the run's last row included);
+    ``seconds_call`` is the whole call (stores opened, models loaded: what a user waits for). ``challenge``: the
+    bench's own (no prompts, no logo) unless given."""
     from engine.pipeline.run import run_challenge
 
-    challenge = parse_challenge(BENCH_CHALLENGE)
+    challenge = challenge or parse_challenge(BENCH_CHALLENGE)
     quiet: Log = lambda _line: None  # noqa: E731 - per-video notes would only interleave with the benchmark's lines
 
     def settings(name: str) -> Settings:
@@ -160,6 +168,7 @@ def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: 
         started.append(time.perf_counter())
         yield from items
 
+    call = time.perf_counter()
     summary = run_challenge(settings("run"), challenge, folder, log=quiet, progress=progress)
     end = time.perf_counter()
     if device.startswith("cuda"):
@@ -179,7 +188,10 @@ def pipeline_run(videos: Sequence[Path], interval: float, device: str, workdir: 
         "individuals": summary.individuals,
         "seconds": wall,
         "seconds_with_setup": summary.seconds,
+        "seconds_call": end - call,
         "stage_seconds": dict(summary.stage_seconds),
+        "prompts": summary.prompts,
+        "challenge": challenge.name,
     }
 
 
@@ -193,20 +205,30 @@ def run_bench(
     device: str = "cpu",
     interval: float = 0.5,
     log: Log | None = None,
+    end_to_end: bool = False,
+    challenge: str | Path | None = None,
 ) -> dict[str, Any]:
     """The whole benchmark; returns the plain dict ``cli.py bench --json`` prints.
 
     ``engine.ms_per_sampled_frame`` is the full pipeline's wall time per sampled frame; ``speedup_vs[peer]`` is the
     peer's ms per frame over it; ``decode_only_fraction`` is pipeline throughput over decode-only throughput (how
     close the whole product path comes to the decoder alone). Raises ``BenchError`` for a bad folder or peer.
+
+    ``end_to_end``: the pipeline runs a real challenge (``challenge``, a TOML path; by default the bench's own with
+    ``[logo] auto``, so the logo stage runs too) and the result gains ``end_to_end`` (``engine.tools.bench_e2e``):
+    videos per minute, sampled frames per second, each stage's share of the wall time, the decode-only bound and
+    the peers, all from this one run.
     """
     log = log or (lambda _line: None)
     if interval <= 0:
         raise BenchError("--interval must be positive")
     videos = bench_videos(videos_dir)
     chosen = check_peers(peers)
+    real = e2e_challenge(challenge) if end_to_end else None
     machine = machine_facts(device)
-    models = _load_models(device, machine, len(videos), log)
+    # The models timed alone (and the naive peer) run the pipeline's embedder: the bench's, or the challenge's.
+    faces = real.faces if real is not None else parse_challenge(BENCH_CHALLENGE).faces
+    models = _load_models(device, machine, len(videos), log, faces)
     dec = decode_only(videos, interval, device, log)
     n = dec["frames"]
     if n == 0:
@@ -214,20 +236,24 @@ def run_bench(
     stages = model_stages(videos, models, interval, chosen, log)
     del models
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
-        pipe = pipeline_run(videos, interval, device, Path(tmp), log)
+        pipe = pipeline_run(videos, interval, device, Path(tmp), log, real)
     if stages["frames"] != n or pipe["frames"] != n:
         raise BenchError(
             f"frame counts disagree: decode {n}, model stages {stages['frames']}, pipeline {pipe['frames']}"
         )
-    return _result(videos, interval, device, chosen, dec, stages, pipe, machine)
+    result = _result(videos, interval, device, chosen, dec, stages, pipe, machine)
+    if end_to_end:
+        result["end_to_end"] = end_to_end_figures(result, pipe, dec, len(videos))
+    return result
 
 
-def _load_models(device: str, machine: dict[str, Any], n_videos: int, log: Log) -> FaceModels:
+def _load_models(device: str, machine: dict[str, Any], n_videos: int, log: Log, faces: FaceSettings) -> FaceModels:
     """Both networks loaded (not timed); their backend and dtype noted in ``machine``."""
     t0 = time.perf_counter()
-    models = FaceModels.load(device, parse_challenge(BENCH_CHALLENGE).faces)
+    models = FaceModels.load(device, faces)
     for name, net in (("detector", models.detector), ("embedder", models.embedder)):
         machine[name] = f"{net.backend}, {str(net.dtype).removeprefix('torch.')}"
+    machine["embedder_name"] = faces.embedder
     log(
         f"models loaded on {device} in {time.perf_counter() - t0:.2f}s (not timed): detector {machine['detector']}, "
         f"embedder {machine['embedder']}; {n_videos} videos"
@@ -285,6 +311,8 @@ def _result(
                 "detect_ms_per_frame": round(detect_ms, 3),
                 "embed_ms_per_frame": round(embed_ms, 3),
                 "pipeline_stage_seconds": pipe["stage_seconds"],
+                "detector_passes_per_frame": round(stages["detector_frames"] / n, 3),
+                "detector_passes_per_frame_retry_all": round(retry_all_passes(stages["no_upright_face"], n), 3),
             },
             "videos": len(videos),
             "interval_s": interval,

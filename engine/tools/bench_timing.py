@@ -17,6 +17,7 @@ from engine import media
 from engine.config import FaceSettings
 from engine.faces.batching import FaceModels
 from engine.faces.detect import Detections
+from engine.faces.orientation import Orientation, OrientationPlan
 from engine.faces.preprocess import resize_like_cv2
 
 Log = Callable[[str], None]
@@ -50,11 +51,21 @@ def _scale(frames: torch.Tensor, settings: FaceSettings) -> float:
     return 1.0 if settings.long_side == 0 else min(1.0, settings.long_side / max(h, w))
 
 
-def _detect(models: FaceModels, frames: torch.Tensor) -> Detections:
-    """Detection exactly as the pipeline calls it (rotate-and-retry when the settings say so)."""
+def _detect(models: FaceModels, frames: torch.Tensor, orientation: Orientation | None = None) -> Detections:
+    """Detection exactly as the pipeline calls it: with the settings' rotated retries, decided per video by
+    ``orientation`` (the video's state, carried from batch to batch; ``None``: a still frame, retried both ways)."""
     cfg = models.settings
-    find = models.detector.detect_with_rotation if cfg.rotate else models.detector.detect
-    return find(frames, _scale(frames, cfg), cfg.threshold)
+    if not cfg.rotate:
+        return models.detector.detect(frames, _scale(frames, cfg), cfg.threshold)
+    plan = None if orientation is None else OrientationPlan([orientation], [len(frames)])
+    return models.detector.detect_with_rotation(frames, _scale(frames, cfg), cfg.threshold, plan)
+
+
+def _no_upright_face(det: Detections, n: int) -> int:
+    """Frames of a batch of ``n`` where the upright pass found no face (what the old rule retried both ways)."""
+    upright = torch.zeros(n, dtype=torch.bool, device=det.image.device)
+    upright[det.image[det.rotation == 0]] = True
+    return int((~upright).sum())
 
 
 def _embed(models: FaceModels, frames: torch.Tensor, det: Detections) -> torch.Tensor:
@@ -62,12 +73,12 @@ def _embed(models: FaceModels, frames: torch.Tensor, det: Detections) -> torch.T
     return models.embedder.embed(frames, det)
 
 
-def _naive(models: FaceModels, frames: torch.Tensor) -> int:
+def _naive(models: FaceModels, frames: torch.Tensor, orientation: Orientation | None = None) -> int:
     """Our detector + embedder one frame at a time in a Python loop; returns the faces found."""
     faces = 0
     for i in range(len(frames)):
         one = frames[i : i + 1]
-        det = _detect(models, one)
+        det = _detect(models, one, orientation)
         _embed(models, one, det)
         faces += len(det)
     return faces
@@ -126,6 +137,8 @@ class _ModelTimes:
     naive_faces: int = 0
     face_recognition: float = 0.0
     face_recognition_faces: int = 0
+    detector_frames: int = 0  # frames through the detector network in the detector-only stage (retries included)
+    no_upright_face: int = 0  # frames where the upright pass found no face
 
 
 def model_stages(
@@ -146,16 +159,20 @@ def model_stages(
     t = _ModelTimes()
     clocks = {name: _Clock(device) for name in ("detect", "embed", "naive", "face_recognition")}
     for n, path in enumerate(videos, 1):
+        orientation, naive_orientation = Orientation(), Orientation()  # each video's, as the pipeline keeps them
         for batch in media.sample_frames(path, interval, device):
             frames = batch.frames
             t.frames += len(batch)
+            before = models.detector.frames_run
             with clocks["detect"]():
-                det = _detect(models, frames)
+                det = _detect(models, frames, orientation)
+            t.detector_frames += models.detector.frames_run - before
+            t.no_upright_face += _no_upright_face(det, len(batch))
             with clocks["embed"]():
                 _embed(models, frames, det)
             t.faces += len(det)
             with clocks["naive"]():
-                t.naive_faces += _naive(models, frames)
+                t.naive_faces += _naive(models, frames, naive_orientation)
             if "face_recognition" in peers:
                 images = _peer_images(frames, models.settings)
                 with clocks["face_recognition"]():
