@@ -69,3 +69,13 @@ def test_doctor_finds_the_mirror_beside_the_checkout(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "weights:" in res.stdout and not [line for line in res.stdout.splitlines() if "MISSING  weights" in line]
     assert f"mirror: {(REPO.parent / 'shared' / 'weights').resolve() / 'mobilenet0.25_Final.pth'}" in res.stdout
+
+
+def test_doctor_shows_the_whole_database_error(pg_url: str) -> None:
+    """The server's own reason, whole (it was cut at 160 characters, in the middle of `FATAL:  database "x" ...`)."""
+    from conftest import PG_BASE
+
+    missing = PG_BASE.rsplit("/", 1)[0] + "/no_such_database_for_doctor"
+    res = run_cli("doctor", "--db", missing)
+    assert res.returncode == 1
+    assert 'database "no_such_database_for_doctor" does not exist' in res.stdout

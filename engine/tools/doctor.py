@@ -34,7 +34,7 @@ def _guard(name: str, fix: str, fn: Callable[[], Check], optional: bool = False)
         return fn()
     except Exception as exc:  # noqa: BLE001 - doctor reports every failure as text
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check(name, False, redact_text(first)[:160], fix, optional)  # an error may quote a URL's password
+        return Check(name, False, redact_text(first), fix, optional)  # whole (issue 15); an error may quote a password
 
 
 def check_python() -> Check:
@@ -203,5 +203,10 @@ def _guard_list(fn: Callable[[], list[Check]], name: str) -> list[Check]:
         return fn()
     except Exception as exc:  # noqa: BLE001
         return [
-            Check(name, False, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__, "see the message")
+            Check(
+                name,
+                False,
+                redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__,
+                "see the message",
+            )
         ]
