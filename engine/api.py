@@ -25,12 +25,12 @@ from engine.tools.bench import BenchError
 
 if TYPE_CHECKING:
     from engine.apps.monitor import Monitor
-    from engine.apps.scan import Tick
     from engine.pipeline.summary import RunSummary
     from engine.prompts import Alignment
     from engine.sources import SourceItem
     from engine.tools.doctor import Check
     from engine.tools.export import ExportSummary
+    from engine.types import Tick
 
 Log = Callable[[str], None]
 Progress = Callable[[Collection["SourceItem"]], Iterator["SourceItem"]]
@@ -228,24 +228,25 @@ def _stored(
 
 def export(
     challenge: str | Path, out: Path, fmt: str = "imagefolder", *, db_url: str | None = None,
-    store_url: str | None = None, s3_endpoint_url: str | None = None, log: Log = print,
+    store_url: str | None = None, s3_endpoint_url: str | None = None, log: Log = print, progress: Tick | None = None,
 ) -> ExportSummary:  # fmt: skip
     """Every unique face crop labelled with its prompt, individual, video and time (imagefolder or parquet)."""
     from engine.tools.export import export_dataset
 
     name, db, store = _stored(challenge, db_url, store_url, s3_endpoint_url)
-    return export_dataset(db, store, name, out, fmt, log=log)
+    return export_dataset(db, store, name, out, fmt, log=log, progress=progress)
 
 
 def report(
     challenge: str | Path, out: Path, *, db_url: str | None = None, store_url: str | None = None,
-    s3_endpoint_url: str | None = None, log: Log = print,
+    s3_endpoint_url: str | None = None, log: Log = print, progress: Tick | None = None,
 ) -> Path:  # fmt: skip
     """A self-contained HTML report of the challenge's stored results."""
     from engine.tools.report import write_report
 
     name, db, store = _stored(challenge, db_url, store_url, s3_endpoint_url)
-    return write_report(db, store, name, out, log=log, cluster=load_challenge(challenge).cluster)
+    cluster = load_challenge(challenge).cluster
+    return write_report(db, store, name, out, log=log, cluster=cluster, progress=progress)
 
 
 def doctor(challenge: str = "demo", **stores: str | None) -> list[Check]:

@@ -366,15 +366,17 @@ def export(
     db: DbOpt = None,
     store: StoreOpt = None,
     s3_endpoint: EndpointOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write every unique face crop labelled with its prompt, individual, video and time."""
     from engine import api
 
     try:
-        summary = api.export(
-            challenge, out_dir, fmt, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
-            log=lambda m: err.print(m, markup=False),
-        )  # fmt: skip
+        with _Bars(quiet) as bars:
+            summary = api.export(
+                challenge, out_dir, fmt, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
+                log=lambda m: err.print(m, markup=False), progress=bars,
+            )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     prompts = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_prompt.items()))
@@ -391,15 +393,17 @@ def report(
     db: DbOpt = None,
     store: StoreOpt = None,
     s3_endpoint: EndpointOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Self-contained HTML: a contact sheet per individual, counts per prompt, a timeline per video, stage timings."""
     from engine import api
 
     try:
-        path = api.report(
-            challenge, out_file, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
-            log=lambda m: err.print(m, markup=False),
-        )  # fmt: skip
+        with _Bars(quiet) as bars:
+            path = api.report(
+                challenge, out_file, db_url=db, store_url=store, s3_endpoint_url=s3_endpoint,
+                log=lambda m: err.print(m, markup=False), progress=bars,
+            )  # fmt: skip
     except (*api.USER_ERRORS, ValueError) as exc:
         _fail(str(exc))
     out.print(f"report written to {path}", markup=False)

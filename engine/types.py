@@ -10,11 +10,16 @@ place that turns them into table rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import torch
+
+#: Progress of long work: ``tick(what, step, total)`` advances the count of ``what`` ("frames", "shards", "videos",
+#: "crops", "individuals") by ``step``, out of ``total`` when it is known. The CLI draws it as bars; the engine never
+#: prints it.
+Tick = Callable[[str, int, "int | None"], None]
 
 T = TypeVar("T", bound="_TensorRows")
 

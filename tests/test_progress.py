@@ -44,3 +44,19 @@ def test_no_bars_off_a_terminal(tmp_path: Path, media_dir: Path, shared_data: Pa
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "━" not in res.stderr and "clip(s) in 1 video(s)" in res.stdout
+
+
+def test_report_and_export_tick(tmp_path: Path, media_dir: Path) -> None:
+    """A faces-only run, then report (one tick per individual's sheet) and export (one per crop read)."""
+    videos = tmp_path / "v"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes((media_dir / "plain2s.mp4").read_bytes())
+    db, store = f"sqlite:///{tmp_path / 'e.db'}", str(tmp_path / "o")
+    summary = api.run(None, videos, db_url=db, store_url=store, device="cpu", log=lambda _m: None)
+    done, totals, tick = _recorder()
+    api.report(summary.challenge, tmp_path / "r.html", db_url=db, store_url=store, log=lambda _m: None, progress=tick)
+    assert done["individuals"] == totals["individuals"] == summary.individuals > 0
+    done, totals, tick = _recorder()
+    exported = api.export(summary.challenge, tmp_path / "x", db_url=db, store_url=store, log=lambda _m: None,
+                          progress=tick)  # fmt: skip
+    assert done["crops"] == totals["crops"] == exported.faces > 0

@@ -38,12 +38,12 @@ from engine.apps.film_crops import cut_crops
 from engine.apps.film_facerec import resolve_movie_id
 from engine.apps.film_merge import MIN_FACE_PX, MIN_SCORE, merge
 from engine.apps.film_shards import CROPS_DIR, FORMAT_VERSION, LabelError, ShardResult
-from engine.apps.scan import Tick, frame_ticker, scan_frames, stride_for
+from engine.apps.scan import frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.shots import ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
-from engine.types import Tracks
+from engine.types import Tick, Tracks
 
 OUTPUT_FILES = ("trajectories.jsonl", "features.jsonl", "scene_changes.json", "clusters.json", "label.json")
 Log = Callable[[str], None]

@@ -18,11 +18,7 @@ import torch
 from engine.faces.batching import FaceModels, Timer, analyze_batches
 from engine.media import FrameBatch, MediaInfo, VideoInfo, iter_frames, probe
 from engine.shots import ShotScorer, ShotSettings, find_cuts
-from engine.types import VideoFaces
-
-#: Progress of long work: ``tick(what, step, total)`` advances the count of ``what`` ("frames", "shards", "videos",
-#: ...) by ``step``, out of ``total`` when it is known. The CLI draws it as bars; the engine never prints it.
-Tick = Callable[[str, int, "int | None"], None]
+from engine.types import Tick, VideoFaces
 
 
 def frame_ticker(tick: Tick | None, executor: Any, total: int | None) -> Callable[[int], None] | None:

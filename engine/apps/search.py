@@ -29,12 +29,13 @@ import torch
 from engine.apps.boxes import frame_boxes, smooth
 from engine.apps.identify import Identification, Rule, TrackMatch, identify, rule_for, track_distances
 from engine.apps.people import People, distances, reference_embedding
-from engine.apps.scan import Scan, Tick, frame_ticker, scan_frames, stride_for
+from engine.apps.scan import Scan, frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.media import DecodeError, MediaInfo, cut_clip, encode_face_clip, probe
 from engine.shots import ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
+from engine.types import Tick
 
 Log = Callable[[str], None]
 

@@ -19,9 +19,12 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.store import Database, ObjectStore
+
+if TYPE_CHECKING:  # annotations only: these tools do not load torch
+    from engine.types import Tick
 
 FORMATS = ("imagefolder", "parquet")
 #: Label of a face seen while no prompt of the challenge plays.
@@ -171,6 +174,7 @@ def export_dataset(
     out: Path,
     fmt: str = "imagefolder",
     log: Callable[[str], None] = print,
+    progress: Tick | None = None,
 ) -> ExportSummary:
     """Write the challenge's unique faces to ``out`` in ``fmt``; crops missing from the store are reported, not
     fatal. A challenge never run against ``db`` is a ``NothingStored`` error, before anything is written."""
@@ -183,6 +187,8 @@ def export_dataset(
     records, images, missing = [], [], 0
     per_prompt: dict[str, int] = {}
     for face in faces:
+        if progress is not None:
+            progress("crops", 1, len(faces))  # one read from the store each: minutes on S3 for a large challenge
         try:
             data = store.get_bytes(face["crop_key"])
         except Exception as exc:  # noqa: BLE001 - one lost crop must not lose the dataset

@@ -13,7 +13,7 @@ import html
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import ClusterSettings
 from engine.faces.embedders import embedder_spec
@@ -21,6 +21,9 @@ from engine.store import Database, ObjectStore
 from engine.tools.export import NO_PROMPT, prompt_at
 from engine.tools.report_pairs import PairView, uncertain_pairs, video_refs
 from engine.tools.report_sheets import SHEET_SIZE, colour, contact_sheets, no_individual
+
+if TYPE_CHECKING:  # annotations only: these tools do not load torch
+    from engine.types import Tick
 
 __all__ = ["SHEET_SIZE", "grouping_of", "write_report"]
 
@@ -100,6 +103,7 @@ def write_report(
     log: Callable[[str], None] = print,
     *,
     cluster: ClusterSettings | None = None,
+    progress: Tick | None = None,
 ) -> Path:
     """Write the HTML report of ``challenge`` to ``out``; ``cluster`` (the challenge's ``[clustering]`` table) names
     the threshold the run grouped with when the run did not record it. A challenge never run against ``db`` is a
@@ -116,7 +120,7 @@ def write_report(
     body = [f"<h1>Challenge {html.escape(challenge)}</h1>", _summary(videos, subvideos, timeline, unique)]
     body.append(_grouping(embedder, threshold, source))
     body.append(_how_to_fix(threshold))
-    body += contact_sheets(store, unique, timeline, name_of, log)
+    body += contact_sheets(store, unique, timeline, name_of, log, progress)
     body += no_individual(store, timeline, name_of, log)
     if threshold is not None:
         view = PairView(store, timeline, name_of, video_refs(videos), log)

@@ -10,9 +10,12 @@ import base64
 import html
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.store import ObjectStore
+
+if TYPE_CHECKING:  # annotations only: these tools do not load torch
+    from engine.types import Tick
 
 Row = dict[str, Any]
 Log = Callable[[str], None]
@@ -66,7 +69,12 @@ def track_label(video: str, track: int, name_of: dict[str, str]) -> str:
 
 
 def contact_sheets(
-    store: ObjectStore, unique: list[Row], timeline: list[Row], name_of: dict[str, str], log: Log
+    store: ObjectStore,
+    unique: list[Row],
+    timeline: list[Row],
+    name_of: dict[str, str],
+    log: Log,
+    progress: Tick | None = None,
 ) -> list[str]:
     """One contact sheet per individual (most faces first): its best-quality unique crops that voted, then a strip
     of those that did not vote, and the tracks it is made of."""
@@ -81,7 +89,10 @@ def contact_sheets(
     for f in grouped:
         tracks[f["individual"]].add((f["video_sha256"], f["track"]))
     body = ["<h2>Individuals</h2>"]
-    for ind in sorted(set(crops) | set(faces_per_ind), key=lambda i: (-faces_per_ind[i], i)):
+    order = sorted(set(crops) | set(faces_per_ind), key=lambda i: (-faces_per_ind[i], i))
+    for ind in order:
+        if progress is not None:
+            progress("individuals", 1, len(order))  # each sheet reads its crops from the store
         mine = sorted(crops[ind], key=by_quality)
         voted = "".join(thumbnail(store, f, name_of, log) for f in [f for f in mine if f["voted"]][:SHEET_SIZE])
         others = [f for f in mine if not f["voted"]][:NON_VOTING_SIZE]
