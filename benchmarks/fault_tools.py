@@ -128,7 +128,7 @@ def count(url: str, table: str) -> int:
     """Rows of ``table`` read straight from the database (not through any proxy); 0 while it is not there yet."""
     if url.startswith("sqlite:///"):
         try:
-            with sqlite3.connect(f"file:{url[len('sqlite:///'):]}?mode=ro", uri=True, timeout=1) as conn:
+            with sqlite3.connect(f"file:{url[len('sqlite:///') :]}?mode=ro", uri=True, timeout=1) as conn:
                 return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         except sqlite3.Error:
             return 0
@@ -147,32 +147,9 @@ def count(url: str, table: str) -> int:
 def tables(url: str) -> dict[str, list[tuple]]:
     """Every table but ``runs``, as rows without volatile columns (ids, run ids, timestamps), frame and face ids
     replaced by their natural keys: what two equal runs share (``benchmarks/run_dump.py``'s rule, any backend)."""
-    from run_dump import VOLATILE, _plain
-    from sqlalchemy import create_engine, select
+    from run_dump import db_tables
 
-    from engine.store.schema import ALL_MODELS, Face, Frame, Run
-
-    engine = create_engine(url)
-    out: dict[str, list[tuple]] = {}
-    with engine.connect() as conn:
-        frames = {r.id: (r.video_sha256, r.frame_index) for r in conn.execute(select(Frame.__table__))}
-        faces = {r.id: (*frames[r.frame_id], r.face_index) for r in conn.execute(select(Face.__table__))}
-        natural = {"frame_id": frames, "face_id": faces}
-        for model in ALL_MODELS:
-            if model is Run:
-                continue
-            table = model.__table__
-            rows = [
-                tuple(
-                    (c.name, natural[c.name][r._mapping[c]] if c.name in natural else _plain(r._mapping[c]))
-                    for c in table.columns
-                    if c.name not in VOLATILE
-                )
-                for r in conn.execute(select(table))
-            ]
-            out[table.name] = sorted(rows, key=repr)
-    engine.dispose()
-    return out
+    return db_tables(url)[0]
 
 
 def diff(got: dict[str, list[tuple]], want: dict[str, list[tuple]]) -> tuple[int, int]:

@@ -40,18 +40,19 @@ def _plain(value: object) -> object:
 
 
 def db_tables(
-    work: Path, apart: Mapping[str, Collection[str]] | None = None
+    work: Path | str, apart: Mapping[str, Collection[str]] | None = None
 ) -> tuple[dict[str, list[tuple]], dict[tuple, object]]:
-    """A run's SQLite tables (``work/engine.db``) for comparing runs: every table but ``runs`` as sorted rows without
-    volatile columns, frame and face ids replaced by their natural keys ((video, frame index), (video, frame index,
-    face index)), which do not depend on insert order. Columns named in ``apart`` (per table) are left out of the
-    rows and returned separately, by (table, natural key, column), for comparisons within a tolerance."""
+    """A run's tables (``work/engine.db``, or any database URL ``work``) for comparing runs: every table but
+    ``runs`` as sorted rows without volatile columns, frame and face ids replaced by their natural keys ((video,
+    frame index), (video, frame index, face index)), which do not depend on insert order. Columns named in
+    ``apart`` (per table) are left out of the rows and returned separately, by (table, natural key, column), for
+    comparisons within a tolerance."""
     from sqlalchemy import create_engine, select
 
     from engine.store.schema import ALL_MODELS, Face, Frame, Run
 
     apart = apart or {}
-    engine = create_engine(f"sqlite:///{work / 'engine.db'}")
+    engine = create_engine(work if isinstance(work, str) else f"sqlite:///{work / 'engine.db'}")
     exact: dict[str, list[tuple]] = {}
     loose: dict[tuple, object] = {}
     with engine.connect() as conn:
@@ -112,14 +113,29 @@ def run_demo(out: Path) -> Path:
     env = {**os.environ, "ENGINE_RUNS_DIR": str(out / "runs")}
     if not (corpus / "challenge.toml").exists():
         subprocess.run(
-            [sys.executable, str(REPO / "benchmarks" / "make_corpus.py"), str(corpus), "--name", "demo_corpus",
-             "--logo-auto"],
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "make_corpus.py"),
+                str(corpus),
+                "--name",
+                "demo_corpus",
+                "--logo-auto",
+            ],
             check=True,
             env=env,
         )
     subprocess.run(
-        [sys.executable, str(REPO / "cli.py"), "run", "--challenge", str(corpus / "challenge.toml"), "--runtype",
-         "prod", "--device", "cpu"],
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "run",
+            "--challenge",
+            str(corpus / "challenge.toml"),
+            "--runtype",
+            "prod",
+            "--device",
+            "cpu",
+        ],
         check=True,
         env=env,
         cwd=REPO,
@@ -129,9 +145,7 @@ def run_demo(out: Path) -> Path:
 
 def compare(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
     """The entries where two digests differ, one line each."""
-    return [
-        f"{key}: {a.get(key)} != {b.get(key)}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)
-    ]
+    return [f"{key}: {a.get(key)} != {b.get(key)}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
 
 
 def main() -> int:
