@@ -54,7 +54,9 @@ def test_challenge_file_relative_baseline_and_extra_keys(tmp_path: Path) -> None
     ("text", "fragment"),
     [
         ('baseline = "b.mp4"', "'name'"),
-        ('name = "x"', "'baseline'"),
+        # A baseline is needed only for prompts (a challenge without any runs faces only: test_faces_only.py).
+        ('name = "x"\n[[prompts]]\nname = "p"\nstart = 0\nend = 2', "'baseline' is missing"),
+        ('name = "x"\nbaseline = 3', "'baseline'"),
         ('name = "x"\nbaseline = "b"\n[[prompts]]\nname = "p"\nstart = 5\nend = 2', "start < end"),
         ('name = "x"\nbaseline = "b"\n[[prompts]]\nname = "p"\nstart = 1', "lacks 'end'"),
         (
