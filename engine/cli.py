@@ -340,6 +340,16 @@ def monitor(
     except (*api.USER_ERRORS, ValueError) as exc:  # ConfigError, PeopleError, SourceError: ValueErrors
         _fail(str(exc))
     signal.signal(signal.SIGTERM, lambda *_: watcher.stop.set())
+
+    def interrupt(*_: object) -> None:
+        # Ctrl-C asks the loop to stop at its next check instead of raising inside whatever holds a lock (a
+        # KeyboardInterrupt inside the database pool's lock left `close()` waiting on it forever); twice: at once.
+        if watcher.stop.is_set():
+            raise KeyboardInterrupt
+        watcher.stop.set()
+        log("stopping after this poll (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, interrupt)
     if not once:
         log(f"polling {source} every {interval:g}s; Ctrl-C to stop")
     code = 0
