@@ -257,14 +257,15 @@ def doctor(challenge: str = "demo", **stores: str | None) -> list[Check]:
 
 
 def bench(videos: Path, *, peers: Sequence[str] | None = None, device: str | None = None, interval: float = 0.5,
-          log: Log = print, end_to_end: bool = False, challenge: Path | None = None) -> dict[str, Any]:  # fmt: skip
+          log: Log = print, end_to_end: bool = False, challenge: Path | None = None,
+          sampling: str = "exact") -> dict[str, Any]:  # fmt: skip
     """Decode-only, detector-only, embedder-only, the full pipeline and peers, in one run on the same frames;
     ``end_to_end``: the pipeline on a real challenge (``challenge``), its figures under ``end_to_end``."""
     from engine.tools.bench import DEFAULT_PEERS, run_bench
 
     dev = resolve_device(device or "auto")
     return run_bench(videos, peers=list(peers or DEFAULT_PEERS), device=dev, interval=interval, log=log,
-                     end_to_end=end_to_end, challenge=challenge)  # fmt: skip
+                     end_to_end=end_to_end, challenge=challenge, sampling=sampling)  # fmt: skip
 
 
 def export_onnx(out: Path, opset: int = 17) -> Path:

@@ -22,6 +22,7 @@ Executor = Literal["local", "ray"]
 Runtype = Literal["test", "prod"]
 ExportFormat = Literal["imagefolder", "parquet"]
 ClipKind = Literal["face", "frame"]
+Sampling = Literal["exact", "fast"]
 
 app = typer.Typer(
     help="GPU-streaming face-video analytics engine: challenge videos to clean, labelled face data.",
@@ -114,6 +115,14 @@ AllowPartialOpt = Annotated[
     typer.Option(
         "--allow-partial",
         help="Group individuals even when the object store failed some videos (the exit code is 3 all the same).",
+    ),
+]
+SamplingOpt = Annotated[
+    Sampling | None,
+    typer.Option(
+        "--sampling",
+        help="exact: the frame nearest each sample time (decodes every frame); fast: the nearest reference frame "
+        "(skips B-frames; up to a B-run off the time) [env ENGINE_SAMPLING; default exact].",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (none either when not on a terminal).")]
@@ -217,6 +226,7 @@ def run(
         ),
     ] = None,
     allow_partial: AllowPartialOpt = False,
+    sampling: SamplingOpt = None,
 ) -> None:
     """Ingest a challenge's videos, sample a frame every 0.5 s, and store tables and objects.
 
@@ -241,6 +251,7 @@ def run(
             ray_address=ray_address,
             stream=stream,
             allow_partial=allow_partial,
+            sampling=sampling,
         )
     except api.USER_ERRORS as exc:
         _fail(str(exc))
@@ -735,6 +746,10 @@ def bench(
         Path | None,
         typer.Option("--challenge", "-c", metavar="TOML", help="Challenge for --end-to-end [the bench's, logo auto]."),
     ] = None,
+    sampling: Annotated[
+        Sampling,
+        typer.Option("--sampling", help="How decode-only and the pipeline sample frames (see `run --sampling`)."),
+    ] = "exact",
 ) -> None:
     """Time decode, detector, embedder and the full pipeline against peers, in one run on the same sampled frames."""
     if not videos.is_dir():  # answered before torch loads; engine.tools.bench checks the same for Python callers
@@ -746,7 +761,7 @@ def bench(
     try:
         result = api.bench(
             videos, peers=peer, device=device, interval=interval, log=lambda m: err.print(m, markup=False),
-            end_to_end=end_to_end, challenge=challenge,
+            end_to_end=end_to_end, challenge=challenge, sampling=sampling,
         )  # fmt: skip
     except api.USER_ERRORS as exc:
         _fail(str(exc))

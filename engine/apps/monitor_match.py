@@ -20,7 +20,9 @@ from engine.types import VideoFaces
 
 def faces_in_video(path: Path, settings: Settings, models: FaceModels) -> VideoFaces:
     """The faces stage on the video's frames sampled every ``sample_interval`` seconds."""
-    return analyze_batches(media.sample_frames(path, settings.sample_interval, settings.device), models)
+    return analyze_batches(
+        media.sample_frames(path, settings.sample_interval, settings.device, mode=settings.sampling), models
+    )
 
 
 @dataclass(frozen=True)

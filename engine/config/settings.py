@@ -18,6 +18,9 @@ from engine.config.errors import ConfigError
 RUNTYPES = ("test", "prod")
 #: Where a run's videos are processed: this process, or Ray actors (``engine.pipeline.executor``).
 EXECUTORS = ("local", "ray")
+#: How frames are sampled: ``exact`` (the frame nearest each time; every frame decoded) or ``fast`` (the nearest
+#: reference frame; B-frames never decoded: ``engine.media.fast_sample``).
+SAMPLINGS = ("exact", "fast")
 #: RUNTYPE ``test`` processes only this many videos, as the seed pipeline did.
 TEST_RUN_VIDEOS = 4
 #: How boolean environment variables (``ENGINE_STREAM``, ``ENGINE_PACK_VIDEOS``) may be written.
@@ -67,6 +70,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     weights_mirror: Path | None = None  # weight files' mirror folder: this process's models resolve with it
     sample_interval: float = 0.5
+    sampling: str = "exact"  # SAMPLINGS: exact, or fast (nearest reference frame, fewer frames decoded)
     audio_rate: int = 16_000
     save_frames: bool = False
     force: bool = False
@@ -104,6 +108,7 @@ class Settings:
         s3_endpoint_url: str | None = None,
         weights_mirror: str | Path | None = None,
         sample_interval: float | None = None,
+        sampling: str | None = None,
         save_frames: bool | None = None,
         force: bool | None = None,
         executor: str | None = None,
@@ -132,6 +137,9 @@ class Settings:
         interval = float(_pick(sample_interval, "ENGINE_SAMPLE_INTERVAL", 0.5))
         if interval <= 0:
             raise ConfigError("sample interval must be positive")
+        mode = str(_pick(sampling, "ENGINE_SAMPLING", "exact")).lower()
+        if mode not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)} (got {mode!r})")
         streaming = _flag(stream, "ENGINE_STREAM", True)
         packing = _flag(pack_videos, "ENGINE_PACK_VIDEOS", None)
         try:
@@ -150,6 +158,7 @@ class Settings:
             s3_endpoint_url=_pick(s3_endpoint_url, "ENGINE_S3_ENDPOINT_URL", None),
             weights_mirror=Path(mirror) if mirror else None,
             sample_interval=interval,
+            sampling=mode,
             save_frames=bool(save_frames) if save_frames is not None else False,
             force=bool(force) if force is not None else False,
             executor=ex,

@@ -15,7 +15,7 @@ The files import each other directly (never through this package), so there is n
 """
 
 from engine.media.audio import AudioTrack, decode_audio
-from engine.media.decode import DEFAULT_CHUNK, FrameBatch, iter_frames, sample_frames, sample_times
+from engine.media.decode import DEFAULT_CHUNK, FrameBatch, iter_frames, sample_times
 from engine.media.encode import (
     COVER_METHODS,
     cut_clip,
@@ -25,6 +25,7 @@ from engine.media.encode import (
     ffmpeg_version,
 )
 from engine.media.images import load_image
+from engine.media.sampling import sample_frames
 from engine.media.streams import (
     TRUNCATION_TOLERANCE_S,
     AudioInfo,

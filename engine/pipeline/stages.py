@@ -60,7 +60,9 @@ def video_frames(prepared: PreparedVideo, ctx: RunContext, chunk: int | None = N
         ctx.db.record_error(ctx.run_id, item.shown, "decode", "corrupt_frames", message, prepared.sha, fatal=False)
         ctx.log(f"note   {item.name}: {message}")
 
-    return media.sample_frames(prepared.path, s.sample_interval, s.device, chunk or batch_frames(s), on_corrupt=corrupt)
+    return media.sample_frames(
+        prepared.path, s.sample_interval, s.device, chunk or batch_frames(s), on_corrupt=corrupt, mode=s.sampling
+    )
 
 
 def keeps_frames(ctx: RunContext) -> bool:

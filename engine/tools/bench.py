@@ -128,7 +128,13 @@ def machine_facts(device: str) -> dict[str, Any]:
 
 
 def pipeline_run(
-    videos: Sequence[Path], interval: float, device: str, workdir: Path, log: Log, challenge: Challenge | None = None
+    videos: Sequence[Path],
+    interval: float,
+    device: str,
+    workdir: Path,
+    log: Log,
+    challenge: Challenge | None = None,
+    sampling: str = "exact",
 ) -> dict[str, Any]:
     """The whole product path, twice: once on the first video (warm-up, its own database), then on every video into a
     fresh SQLite database and local object store. The measured wall time starts when the first video starts (models
@@ -150,6 +156,7 @@ def pipeline_run(
             device=device,
             runs_dir=root,
             sample_interval=interval,
+            sampling=sampling,
             save_frames=False,
             force=False,
             executor="local",
@@ -207,6 +214,7 @@ def run_bench(
     log: Log | None = None,
     end_to_end: bool = False,
     challenge: str | Path | None = None,
+    sampling: str = "exact",
 ) -> dict[str, Any]:
     """The whole benchmark; returns the plain dict ``cli.py bench --json`` prints.
 
@@ -217,7 +225,8 @@ def run_bench(
     ``end_to_end``: the pipeline runs a real challenge (``challenge``, a TOML path; by default the bench's own with
     ``[logo] auto``, so the logo stage runs too) and the result gains ``end_to_end`` (``engine.tools.bench_e2e``):
     videos per minute, sampled frames per second, each stage's share of the wall time, the decode-only bound and
-    the peers, all from this one run.
+    the peers, all from this one run. ``sampling``: how decode-only and the pipeline sample (``exact``, or ``fast``:
+    fewer frames decoded, ``engine.media.fast_sample``); the models and peers are timed on exactly sampled frames.
     """
     log = log or (lambda _line: None)
     if interval <= 0:
@@ -229,19 +238,20 @@ def run_bench(
     # The models timed alone (and the naive peer) run the pipeline's embedder: the bench's, or the challenge's.
     faces = real.faces if real is not None else parse_challenge(BENCH_CHALLENGE).faces
     models = _load_models(device, machine, len(videos), log, faces)
-    dec = decode_only(videos, interval, device, log)
+    dec = decode_only(videos, interval, device, log, sampling)
     n = dec["frames"]
     if n == 0:
         raise BenchError(f"no frame could be sampled from the videos in {videos_dir}")
     stages = model_stages(videos, models, interval, chosen, log)
     del models
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as tmp:
-        pipe = pipeline_run(videos, interval, device, Path(tmp), log, real)
+        pipe = pipeline_run(videos, interval, device, Path(tmp), log, real, sampling)
     if stages["frames"] != n or pipe["frames"] != n:
         raise BenchError(
             f"frame counts disagree: decode {n}, model stages {stages['frames']}, pipeline {pipe['frames']}"
         )
     result = _result(videos, interval, device, chosen, dec, stages, pipe, machine)
+    result["engine"]["sampling"] = sampling
     if end_to_end:
         result["end_to_end"] = end_to_end_figures(result, pipe, dec, len(videos))
     return result

@@ -112,18 +112,20 @@ def _touch(batch: media.FrameBatch) -> int:
     return len(batch)
 
 
-def decode_only(videos: Sequence[Path], interval: float, device: str, log: Log) -> dict[str, Any]:
+def decode_only(
+    videos: Sequence[Path], interval: float, device: str, log: Log, sampling: str = "exact"
+) -> dict[str, Any]:
     """Decode-only throughput: every video's sampled frames decoded, touched and dropped (warm-up: the first video,
-    untimed). Returns frames, seconds and frames per video."""
-    for batch in media.sample_frames(videos[0], interval, device):
+    untimed), sampled the way ``sampling`` says. Returns frames, seconds and frames per video."""
+    for batch in media.sample_frames(videos[0], interval, device, mode=sampling):
         _touch(batch)
     clock = _Clock(device)
     per_video: dict[str, int] = {}
     for path in videos:
         with clock():
-            per_video[path.name] = sum(_touch(b) for b in media.sample_frames(path, interval, device))
+            per_video[path.name] = sum(_touch(b) for b in media.sample_frames(path, interval, device, mode=sampling))
     frames = sum(per_video.values())
-    log(f"decode only: {frames} sampled frames from {len(videos)} videos in {clock.seconds:.2f}s")
+    log(f"decode only ({sampling}): {frames} sampled frames from {len(videos)} videos in {clock.seconds:.2f}s")
     return {"frames": frames, "seconds": clock.seconds, "per_video": per_video}
 
 
