@@ -22,6 +22,8 @@ from engine import media
 from engine.config import ConfigError, LogoSettings
 from engine.media.encode import COVER_PRESET
 
+#: Luma weights (ITU-R BT.601) of R, G and B.
+LUMA = (0.299, 0.587, 0.114)
 #: At least this many sampled frames: with fewer, "static" cannot be told from "one moment".
 MIN_FRAMES = 3
 #: Pictures whose short side is at least twice this are analysed shrunk by an integer factor towards it.
@@ -89,24 +91,26 @@ def resolve_box(settings: LogoSettings, width: int, height: int) -> LogoBox:
 
 
 def _temporal_stats(frames: torch.Tensor, scale: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel temporal mean and std of luma, float32 ``[H // scale, W // scale]``, a few frames at a time.
+    """Per-pixel temporal mean and std of luma, float32 ``[H // scale, W // scale]``, one frame at a time.
 
-    One strided convolution turns RGB into luma averaged over ``scale`` x ``scale`` blocks, so large frames cost
-    two full-resolution passes (the float conversion and that convolution). Values are taken relative to the
-    first frame so the running sums of squares stay small (no cancellation), and only a chunk is ever float:
-    120 full-HD frames would be 3 GB as float32.
+    Luma is three in-place multiply-adds per frame (one float plane at a time: a whole chunk of float frames was
+    three times slower, bound by memory traffic), averaged over ``scale`` x ``scale`` blocks for large pictures.
+    Values are taken relative to the first frame so the running sums of squares stay small (no cancellation).
     """
-    n, _, h, w = frames.shape
-    luma = torch.tensor([0.299, 0.587, 0.114], device=frames.device)
-    kernel = luma.view(1, 3, 1, 1).expand(1, 3, scale, scale) / (scale * scale)
-    chunk = max(1, (64 << 20) // (3 * 4 * h * w))
-    ref = F.conv2d(frames[:1].float(), kernel, stride=scale)[0, 0]
+    n = frames.shape[0]
+
+    def luma(frame: torch.Tensor) -> torch.Tensor:
+        y = frame[0].float().mul_(LUMA[0])
+        y.add_(frame[1].float(), alpha=LUMA[1]).add_(frame[2].float(), alpha=LUMA[2])
+        return F.avg_pool2d(y[None], scale, scale)[0] if scale > 1 else y
+
+    ref = luma(frames[0])
     s1 = torch.zeros_like(ref)
     s2 = torch.zeros_like(ref)
-    for lo in range(0, n, chunk):
-        d = F.conv2d(frames[lo : lo + chunk].float(), kernel, stride=scale)[:, 0] - ref
-        s1 += d.sum(0)
-        s2 += (d * d).sum(0)
+    for i in range(1, n):
+        d = luma(frames[i]).sub_(ref)
+        s1 += d
+        s2.addcmul_(d, d)
     mean_d = s1 / n
     std = (s2 / n - mean_d * mean_d).clamp_min(0).sqrt()
     return ref + mean_d, std
