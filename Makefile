@@ -68,7 +68,9 @@ test: setup
 # a summary against the targets (runs/identity/summary.md); the engine's grouping at every threshold on all six sets
 # at once (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?); then reference
 # search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
-# (benchmarks/cli_startup.py). Identity and CLI tables are printed only, nothing is appended.
+# (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track similarities and the gallery KNN
+# on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores). Identity, CLI and
+# FAISS tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
@@ -84,6 +86,7 @@ bench: setup
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.86 --hi 0.96
 	$(PY) -m benchmarks.identity.search_bench --fresh
 	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/faiss_bench.py
 
 # The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each
 # table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's

@@ -16,9 +16,9 @@ A-B close, B-C close, so A=C.
 
 Order. Groups merge from the most similar pair down while the similarity reaches the threshold, never across a
 cannot-link; pairs are found among *candidate* track pairs (similarity ≥ ``floor``, computed in blocks on the run's
-device, so memory grows with plausible matches, not with the square of the number of tracks). The candidates are
-exact for this rule: a group pair with no candidate track pair averages values under the floor, so it can never
-reach the threshold.
+device, or by FAISS's exact range search on the CPU past ``engine.index.FAISS_MIN_ROWS`` tracks, so memory grows
+with plausible matches, not with the square of the number of tracks). The candidates are exact for this rule: a
+group pair with no candidate track pair averages values under the floor, so it can never reach the threshold.
 
 When unsure, apart: a split person is one manual merge away from right; a merged pair poisons a dataset. The
 thresholds are measured per embedder on labelled real footage (``benchmarks/identity``; ``engine.faces.embedders``).
@@ -31,6 +31,7 @@ from collections.abc import Iterable
 
 import torch
 
+from engine.index import pairs_above
 from engine.types import TrackPairs as Pairs
 
 __all__ = ["group_tracks", "similar_pairs", "track_sums", "voting_weights"]
@@ -82,26 +83,10 @@ def track_sums(
 
 
 def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float, block: int = 4096) -> Pairs:
-    """Track pairs (``a < b``) whose average-linkage similarity is at least ``floor``, block by block on device;
-    tracks without a vote have none."""
+    """Track pairs (``a < b``) whose average-linkage similarity is at least ``floor``, block by block on device
+    (FAISS's exact range search on the CPU for many tracks: ``engine.index``); tracks without a vote have none."""
     proto = sums / mass.clamp(min=1e-12)[:, None]
-    live = mass > 0
-    a_parts, b_parts, c_parts = [], [], []
-    n = len(proto)
-    for i in range(0, n, block):
-        for j in range(i, n, block):
-            sim = proto[i : i + block] @ proto[j : j + block].T
-            keep = (sim >= floor) & live[i : i + block, None] & live[None, j : j + block]
-            if i == j:
-                keep &= torch.ones_like(keep).triu(1)
-            ia, jb = keep.nonzero(as_tuple=True)
-            a_parts.append(ia + i)
-            b_parts.append(jb + j)
-            c_parts.append(sim[ia, jb])
-    if not a_parts:
-        empty = torch.zeros(0, dtype=torch.long, device=sums.device)
-        return Pairs(empty, empty, torch.zeros(0, device=sums.device))
-    return Pairs(torch.cat(a_parts), torch.cat(b_parts), torch.cat(c_parts))
+    return Pairs(*pairs_above(proto, mass > 0, floor, block))
 
 
 class _Groups:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from engine.faces.batching import FaceModels
+from engine.index import knn
 from engine.media import DecodeError, load_image
 
 #: dlib's documented decision distance for its 128-d descriptors (kept for callers of the seed's rule; search and
@@ -141,9 +142,7 @@ def knn_vote(embeddings: torch.Tensor, people: People, k: int = 5, top: int = 3)
     """
     if len(embeddings) == 0 or len(people) == 0:
         return []
-    d = distances(embeddings, people)
-    k = min(k, len(people))
-    near, row = d.topk(k, dim=1, largest=False)
+    near, row = knn(embeddings, people.embeddings, k)  # blocked torch, or FAISS for large galleries
     names = people.unique_names
     person = torch.tensor([names.index(n) for n in people.names], device=row.device)[row]
     weight = torch.exp(-((near / VOTE_KERNEL) ** 2)).clamp(min=1e-30)
