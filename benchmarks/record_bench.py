@@ -25,7 +25,12 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 def run_bench(
-    videos: str, peers: list[str], device: str | None, interval: float | None, end_to_end: str | None = None
+    videos: str,
+    peers: list[str],
+    device: str | None,
+    interval: float | None,
+    end_to_end: str | None = None,
+    sampling: str | None = None,
 ) -> tuple[dict, str]:
     """Run the benchmark in a subprocess, as a user would (its progress goes to our stderr); (JSON, command).
     ``end_to_end``: ``""`` for ``--end-to-end`` with the bench's challenge, a TOML path for that challenge."""
@@ -36,6 +41,8 @@ def run_bench(
         args += ["--device", device]
     if interval is not None:
         args += ["--interval", f"{interval:g}"]
+    if sampling:
+        args += ["--sampling", sampling]
     if end_to_end is not None:
         args += ["--end-to-end"] + (["--challenge", end_to_end] if end_to_end else [])
     args.append("--json")
@@ -124,12 +131,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-json", type=Path, default=None, help="also write the benchmark's JSON here")
     parser.add_argument("--end-to-end", action="store_true", help="time the whole run too (bench --end-to-end)")
     parser.add_argument("--challenge", default="", help="challenge TOML for --end-to-end [the bench's]")
+    parser.add_argument("--sampling", default=None, help="exact|fast: how the pipeline samples [exact]")
     args = parser.parse_args(argv)
     if args.json_in:
         result, command = json.loads(args.json_in.read_text(encoding="utf-8")), "cli.py bench --json (read from file)"
     else:
         e2e = args.challenge if args.end_to_end else None
-        result, command = run_bench(args.videos, args.peer or ["face_recognition"], args.device, args.interval, e2e)
+        result, command = run_bench(
+            args.videos, args.peer or ["face_recognition"], args.device, args.interval, e2e, args.sampling
+        )
     if args.save_json:
         args.save_json.parent.mkdir(parents=True, exist_ok=True)
         args.save_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

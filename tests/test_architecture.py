@@ -9,7 +9,7 @@ tree holding one violation.
    declarations do not count), unless the file says why: ``# layout: long module — <reason>`` anywhere in the module,
    ``# layout: long function — <reason>`` on the ``def`` line or the line just above it (or above its decorators).
 3. Only ``engine/store/`` imports SQLAlchemy or boto3/botocore, or constructs a database or an object store.
-4. Only ``engine/media/`` imports a codec library (torchcodec, torchaudio, PIL, cv2, torchvision.io) or runs the
+4. Only ``engine/media/`` imports a codec library (torchcodec, PyAV, torchaudio, PIL, cv2, torchvision.io) or runs the
    ffmpeg / ffprobe programs; Pillow as the PHash's reference aside (``CODEC_IMPORTS_ALLOWED``, with the reasons).
 5. Only ``engine/config/`` reads or writes the environment (``os.environ``, ``os.getenv``, ...).
 6. ``kernels/`` imports from the engine only leaf modules: modules that import nothing from ``engine``/``kernels``.
@@ -37,7 +37,7 @@ LONG_FUNCTION_REASON = re.compile(r"#\s*layout:\s*long function\s*[—–-]+\s*\
 
 STORE_LIBRARIES = ("sqlalchemy", "boto3", "botocore")
 STORE_CONSTRUCTORS = {"Database", "open_object_store", "S3ObjectStore", "LocalObjectStore"}
-CODEC_LIBRARIES = ("torchcodec", "torchaudio", "PIL", "cv2", "torchvision.io")
+CODEC_LIBRARIES = ("torchcodec", "av", "torchaudio", "PIL", "cv2", "torchvision.io")
 CODEC_PROGRAMS = {"ffmpeg", "ffprobe"}
 #: The only codec-library imports allowed outside engine/media/, each with the library and the reason. PHash must
 #: equal imagededup's, which resizes with Pillow: Pillow's behaviour is the reference there, not a way to read media.
