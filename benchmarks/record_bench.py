@@ -52,6 +52,13 @@ def run_bench(
     return json.loads(done.stdout), "python " + shlex.join(args)
 
 
+#: The decode-only row's label per sampling mode (``bench --sampling``).
+_DECODERS = {
+    "exact": "decode only (torchcodec, exact sampling)",
+    "fast": "decode only (PyAV, fast sampling: reference frames)",
+}
+
+
 def _row(what: str, ms: float) -> str:
     return f"| {what} | {ms:.1f} | {1000.0 / ms:.2f} |" if ms > 0 else f"| {what} | {ms:.1f} | - |"
 
@@ -78,7 +85,7 @@ def markdown(result: dict[str, Any], date: str, machine: str, command: str, note
         "",
         "| what | ms / sampled frame | sampled frames/s |",
         "|---|---|---|",
-        _row("decode only (torchcodec, sampling)", st["decode_ms_per_frame"]),
+        _row(_DECODERS.get(eng.get("sampling", "exact"), "decode only"), st["decode_ms_per_frame"]),
         _row("detector only (RetinaFace, rotate-and-retry, batched)", st["detect_ms_per_frame"]),
         _row("embedder only (alignment + dlib ResNet port, batched)", st["embed_ms_per_frame"]),
         _row("**engine full pipeline**", eng["ms_per_sampled_frame"]),
