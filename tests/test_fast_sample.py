@@ -85,3 +85,17 @@ def test_sampling_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.load("x", sampling="keyframes", resolve=False)
     with pytest.raises(ValueError, match="sampling mode must be exact or fast"):
         media.sample_frames("whatever.mp4", mode="nearest")
+
+
+def test_exact_sampling_needs_no_pyav(media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare GPU image has torchcodec but no PyAV: exact sampling of a constant-rate video still works (time queries,
+    the same frames); only the frame list for variable frame rates is then unavailable."""
+    import sys
+
+    from engine.media.decode import frame_pts
+
+    before = _all(media_dir / "plain2s.mp4", "exact")
+    monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
+    assert frame_pts(media_dir / "plain2s.mp4") is None
+    after = _all(media_dir / "plain2s.mp4", "exact")
+    assert torch.equal(before.pts_s, after.pts_s) and torch.equal(before.frames, after.frames)

@@ -180,9 +180,12 @@ def frame_pts(path: str | Path) -> FramePts | None:
     """The first video stream's frame pts, read from its packets by PyAV's demuxer (no decoding: a few milliseconds
     for a minute of video, where launching ``ffprobe`` for the same list cost 70-110 ms per video), as torchcodec's
     exact scan indexes them: pts, else dts, discarded and empty (flush) packets left out. ``None`` when the file
-    cannot be read that way (sampling then queries by time)."""
-    import av  # PyAV: only its demuxer here; torchcodec decodes
-
+    cannot be read that way, or PyAV is not installed (a bare GPU image): sampling then queries by time, which picks
+    the same frames for a constant frame rate."""
+    try:
+        import av  # PyAV: only its demuxer here; torchcodec decodes
+    except ImportError:
+        return None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
