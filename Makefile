@@ -69,8 +69,9 @@ test: setup
 # at once (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?); then reference
 # search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
 # (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track similarities and the gallery KNN
-# on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores). Identity, CLI and
-# FAISS tables are printed only, nothing is appended.
+# on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores); then exact against
+# fast sampling (benchmarks/sampling_bench.py: decode time, frames decoded, timing error, about 1 minute). Identity,
+# CLI, FAISS and sampling tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
@@ -87,6 +88,7 @@ bench: setup
 	$(PY) -m benchmarks.identity.search_bench --fresh
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/faiss_bench.py
+	$(PY) benchmarks/sampling_bench.py --shared $(SHARED) --videos $(BENCH_CORPUS)/videos --platform-copies
 
 # The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each
 # table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's
