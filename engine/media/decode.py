@@ -99,20 +99,33 @@ def sample_frames(
             target_s=targets[wanted],
             pts_s=pts_s.to(torch.float64).cpu(),
         )
-    if corrupt:
-        name = Path(path).name
-        if not kept_any:
-            raise DecodeError("decode_failed", f"{name}: decoding frames 0..{len(targets) - 1} failed: {reason}")
-        lost = targets[corrupt]
-        message = (
-            f"{name}: {len(corrupt)} of {len(targets)} sampled frames could not be decoded (corrupt data; samples "
-            f"between {lost.min():.2f}s and {lost.max():.2f}s: {reason}); the other {len(targets) - len(corrupt)} "
-            "are kept"
-        )
-        if on_corrupt is None:
-            log.warning("%s", message)
-        else:
-            on_corrupt(corrupt, message)
+    report_lost(Path(path).name, corrupt, targets.tolist(), reason, kept_any, on_corrupt)
+
+
+def report_lost(
+    name: str,
+    lost: list[int],
+    targets: list[float],
+    reason: str,
+    kept_any: bool,
+    on_corrupt: Callable[[list[int], str], None] | None,
+) -> None:
+    """Say which samples could not be decoded (``on_corrupt``, else a logged warning); none kept at all is a
+    ``DecodeError``. Both sampling modes report lost samples through this, in the same words."""
+    if not lost:
+        return
+    if not kept_any:
+        raise DecodeError("decode_failed", f"{name}: decoding frames 0..{len(targets) - 1} failed: {reason}")
+    times = [targets[k] for k in lost]
+    message = (
+        f"{name}: {len(lost)} of {len(targets)} sampled frames could not be decoded (corrupt data; samples "
+        f"between {min(times):.2f}s and {max(times):.2f}s: {reason}); the other {len(targets) - len(lost)} "
+        "are kept"
+    )
+    if on_corrupt is None:
+        log.warning("%s", message)
+    else:
+        on_corrupt(lost, message)
 
 
 #: What torchcodec raises when frames cannot be decoded.

@@ -15,16 +15,13 @@ sampling loses one: reported through ``on_corrupt``, never filled with a far-awa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from engine.media.decode import FrameBatch, _on_device, sample_times
+from engine.media.decode import FrameBatch, _on_device, report_lost, sample_times
 from engine.media.streams import DecodeError, _clean, _open_video, _video_info
-
-log = logging.getLogger(__name__)
 
 
 def fast_sample_frames(
@@ -85,7 +82,7 @@ def fast_sample_frames(
             take(j, prev, prev_t)
     if picked:
         yield _batch(picked, frames, pts, targets, device)
-    _report_lost(Path(path).name, lost, targets, reason, kept=len(targets) - len(lost), on_corrupt=on_corrupt)
+    report_lost(Path(path).name, lost, targets, reason, len(lost) < len(targets), on_corrupt)
 
 
 def _decoded(container, stream) -> Iterator:  # noqa: ANN001 - PyAV types, imported lazily
@@ -115,27 +112,3 @@ def _batch(picked: list[int], frames: list[torch.Tensor], pts: list[float], targ
         target_s=torch.tensor([targets[k] for k in picked], dtype=torch.float64),
         pts_s=torch.tensor(pts, dtype=torch.float64),
     )
-
-
-def _report_lost(
-    name: str,
-    lost: list[int],
-    targets: list[float],
-    reason: str,
-    kept: int,
-    on_corrupt: Callable[[list[int], str], None] | None,
-) -> None:
-    """Say which samples had no frame, as exact sampling does; none kept at all is a ``DecodeError``."""
-    if not lost:
-        return
-    if kept == 0:
-        raise DecodeError("decode_failed", f"{name}: decoding frames 0..{len(targets) - 1} failed: {reason}")
-    times = [targets[k] for k in lost]
-    message = (
-        f"{name}: {len(lost)} of {len(targets)} sampled frames could not be decoded (corrupt data; samples between "
-        f"{min(times):.2f}s and {max(times):.2f}s: {reason}); the other {kept} are kept"
-    )
-    if on_corrupt is None:
-        log.warning("%s", message)
-    else:
-        on_corrupt(lost, message)
