@@ -93,8 +93,10 @@ bench: setup
 # The demo run's tables and objects against the recorded digest (benchmarks/run_dump.py): "identical", or each
 # table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's
 # identity changes (embedder, quality, tracks, grouping), which change results by design; recorded again on 2026-12-06
-# after issues 14-17 (corpus named demo_corpus, cover at x264 ultrafast: same row counts, new bytes). Float results
-# depend on the CPU's instruction set, so compare on the machine kind the digest was made on (the 2-core x86-64 VM).
+# after issues 14-17 (corpus named demo_corpus, cover at x264 ultrafast: same row counts, new bytes); recorded again
+# later that day with the grouping's centroid linkage (individuals, similarities and unique faces change by design:
+# one face of the Hamilton singer rejoins him, 9 individuals become 8), on the 2-core AMD EPYC VM. Float results
+# depend on the CPU's instruction set, so compare on the machine kind the digest was made on.
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

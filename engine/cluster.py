@@ -1,4 +1,4 @@
-"""Individuals from tracks: constrained average linkage over the faces that may vote, which cannot chain.
+"""Individuals from tracks: constrained centroid linkage over the faces that may vote, which cannot chain.
 
 Units. A track (one person inside one video, ``engine.track``) is never split here: its faces are one person
 (must-link). Manual merges join tracks the same way before anything else. Two tracks seen in one frame of one
@@ -8,17 +8,24 @@ Votes. Only faces whose quality reaches the floor vote (``engine.faces.quality``
 neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
 a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face gets no individual.
 
-Similarity. Descriptors are L2-normalised; the similarity of two groups is the quality-weighted mean cosine over
-*every* pair of their voting faces, ``(Σ w_a u_a) · (Σ w_b u_b) / (Σ w_a · Σ w_b)``: average linkage at face level,
-exact from one weighted sum per group, so a merge updates in O(D). One close pair of faces cannot merge two groups
-(it is one term of the mean), which is what stops the chaining single linkage (and Chinese whispers) suffer from:
-A-B close, B-C close, so A=C.
+Similarity. Descriptors are L2-normalised; the similarity of two groups is the cosine between their
+quality-weighted mean directions, ``S_a · S_b / (|S_a| |S_b|)`` with ``S = Σ w u`` over the group's voting faces
+(centroid linkage, exact from one weighted sum per group, so a merge updates in O(D)). One close pair of faces
+moves a mean by one face's share, so it cannot merge two groups, which is what stops the chaining single linkage
+(and Chinese whispers) suffer from: A-B close, B-C close, so A=C. Why means and not the mean cosine over every
+pair of faces (average linkage, this module's rule until 2026-12-06): a person seen from the front and in profile
+has a low mean cosine within their own group, so each new face of theirs scores low against it as well; the
+cosine of means divides by the group's spread (a mean is shorter the more its faces vary), while two different
+people each seen consistently stay as far apart as their faces. On the labelled sets of ``benchmarks/identity``
+it keeps every set pure with fewer splits (``benchmarks/RESULTS.md``).
 
 Order. Groups merge from the most similar pair down while the similarity reaches the threshold, never across a
-cannot-link; pairs are found among *candidate* track pairs (similarity ≥ ``floor``, computed in blocks on the run's
-device, or by FAISS's exact range search on the CPU past ``engine.index.FAISS_MIN_ROWS`` tracks, so memory grows
-with plausible matches, not with the square of the number of tracks). The candidates are exact for this rule: a
-group pair with no candidate track pair averages values under the floor, so it can never reach the threshold.
+cannot-link; pairs are found among *candidate* track pairs (the cosine of the two tracks' mean directions at least
+``floor``, computed in blocks on the run's device, or by FAISS's exact range search on the CPU past
+``engine.index.FAISS_MIN_ROWS`` tracks, so memory grows with plausible matches, not with the square of the number
+of tracks). Two groups with no candidate track pair between them are never compared: the floor sits
+``CLUSTER_FLOOR_MARGIN`` under the threshold (on the labelled sets, at the default thresholds, a floor of 0.2
+groups exactly as that one does).
 
 When unsure, apart: a split person is one manual merge away from right; a merged pair poisons a dataset. The
 thresholds are measured per embedder on labelled real footage (``benchmarks/identity``; ``engine.faces.embedders``).
@@ -34,7 +41,7 @@ import torch
 from engine.index import pairs_above
 from engine.types import TrackPairs as Pairs
 
-__all__ = ["group_tracks", "similar_pairs", "track_sums", "voting_weights"]
+__all__ = ["group_similarity", "group_tracks", "similar_pairs", "track_sums", "voting_weights"]
 
 #: A face votes only when its cosine to its track's weighted mean direction is at least this much below the
 #: track's median cosine at most (robust to a minority of faces of another person or of no face).
@@ -82,10 +89,15 @@ def track_sums(
     return sums, mass
 
 
+def group_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The cosine between two groups' quality-weighted mean directions (``a``, ``b``: their weighted sums)."""
+    return float(a @ b) / max(float(a.norm() * b.norm()), 1e-24)
+
+
 def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float, block: int = 4096) -> Pairs:
-    """Track pairs (``a < b``) whose average-linkage similarity is at least ``floor``, block by block on device
+    """Track pairs (``a < b``) whose mean directions' cosine is at least ``floor``, block by block on device
     (FAISS's exact range search on the CPU for many tracks: ``engine.index``); tracks without a vote have none."""
-    proto = sums / mass.clamp(min=1e-12)[:, None]
+    proto = torch.nn.functional.normalize(sums, dim=1)
     return Pairs(*pairs_above(proto, mass > 0, floor, block))
 
 
@@ -113,7 +125,7 @@ class _Groups:
     def similarity(self, r: int, s: int) -> float:
         if self.mass[r] <= 0 or self.mass[s] <= 0:
             return -2.0
-        return float(self.sums[r] @ self.sums[s]) / (self.mass[r] * self.mass[s])
+        return group_similarity(self.sums[r], self.sums[s])
 
     def conflict(self, r: int, s: int) -> bool:
         return not self.blocked[r].isdisjoint(self.members[s])
@@ -137,7 +149,7 @@ def group_tracks(
     must_link: Iterable[tuple[int, int]] = (),
 ) -> torch.Tensor:
     """Individual id ``[T]`` per track (0, 1, ... in track order; -1 for a track with no voting face) by
-    constrained average linkage (see the module). ``must_link`` pairs are joined first (unless they also
+    constrained centroid linkage (see the module). ``must_link`` pairs are joined first (unless they also
     cannot-link: then they stay apart); ``cannot_link`` pairs never share an individual."""
     groups = _Groups(sums.cpu(), mass.cpu(), cannot_link)
     for x, y in must_link:

@@ -1,5 +1,5 @@
-"""Individuals from tracks: votes, candidate pairs and constrained average linkage (must-link, cannot-link, no
-chaining through one bad pair)."""
+"""Individuals from tracks: votes, candidate pairs and constrained centroid linkage (must-link, cannot-link, no
+chaining through one bad pair, a varied person kept whole)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_must_link_joins_what_the_threshold_would_not() -> None:
 
 def test_no_chaining_through_one_bad_pair() -> None:
     # Two people A and B, many faces each, far apart; one A track has a single face that happens to look like B's
-    # (a look-alike frame). Face-level single linkage would merge A and B through that pair; average linkage over
+    # (a look-alike frame). Face-level single linkage would merge A and B through that pair; a linkage over
     # every pair of faces cannot.
     gen = torch.Generator().manual_seed(1)
     a, b = F.normalize(torch.randn(2, 32, generator=gen), dim=1)
@@ -87,7 +87,7 @@ def test_no_chaining_through_one_bad_pair() -> None:
     assert ind[0] == ind[1] and ind[1] != ind[2]
 
 
-def test_average_linkage_does_not_chain() -> None:
+def test_linkage_does_not_chain() -> None:
     # A chain a - b - c where a and c are far apart: single linkage would merge all three.
     a, c = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     b = F.normalize(a + c, dim=0)
@@ -107,3 +107,22 @@ def test_low_quality_faces_do_not_vote_and_outliers_are_dropped() -> None:
     unit2[2] = unit[15]
     votes = voting_weights(track, unit2, torch.ones(len(unit)), 0.0)
     assert votes[2] == 0 and bool((votes[[0, 1, 3, 4]] > 0).all())
+
+
+def test_a_varied_person_is_kept_whole_and_consistent_people_apart() -> None:
+    # Person P seen from two sides (faces 90 degrees apart, mean direction e0) and once more from a third angle, 40
+    # degrees off e0: every face pair is only 0.54 apart in cosine, under the threshold, yet the new face points
+    # where P's mean points (0.77). Two other people, each seen consistently, are 0.6 apart face to face and mean
+    # to mean: they stay apart. (Average linkage over face pairs scores P's new face 0.54 and splits P.)
+    e = torch.eye(6)
+    c45, s45 = 2**-0.5, 2**-0.5
+    c40, s40 = torch.cos(torch.tensor(0.6981)), torch.sin(torch.tensor(0.6981))
+    unit = torch.stack([
+        c45 * e[0] + s45 * e[1], c45 * e[0] - s45 * e[1],  # track 0: P, front-left and front-right
+        c40 * e[0] + s40 * e[2],  # track 1: P again
+        e[3], e[3],  # track 2: Q
+        0.6 * e[3] + 0.8 * e[4], 0.6 * e[3] + 0.8 * e[4],  # track 3: R
+    ])  # fmt: skip
+    track = torch.tensor([0, 0, 1, 2, 2, 3, 3])
+    ind = _group(unit, track, 4, threshold=0.65)
+    assert ind[0] == ind[1] and ind[2] != ind[3] and len(set(ind.tolist())) == 3

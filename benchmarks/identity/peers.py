@@ -27,7 +27,7 @@ Both embedders:
 - ``engine (default, cos c)``: the engine's grouping exactly as a challenge run of this one clip computes it
   (:func:`engine_grouping`): the tracker with the embedder's appearance gate and the shot cuts found in the sampled
   frames, then ``engine.pipeline.individuals.group_individuals`` (votes of the faces over the quality floor,
-  constrained average linkage at the embedder's ``group_similarity`` ``c``); each face gets its track's individual,
+  constrained centroid linkage at the embedder's ``group_similarity`` ``c``); each face gets its track's individual,
   or none when its track had no face good enough to vote (scored as unassigned, see ``score.py``).
   ``engine tracks only`` scores the tracks alone; ``engine @ cos t`` the same grouping at other thresholds, to show
   where the default sits (it was chosen from these rows on every labelled clip, see RESULTS.md).
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 HSE_SWEEP = (0.25, 0.3, 0.35, 0.4)
 #: Average-linkage cosines at which the engine's grouping is also shown (its default is each embedder's
 #: ``group_similarity``, chosen from these rows on every labelled clip: see RESULTS.md).
-SWEEP = {"hse": (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6), "dlib": (0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94)}
+SWEEP = {"hse": (0.5, 0.55, 0.6, 0.625, 0.65, 0.675, 0.7), "dlib": (0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96)}
 DESCRIPTORS = {"dlib": "descriptors.npy", "hse": "descriptors_hse.npy"}
 
 
@@ -186,11 +186,11 @@ def titles(embedder: str) -> str:
 
     default = embedder_spec(embedder).group_similarity
     if embedder == "dlib":
-        return f"dlib 128-d (peers: Euclidean distance; engine: average-linkage cosine, default {default})"
+        return f"dlib 128-d (peers: Euclidean distance; engine: cosine of mean directions, default {default})"
     sweep = ", ".join(str(t) for t in HSE_SWEEP)
     return (
         f"HSE 1024-d (cosine distance): peers at a FIXED SWEEP of cosine distances {sweep}, not tuned on the labels"
-        f" (best row = optimistic); engine: average-linkage cosine, default {default}"
+        f" (best row = optimistic); engine: cosine of mean directions, default {default}"
     )
 
 

@@ -139,7 +139,7 @@ def write_scenes(
 def cluster_trajectories(
     faces: Faces, tracks: Tracks, threshold: float, keep: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Every kept trajectory against every other (one film), never two trajectories on screen together: average
+    """Every kept trajectory against every other (one film), never two trajectories on screen together: centroid
     linkage over their faces (``engine.cluster``, every face of a kept trajectory votes 1, the others 0). Cluster
     id per trajectory, -1 for those not kept (``keep``: bool ``[T]``, all by default); ids count up in order of
     each cluster's first trajectory, so leaving out no trajectory gives exactly the clusters of clustering them all."""
@@ -211,7 +211,7 @@ def write_predictions(
 
 
 def cluster_threshold(settings: dict[str, Any]) -> float:
-    """The run's clustering threshold: its own, else its embedder's average-linkage similarity for one person."""
+    """The run's clustering threshold: its own, else its embedder's grouping similarity for one person."""
     if settings.get("cluster_threshold") is not None:
         return float(settings["cluster_threshold"])
     return embedder_spec(settings["faces"].get("embedder", "dlib")).group_similarity

@@ -205,9 +205,9 @@ class ManualMerge:
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The challenge's ``[clustering]`` table. ``threshold`` (average-linkage cosine) and ``min_quality`` (faces
-    under it do not vote) are ``None`` for the embedder's / the quality module's defaults; ``floor`` is the
-    candidate-pair floor (``None``: threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
+    """The challenge's ``[clustering]`` table. ``threshold`` (cosine of two groups' mean directions) and
+    ``min_quality`` (faces under it do not vote) are ``None`` for the embedder's / the quality module's defaults;
+    ``floor`` is the candidate-pair floor (``None``: threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
 
     threshold: float | None = None
     floor: float | None = None

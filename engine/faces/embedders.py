@@ -45,8 +45,8 @@ class Embedder(Protocol):
 @dataclass(frozen=True)
 class EmbedderSpec:
     """An embedder's facts. ``same_person``: the Euclidean distance under which two single faces are taken for one
-    person (tracker gate, search and monitor); ``group_similarity``: the average-linkage cosine at which two groups
-    of faces are one individual (``engine.cluster``). Both measured in ``benchmarks/identity``."""
+    person (tracker gate, search and monitor); ``group_similarity``: the cosine between two groups' quality-weighted
+    mean directions at which they are one individual (``engine.cluster``). Both measured in ``benchmarks/identity``."""
 
     name: str
     dim: int
@@ -57,11 +57,11 @@ class EmbedderSpec:
 
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "hse": EmbedderSpec(
-        "hse", 1024, same_person=0.90, group_similarity=0.60,
+        "hse", 1024, same_person=0.90, group_similarity=0.65,
         description="HSE MobileNet (VGGFace2), 1024-d unit vectors of the box + 10 % at 224 px",
     ),
     "dlib": EmbedderSpec(
-        "dlib", 128, same_person=0.60, group_similarity=0.93,
+        "dlib", 128, same_person=0.60, group_similarity=0.95,
         description="dlib face recognition ResNet v1, 128-d, aligned 150-px chip",
     ),
 }  # fmt: skip

@@ -68,8 +68,8 @@ class ReadsMixin(DatabaseCore):
         return self._rows(stmt)
 
     def similarities(self, challenge: str) -> list[dict[str, Any]]:
-        """The challenge's candidate track pairs (``video_a``, ``track_a``, ``video_b``, ``track_b``, ``cosine``: their
-        average-linkage similarity), most similar first."""
+        """The challenge's candidate track pairs (``video_a``, ``track_a``, ``video_b``, ``track_b``, ``cosine``: the
+        cosine between their mean directions), most similar first."""
         stmt = (
             select(Similarity.video_a, Similarity.track_a, Similarity.video_b, Similarity.track_b, Similarity.cosine)
             .join(Video, Video.sha256 == Similarity.video_a)
