@@ -598,7 +598,8 @@ def label(
         float, typer.Option("--interval", help="Seconds between frames searched for faces (0: every frame).")
     ] = 0.0,
     threshold: Annotated[
-        float | None, typer.Option("--cluster-threshold", help="Cosine above which trajectories are one person.")
+        float | None,
+        typer.Option("--cluster-threshold", help="Cosine of two groups' mean face directions for one person."),
     ] = None,
     min_score: Annotated[
         float | None,
