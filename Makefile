@@ -66,8 +66,9 @@ test: setup
 # --machine "..." or --dry-run). Then the identity benchmark (benchmarks/identity): on each labelled clip and on the
 # challenge built from it, for each embedder, the engine's individuals next to the peers on the same descriptors and
 # a summary against the targets (runs/identity/summary.md), and the challenges again with --sampling fast
-# (runs/identity/summary_fast.md, about 4 minutes); the engine's grouping at every threshold on all six sets
-# at once (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?); then reference
+# (runs/identity/summary_fast.md, about 4 minutes); the engine's grouping at every value of each of its two thresholds
+# on all six sets and on the three challenges pooled into one (benchmarks/identity/sweep.py: is there one setting
+# that meets the targets everywhere?); then reference
 # search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
 # (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track similarities and the gallery KNN
 # on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores); then exact against
@@ -85,8 +86,10 @@ bench: setup
 	  --peer face_recognition --save-json runs/bench-e2e-last.json $(BENCH_ARGS)
 	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --fresh
 	$(PY) -m benchmarks.identity.bench --shared $(SHARED) --sampling fast
-	$(PY) -m benchmarks.identity.sweep --embedder hse --lo 0.58 --hi 0.70
-	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.90 --hi 0.98
+	$(PY) -m benchmarks.identity.sweep --embedder hse --lo 0.60 --hi 0.70
+	$(PY) -m benchmarks.identity.sweep --embedder hse --vary pair --lo 0.45 --hi 0.60
+	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.93 --hi 0.98
+	$(PY) -m benchmarks.identity.sweep --embedder dlib --vary pair --lo 0.87 --hi 0.94
 	$(PY) -m benchmarks.identity.search_bench --fresh
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/faiss_bench.py
@@ -96,8 +99,9 @@ bench: setup
 # table/object list that differs. First recorded before issue 12's layout change; recorded again with issue 13's
 # identity changes (embedder, quality, tracks, grouping), which change results by design; recorded again on 2026-12-06
 # after issues 14-17 (corpus named demo_corpus, cover at x264 ultrafast: same row counts, new bytes); recorded again
-# later that day with the grouping's centroid linkage (individuals, similarities and unique faces change by design:
-# one face of the Hamilton singer rejoins him, 9 individuals become 8), on the 2-core AMD EPYC VM. Float results
+# later that day with the grouping's new linkage (cosine of means plus a face-pair threshold: individuals,
+# similarities and unique faces change by design: one face of the Hamilton singer rejoins him, 9 individuals become
+# 8), on the 2-core AMD EPYC VM. Float results
 # depend on the CPU's instruction set, so compare on the machine kind the digest was made on.
 same-results: setup
 	rm -rf runs/same-results

@@ -47,7 +47,7 @@ def floor_for(dim: int) -> float:
     for name in ("dlib", "hse"):
         spec = embedder_spec(name)
         if spec.dim == dim:
-            return round(spec.group_similarity - CLUSTER_FLOOR_MARGIN, 4)
+            return round(spec.group_pair_similarity - CLUSTER_FLOOR_MARGIN, 4)
     return 0.5
 
 

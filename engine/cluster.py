@@ -1,4 +1,4 @@
-"""Individuals from tracks: constrained centroid linkage over the faces that may vote, which cannot chain.
+"""Individuals from tracks: constrained linkage over the faces that may vote (means and face pairs), which cannot chain.
 
 Units. A track (one person inside one video, ``engine.track``) is never split here: its faces are one person
 (must-link). Manual merges join tracks the same way before anything else. Two tracks seen in one frame of one
@@ -8,24 +8,30 @@ Votes. Only faces whose quality reaches the floor vote (``engine.faces.quality``
 neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
 a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face gets no individual.
 
-Similarity. Descriptors are L2-normalised; the similarity of two groups is the cosine between their
-quality-weighted mean directions, ``S_a · S_b / (|S_a| |S_b|)`` with ``S = Σ w u`` over the group's voting faces
-(centroid linkage, exact from one weighted sum per group, so a merge updates in O(D)). One close pair of faces
-moves a mean by one face's share, so it cannot merge two groups, which is what stops the chaining single linkage
-(and Chinese whispers) suffer from: A-B close, B-C close, so A=C. Why means and not the mean cosine over every
-pair of faces (average linkage, this module's rule until 2026-12-06): a person seen from the front and in profile
-has a low mean cosine within their own group, so each new face of theirs scores low against it as well; the
-cosine of means divides by the group's spread (a mean is shorter the more its faces vary), while two different
-people each seen consistently stay as far apart as their faces. On the labelled sets of ``benchmarks/identity``
-it keeps every set pure with fewer splits (``benchmarks/RESULTS.md``).
+Similarity. Descriptors are L2-normalised. Two groups merge when both of these reach their thresholds:
 
-Order. Groups merge from the most similar pair down while the similarity reaches the threshold, never across a
-cannot-link; pairs are found among *candidate* track pairs (the cosine of the two tracks' mean directions at least
-``floor``, computed in blocks on the run's device, or by FAISS's exact range search on the CPU past
+* the cosine between their quality-weighted mean directions, ``S_a · S_b / (|S_a| |S_b|)`` with ``S = Σ w u`` over
+  the group's voting faces (centroid linkage: merges are made in this order, most similar first);
+* the quality-weighted mean cosine over every pair of their faces, ``S_a · S_b / (Σ w_a · Σ w_b)`` (average
+  linkage at face level, the pair threshold).
+
+Both are exact from one weighted sum per group, so a merge updates in O(D), and in both one close pair of faces
+is one term of a mean, so it cannot merge two groups: what stops the chaining single linkage (and Chinese
+whispers) suffer from (A-B close, B-C close, so A=C). Why two: a person seen from the front and in profile has a
+low mean cosine *within* their own group, so each new face of theirs scores low against it on face pairs (average
+linkage alone split them); the cosine of the means divides by the group's spread and keeps them whole. But a
+large, varied group has a short mean, which lifts its cosine to everyone: on the six labelled sets pooled into
+one (about 50 people), the means alone joined Phoebe of ``friends_poker`` with a blonde talk-show guest whose
+faces were on average 0.50-0.52 from hers. The pair threshold, lower than average linkage's own threshold was,
+stops that. (Average linkage alone was this module's rule until 2026-12-06; ``benchmarks/RESULTS.md`` has the
+measurements.)
+
+Order. Groups merge from the highest cosine of means down while both thresholds hold, never across a
+cannot-link; pairs are found among *candidate* track pairs (faces' mean pairwise cosine at least ``floor``, at
+most the pair threshold, computed in blocks on the run's device, or by FAISS's exact range search on the CPU past
 ``engine.index.FAISS_MIN_ROWS`` tracks, so memory grows with plausible matches, not with the square of the number
-of tracks). Two groups with no candidate track pair between them are never compared: the floor sits
-``CLUSTER_FLOOR_MARGIN`` under the threshold (on the labelled sets, at the default thresholds, a floor of 0.2
-groups exactly as that one does).
+of tracks). The candidates are exact for this rule: a group pair with no candidate track pair averages values
+under the floor, so its faces can never reach the pair threshold.
 
 When unsure, apart: a split person is one manual merge away from right; a merged pair poisons a dataset. The
 thresholds are measured per embedder on labelled real footage (``benchmarks/identity``; ``engine.faces.embedders``).
@@ -95,17 +101,23 @@ def group_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float, block: int = 4096) -> Pairs:
-    """Track pairs (``a < b``) whose mean directions' cosine is at least ``floor``, block by block on device
-    (FAISS's exact range search on the CPU for many tracks: ``engine.index``); tracks without a vote have none."""
-    proto = torch.nn.functional.normalize(sums, dim=1)
-    return Pairs(*pairs_above(proto, mass > 0, floor, block))
+    """Track pairs (``a < b``) whose faces' mean pairwise cosine is at least ``floor`` (block by block on device, or
+    FAISS's exact range search on the CPU for many tracks: ``engine.index``), each with the cosine of the two
+    tracks' mean directions (``Pairs.cosine``). Tracks without a vote have none."""
+    proto = sums / mass.clamp(min=1e-12)[:, None]
+    a, b, pair_mean = pairs_above(proto, mass > 0, floor, block)
+    norm = proto.norm(dim=1).clamp(min=1e-12)
+    return Pairs(a, b, pair_mean / (norm[a] * norm[b]))
 
 
 class _Groups:
     """Union-find over tracks with each group's weighted sum, mass, members and cannot-links."""
 
-    def __init__(self, sums: torch.Tensor, mass: torch.Tensor, cannot_link: Iterable[tuple[int, int]]) -> None:
+    def __init__(
+        self, sums: torch.Tensor, mass: torch.Tensor, cannot_link: Iterable[tuple[int, int]], pair_threshold: float
+    ) -> None:
         n = len(mass)
+        self.pair_threshold = pair_threshold
         self.parent = list(range(n))
         self.sums = {t: sums[t].double() for t in range(n)}
         self.mass = mass.double().tolist()
@@ -123,9 +135,14 @@ class _Groups:
         return t
 
     def similarity(self, r: int, s: int) -> float:
+        """The cosine of the groups' mean directions, or -2 when their faces' mean pairwise cosine is under the
+        pair threshold (or a group has no vote): such a pair may never merge."""
         if self.mass[r] <= 0 or self.mass[s] <= 0:
             return -2.0
-        return group_similarity(self.sums[r], self.sums[s])
+        a, b = self.sums[r], self.sums[s]
+        if float(a @ b) / (self.mass[r] * self.mass[s]) < self.pair_threshold:
+            return -2.0
+        return group_similarity(a, b)
 
     def conflict(self, r: int, s: int) -> bool:
         return not self.blocked[r].isdisjoint(self.members[s])
@@ -147,11 +164,14 @@ def group_tracks(
     threshold: float,
     cannot_link: Iterable[tuple[int, int]] = (),
     must_link: Iterable[tuple[int, int]] = (),
+    pair_threshold: float = -1.0,
 ) -> torch.Tensor:
     """Individual id ``[T]`` per track (0, 1, ... in track order; -1 for a track with no voting face) by
-    constrained centroid linkage (see the module). ``must_link`` pairs are joined first (unless they also
-    cannot-link: then they stay apart); ``cannot_link`` pairs never share an individual."""
-    groups = _Groups(sums.cpu(), mass.cpu(), cannot_link)
+    constrained centroid linkage (see the module): two groups merge when the cosine of their mean directions
+    reaches ``threshold`` and their faces' mean pairwise cosine reaches ``pair_threshold``. ``must_link`` pairs
+    are joined first (unless they also cannot-link: then they stay apart); ``cannot_link`` pairs never share an
+    individual."""
+    groups = _Groups(sums.cpu(), mass.cpu(), cannot_link, pair_threshold)
     for x, y in must_link:
         rx, ry = groups.root(x), groups.root(y)
         if rx != ry and not groups.conflict(rx, ry):

@@ -3,8 +3,8 @@
 Two jobs, each with one entry point that picks how to run it:
 
 * :func:`pairs_above`: every row pair ``a < b`` whose inner product reaches a floor (the cross-video track
-  similarities of ``engine.cluster.similar_pairs``: cosines of the tracks' mean directions; the metric is the
-  plain inner product, which also serves rows that are not unit length).
+  similarities of ``engine.cluster.similar_pairs``: the faces' mean pairwise cosine of two tracks; the rows are
+  weighted means of unit vectors, not unit length, so the metric is the plain inner product).
 * :func:`knn`: each query row's ``k`` nearest base rows by Euclidean distance, nearest first (the gallery vote of
   ``engine.apps.people.knn_vote``).
 

@@ -200,7 +200,8 @@ class StoredFaces(_TensorRows):
 @dataclass
 class TrackPairs(_TensorRows):
     """Sparse similarities between tracks: ``a[i] < b[i]`` index a track list, ``cosine[i]`` is the cosine
-    between their quality-weighted mean directions over their voting faces (``engine.cluster.similar_pairs``)."""
+    between their quality-weighted mean directions over their voting faces; the pairs are those whose faces' mean
+    pairwise cosine reaches the candidate floor (``engine.cluster.similar_pairs``)."""
 
     a: torch.Tensor  # int64 [P]
     b: torch.Tensor  # int64 [P]

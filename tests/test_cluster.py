@@ -1,5 +1,5 @@
 """Individuals from tracks: votes, candidate pairs and constrained centroid linkage (must-link, cannot-link, no
-chaining through one bad pair, a varied person kept whole)."""
+chaining through one bad pair, a varied person kept whole, a pair threshold that a short mean cannot pass)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ def _faces(n_people: int, tracks_each: int, faces_each: int, noise: float, seed:
     return unit, track, track_person
 
 
-def _group(unit, track, n_tracks, threshold, cannot=(), must=(), quality=None, floor=0.0):
+def _group(unit, track, n_tracks, threshold, cannot=(), must=(), quality=None, floor=0.0, pair_threshold=-1.0):
     quality = torch.ones(len(unit)) if quality is None else quality
     votes = voting_weights(track, unit, quality, floor)
     sums, mass = track_sums(track, unit, votes, n_tracks)
-    pairs = similar_pairs(sums, mass, floor=threshold - 0.3)
-    return group_tracks(sums, mass, pairs, threshold, cannot, must)
+    pairs = similar_pairs(sums, mass, floor=min(threshold, pair_threshold) - 0.3)
+    return group_tracks(sums, mass, pairs, threshold, cannot, must, pair_threshold)
 
 
 def test_track_sums_weight_faces() -> None:
@@ -126,3 +126,26 @@ def test_a_varied_person_is_kept_whole_and_consistent_people_apart() -> None:
     track = torch.tensor([0, 0, 1, 2, 2, 3, 3])
     ind = _group(unit, track, 4, threshold=0.65)
     assert ind[0] == ind[1] and ind[2] != ind[3] and len(set(ind.tolist())) == 3
+
+
+def test_the_pair_threshold_stops_a_short_mean_from_joining_what_its_faces_do_not() -> None:
+    # Group A: faces spread 90 degrees apart (mean direction e0, mean length 0.71). Track 1: one face 40 degrees off
+    # e0 (0.77 to A's mean, 0.54 to each of A's faces on average). With a pair threshold under 0.54 they join, as
+    # above; with one over it they stay apart, whatever the means say.
+    e = torch.eye(3)
+    c45 = 2**-0.5
+    c40, s40 = torch.cos(torch.tensor(0.6981)), torch.sin(torch.tensor(0.6981))
+    unit = torch.stack([c45 * e[0] + c45 * e[1], c45 * e[0] - c45 * e[1], c40 * e[0] + s40 * e[2]])
+    track = torch.tensor([0, 0, 1])
+    joined = _group(unit, track, 2, threshold=0.65, pair_threshold=0.5)
+    apart = _group(unit, track, 2, threshold=0.65, pair_threshold=0.6)
+    assert joined[0] == joined[1] and apart[0] != apart[1]
+
+
+def test_pairs_carry_the_cosine_of_the_means() -> None:
+    unit = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    sums, mass = track_sums(torch.tensor([0, 0, 1]), unit, torch.ones(3), 2)
+    pairs = similar_pairs(sums, mass, floor=0.0)
+    # Faces' mean pairwise cosine (0.6 + 0.8) / 2 = 0.7 reaches the floor; the means' cosine is 1.4 / sqrt(2).
+    assert pairs.a.tolist() == [0] and pairs.b.tolist() == [1]
+    assert abs(float(pairs.cosine[0]) - 1.4 / 2**0.5) < 1e-6

@@ -137,25 +137,27 @@ def write_scenes(
 
 
 def cluster_trajectories(
-    faces: Faces, tracks: Tracks, threshold: float, keep: torch.Tensor | None = None
+    faces: Faces, tracks: Tracks, threshold: float, keep: torch.Tensor | None = None, pair_threshold: float = -1.0
 ) -> torch.Tensor:
-    """Every kept trajectory against every other (one film), never two trajectories on screen together: centroid
-    linkage over their faces (``engine.cluster``, every face of a kept trajectory votes 1, the others 0). Cluster
-    id per trajectory, -1 for those not kept (``keep``: bool ``[T]``, all by default); ids count up in order of
-    each cluster's first trajectory, so leaving out no trajectory gives exactly the clusters of clustering them all."""
+    """Every kept trajectory against every other (one film), never two trajectories on screen together: the
+    challenge's linkage over their faces (``engine.cluster``: cosine of mean directions at least ``threshold``,
+    faces' mean pairwise cosine at least ``pair_threshold``; every face of a kept trajectory votes 1, the others
+    0). Cluster id per trajectory, -1 for those not kept (``keep``: bool ``[T]``, all by default); ids count up in
+    order of each cluster's first trajectory, so leaving out no trajectory gives exactly the clusters of clustering
+    them all."""
     n = tracks.count
     keep = torch.ones(n, dtype=torch.bool) if keep is None else keep
     if not bool(keep.any()):
         return torch.full((n,), -1, dtype=torch.long)
     unit = torch.nn.functional.normalize(faces.embedding.float(), dim=1)
     sums, mass = track_sums(tracks.of_face, unit, keep[tracks.of_face].float(), n)
-    pairs = similar_pairs(sums, mass, threshold - CLUSTER_FLOOR_MARGIN)
+    pairs = similar_pairs(sums, mass, min(threshold, pair_threshold) - CLUSTER_FLOOR_MARGIN)
     together: dict[int, set[int]] = {}
     for f, t in zip(faces.frame_index.tolist(), tracks.of_face.tolist(), strict=True):
         if keep[t]:
             together.setdefault(f, set()).add(t)
     conflicts = {(x, y) for g in together.values() if len(g) > 1 for x in g for y in g if x < y}
-    return group_tracks(sums, mass, pairs, threshold, cannot_link=conflicts)
+    return group_tracks(sums, mass, pairs, threshold, cannot_link=conflicts, pair_threshold=pair_threshold)
 
 
 def write_clusters(
@@ -256,7 +258,9 @@ def merge(
     write_trajectories(out, faces, tracks, shot_of_face, means, quality, junk)
     write_scenes(out, metas, cut_frames, cut_scores, frame_times(metas, shards, cut_frames))
     threshold = cluster_threshold(settings)
-    cluster_of = cluster_trajectories(faces, tracks, threshold, torch.tensor([not j for j in junk], dtype=torch.bool))
+    kept = torch.tensor([not j for j in junk], dtype=torch.bool)
+    pair_threshold = embedder_spec(settings["faces"].get("embedder", "dlib")).group_pair_similarity
+    cluster_of = cluster_trajectories(faces, tracks, threshold, kept, pair_threshold)
     clusters = write_clusters(out, tracks, cluster_of, shot_of_face, threshold, floors, junk)
     embedder = settings["faces"].get("embedder", "dlib")
     summary: dict[str, Any] = dict(

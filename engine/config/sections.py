@@ -164,11 +164,12 @@ def parse_logo(table: Any) -> LogoSettings | None:
 
 # -------------------------------------------------------------------------------------------------- [clustering]
 
-#: Each embedder's grouping threshold is in ``engine.faces.embedders`` (measured in ``benchmarks/identity``).
-#: Candidate pairs are track pairs whose similarity is at least the threshold minus this margin: the only pairs
-#: whose groups can ever reach the threshold are among them (an average of values under it stays under it).
-CLUSTER_FLOOR_MARGIN = 0.15
-CLUSTER_KEYS = ("threshold", "floor", "min_quality", "manual_breaks", "manual_merges", "keep_apart")
+#: Each embedder's grouping thresholds are in ``engine.faces.embedders`` (measured in ``benchmarks/identity``).
+#: Candidate pairs are track pairs whose faces' mean pairwise cosine is at least the pair threshold minus this
+#: margin: the only pairs whose groups can ever reach the pair threshold are among them (an average of values under
+#: it stays under it); the margin keeps near misses for the report (hse: 0.45, the floor of the old average linkage).
+CLUSTER_FLOOR_MARGIN = 0.08
+CLUSTER_KEYS = ("threshold", "pair_threshold", "floor", "min_quality", "manual_breaks", "manual_merges", "keep_apart")
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,10 @@ class ManualMerge:
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """The challenge's ``[clustering]`` table. ``threshold`` (cosine of two groups' mean directions) and
-    ``min_quality`` (faces under it do not vote) are ``None`` for the embedder's / the quality module's defaults;
-    ``floor`` is the candidate-pair floor (``None``: threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
+    """The challenge's ``[clustering]`` table. ``threshold`` (cosine of two groups' mean directions),
+    ``pair_threshold`` (mean cosine over their faces' pairs) and ``min_quality`` (faces under it do not vote) are
+    ``None`` for the embedder's / the quality module's defaults; ``floor`` is the candidate-pair floor (``None``:
+    the pair threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
 
     threshold: float | None = None
     floor: float | None = None
@@ -215,6 +217,7 @@ class ClusterSettings:
     manual_breaks: tuple[ManualBreak, ...] = ()
     manual_merges: tuple[ManualMerge, ...] = ()
     keep_apart: tuple[ManualMerge, ...] = ()
+    pair_threshold: float | None = None
 
     def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
         return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
@@ -222,8 +225,11 @@ class ClusterSettings:
     def threshold_for(self, default: float) -> float:
         return default if self.threshold is None else self.threshold
 
-    def floor_for(self, threshold: float) -> float:
-        return threshold - CLUSTER_FLOOR_MARGIN if self.floor is None else min(self.floor, threshold)
+    def pair_threshold_for(self, default: float) -> float:
+        return default if self.pair_threshold is None else self.pair_threshold
+
+    def floor_for(self, pair_threshold: float) -> float:
+        return pair_threshold - CLUSTER_FLOOR_MARGIN if self.floor is None else min(self.floor, pair_threshold)
 
 
 def _number(value: Any, key: str, lo: float, hi: float) -> float:
@@ -250,9 +256,12 @@ def parse_cluster(table: Any) -> ClusterSettings:
     if unknown:
         raise ConfigError(f"[clustering] has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(CLUSTER_KEYS)}")
     threshold = None if "threshold" not in table else _number(table["threshold"], "threshold", -1, 1)
+    pair_threshold = (
+        None if "pair_threshold" not in table else _number(table["pair_threshold"], "pair_threshold", -1, 1)
+    )
     floor = None if "floor" not in table else _number(table["floor"], "floor", -1, 1)
-    if floor is not None and threshold is not None and floor > threshold:
-        raise ConfigError(f"[clustering] floor ({floor}) must not exceed threshold ({threshold})")
+    if floor is not None and pair_threshold is not None and floor > pair_threshold:
+        raise ConfigError(f"[clustering] floor ({floor}) must not exceed pair_threshold ({pair_threshold})")
     min_quality = None if "min_quality" not in table else _number(table["min_quality"], "min_quality", 0, 1)
     breaks = _entries(
         table, "manual_breaks", '{ video = "<file name or sha256 prefix>", track = N, at_s = seconds }',
@@ -262,4 +271,4 @@ def parse_cluster(table: Any) -> ClusterSettings:
     track_pair = lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"]))  # noqa: E731
     merges = _entries(table, "manual_merges", pair, track_pair)
     apart = _entries(table, "keep_apart", pair, track_pair)
-    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart)
+    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart, pair_threshold)

@@ -46,22 +46,24 @@ class Embedder(Protocol):
 class EmbedderSpec:
     """An embedder's facts. ``same_person``: the Euclidean distance under which two single faces are taken for one
     person (tracker gate, search and monitor); ``group_similarity``: the cosine between two groups' quality-weighted
-    mean directions at which they are one individual (``engine.cluster``). Both measured in ``benchmarks/identity``."""
+    mean directions at which they are one individual, and ``group_pair_similarity`` the mean cosine over their faces'
+    pairs they must reach as well (``engine.cluster``). All measured in ``benchmarks/identity``."""
 
     name: str
     dim: int
     same_person: float
     group_similarity: float
+    group_pair_similarity: float
     description: str
 
 
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "hse": EmbedderSpec(
-        "hse", 1024, same_person=0.90, group_similarity=0.65,
+        "hse", 1024, same_person=0.90, group_similarity=0.65, group_pair_similarity=0.53,
         description="HSE MobileNet (VGGFace2), 1024-d unit vectors of the box + 10 % at 224 px",
     ),
     "dlib": EmbedderSpec(
-        "dlib", 128, same_person=0.60, group_similarity=0.95,
+        "dlib", 128, same_person=0.60, group_similarity=0.96, group_pair_similarity=0.91,
         description="dlib face recognition ResNet v1, 128-d, aligned 150-px chip",
     ),
 }  # fmt: skip

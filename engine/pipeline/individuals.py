@@ -2,7 +2,7 @@
 
 Reads the challenge's stored faces (those of the run's embedder only: descriptors of two networks are never
 compared), computes :class:`engine.types.Individuals` on the run's device (``engine.cluster``: votes of the good
-faces, track sums, candidate pairs, constrained average linkage that never joins two tracks seen in one frame and
+faces, track sums, candidate pairs, constrained linkage that never joins two tracks seen in one frame and
 honours the challenge's manual merges; then PHash duplicates within each individual), and writes its rows in one
 transaction.
 """
@@ -105,13 +105,16 @@ class Grouping:
     threshold: float
     floor: float
     min_quality: float
+    pair_threshold: float
 
 
 def grouping_for(embedder: str, clustering: ClusterSettings) -> Grouping:
     """The challenge's ``[clustering]`` values, with the embedder's and the quality module's defaults."""
-    threshold = clustering.threshold_for(embedder_spec(embedder).group_similarity)
+    spec = embedder_spec(embedder)
+    threshold = clustering.threshold_for(spec.group_similarity)
+    pair_threshold = clustering.pair_threshold_for(spec.group_pair_similarity)
     min_quality = QUALITY_FLOOR if clustering.min_quality is None else clustering.min_quality
-    return Grouping(embedder, threshold, clustering.floor_for(threshold), min_quality)
+    return Grouping(embedder, threshold, clustering.floor_for(pair_threshold), min_quality, pair_threshold)
 
 
 def group_individuals(
@@ -131,7 +134,7 @@ def group_individuals(
     pairs = similar_pairs(sums, mass, g.floor)
     conflicts = frame_conflicts(faces, face_track) | set(track_pairs(clustering.keep_apart, faces, keys))
     must = track_pairs(clustering.manual_merges, faces, keys)
-    individual = group_tracks(sums, mass, pairs, g.threshold, conflicts, must)
+    individual = group_tracks(sums, mass, pairs, g.threshold, conflicts, must, g.pair_threshold)
     face_individual = individual[face_track]
     drop = duplicates_to_remove(faces.phash, groups=face_individual).cpu() | (face_individual < 0)
     names = [(faces.videos[v], t) for v, t in keys]

@@ -203,7 +203,8 @@ class FaceIntraInd(Base):
 
 class Similarity(Base):
     """A candidate pair of tracks of the grouping and its similarity (the cosine between the tracks' quality-weighted
-    mean directions over their voting faces; pairs under the candidate floor are not stored)."""
+    mean directions over their voting faces; pairs whose faces' mean pairwise cosine is under the candidate floor
+    are not stored)."""
 
     __tablename__ = "similarities"
     __table_args__ = (UniqueConstraint("video_a", "track_a", "video_b", "track_b"),)

@@ -140,7 +140,8 @@ def uncertain_pairs(view: PairView, similarities: list[Row], threshold: float) -
         "<h2 id='unsure'>Pairs the grouping was least sure about</h2>",
         "<p>From the candidate track pairs (<code>similarities</code>): the similarity of two tracks is the "
         "cosine between their quality-weighted mean directions over their voting faces; two groups join when the "
-        "same cosine of their means reaches the threshold, "
+        "same cosine of their means reaches the threshold (and their faces' mean pairwise cosine the pair "
+        "threshold), "
         "never when they are seen in one frame.</p>",
         "<h3>Closest tracks left apart (candidate merges)</h3>",
     ]
