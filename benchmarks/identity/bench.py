@@ -12,7 +12,10 @@ For each clip of :data:`CLIPS` (labels made by eye: ``LABELS.md``):
    across videos), runs the real pipeline (``cli.py run``) once per embedder into its own SQLite database, labels
    the stored faces through the exact frame mapping and prints the same tables.
 
-The summary prints one line per (clip or challenge, embedder): the engine's purity, clusters per person, B-cubed
+4. the three challenges' stored faces pooled into one challenge (about 45 people from three unrelated sources):
+   the engine's grouping and the peers again, where merges across sources would show.
+
+The summary prints one line per (clip, challenge or the pool, embedder): the engine's purity, clusters per person, B-cubed
 F1 and assigned share, the best peer F1 and which peer it is, and whether the targets hold (purity >= 0.95, at most
 1.2 clusters per person, F1 above every peer: the best peer row of each table, chosen with the labels, so an
 optimistic peer). A second table compares the engine with each peer *at one fixed setting on every set*, as the
@@ -91,6 +94,38 @@ def challenge_tables(
     return tables
 
 
+def pooled_tables() -> dict[str, dict[str, dict[str, Scores]]]:
+    """The three challenges' stored faces pooled into one challenge (about 45 people from three unrelated sources,
+    as a larger challenge holds them): the engine's grouping on them (``group_individuals`` at the defaults, the
+    call the pipeline makes) next to the peers on the same descriptors, per embedder and view. A method that merges
+    across sources loses purity here even where each challenge alone is clean."""
+    from benchmarks.identity.challenges import peer_methods
+    from benchmarks.identity.peers import VIEWS
+    from benchmarks.identity.score import score
+    from benchmarks.identity.sweep import challenge_faces, pooled
+    from engine.config import ClusterSettings
+    from engine.pipeline.individuals import group_individuals
+
+    tables: dict[str, dict[str, dict[str, Scores]]] = {}
+    for embedder in EMBEDDERS:
+        faces, labels, views = pooled([challenge_faces(stem, embedder) for stem, _ in CLIPS], [s for s, _ in CLIPS])
+        of_face = group_individuals(faces, ClusterSettings(), embedder).of_face.tolist()
+        idx = sorted(labels)
+        results: dict[str, list[object]] = {
+            "engine individuals": [of_face[i] if of_face[i] >= 0 else None for i in idx]
+        }
+        results.update(peer_methods(faces.embedding[idx].double().numpy()))
+        ids = [str(i) for i in idx]
+        lab, view = {str(i): labels[i] for i in idx}, {str(i): views[i] for i in idx}
+        tables[embedder] = {
+            title: {
+                name: score(lab, dict(zip(ids, c, strict=True)), view, exclude, junk) for name, c in results.items()
+            }
+            for title, exclude, junk in VIEWS
+        }
+    return tables
+
+
 def verdict(scores: dict[str, Scores]) -> tuple[str, Scores, str, float]:
     """(engine method name, its scores, best peer name, best peer F1) of one table."""
     engine = next(name for name in scores if name.startswith("engine") and "tracks" not in name and "@" not in name)
@@ -158,6 +193,12 @@ def main() -> None:
                 for name, s in views[MAIN_VIEW].items():
                     print(row(name, s))
                 rows.append((f"{kind} {stem}", embedder, views))
+    if a.sampling == "exact":
+        for embedder, views in pooled_tables().items():
+            print(f"\n=== the three challenges pooled, {embedder}: {MAIN_VIEW}\n{HEADER}")
+            for name, s in views[MAIN_VIEW].items():
+                print(row(name, s))
+            rows.append(("challenges pooled", embedder, views))
     main_rows = [(name, embedder, views[MAIN_VIEW]) for name, embedder, views in rows]
     text = summary(rows) + "\n\n" + fixed_setting_table(main_rows)
     print(f"\n=== identity summary ({MAIN_VIEW}; unassigned faces count as singletons)\n{text}")
