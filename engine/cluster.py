@@ -20,9 +20,9 @@ is one term of a mean, so it cannot merge two groups: what stops the chaining si
 whispers) suffer from (A-B close, B-C close, so A=C). Why two: a person seen from the front and in profile has a
 low mean cosine *within* their own group, so each new face of theirs scores low against it on face pairs (average
 linkage alone split them); the cosine of the means divides by the group's spread and keeps them whole. But a
-large, varied group has a short mean, which lifts its cosine to everyone: on the six labelled sets pooled into
-one (about 50 people), the means alone joined Phoebe of ``friends_poker`` with a blonde talk-show guest whose
-faces were on average 0.50-0.52 from hers. The pair threshold, lower than average linkage's own threshold was,
+large, varied group has a short mean, which lifts its cosine to everyone: on the three labelled challenges pooled
+into one (about 45 people), the means alone joined Phoebe of ``friends_poker`` with a blonde talk-show guest
+whose faces were on average 0.50-0.52 from hers. The pair threshold, lower than average linkage's own threshold was,
 stops that. (Average linkage alone was this module's rule until 2026-12-06; ``benchmarks/RESULTS.md`` has the
 measurements.)
 

@@ -10,15 +10,14 @@ For each clip of :data:`CLIPS` (labels made by eye: ``LABELS.md``):
    and DBSCAN on the same descriptors, for dlib and HSE;
 3. ``challenges.py`` builds a 3-participant challenge from the clip, dealt out in 2-s segments (so people recur
    across videos), runs the real pipeline (``cli.py run``) once per embedder into its own SQLite database, labels
-   the stored faces through the exact frame mapping and prints the same tables.
-
+   the stored faces through the exact frame mapping and prints the same tables;
 4. the three challenges' stored faces pooled into one challenge (about 45 people from three unrelated sources):
    the engine's grouping and the peers again, where merges across sources would show.
 
-The summary prints one line per (clip, challenge or the pool, embedder): the engine's purity, clusters per person, B-cubed
-F1 and assigned share, the best peer F1 and which peer it is, and whether the targets hold (purity >= 0.95, at most
-1.2 clusters per person, F1 above every peer: the best peer row of each table, chosen with the labels, so an
-optimistic peer). A second table compares the engine with each peer *at one fixed setting on every set*, as the
+The summary prints one line per (clip, challenge or the pool, embedder): the engine's purity, clusters per person,
+B-cubed F1 and assigned share, the best peer F1 and which peer it is, and whether the targets hold (purity >= 0.95,
+at most 1.2 clusters per person, F1 above every peer: the best peer row of each table, chosen with the labels, so
+an optimistic peer). A second table compares the engine with each peer *at one fixed setting on every set*, as the
 engine itself runs. Both are also written to ``runs/identity/summary.md``.
 
 ``--sampling fast`` runs the challenges with the fast sampler (``cli.py run --sampling fast``: the nearest
