@@ -22,9 +22,9 @@ low mean cosine *within* their own group, so each new face of theirs scores low 
 linkage alone split them); the cosine of the means divides by the group's spread and keeps them whole. But a
 large, varied group has a short mean, which lifts its cosine to everyone: on the three labelled challenges pooled
 into one (about 45 people), the means alone joined Phoebe of ``friends_poker`` with a blonde talk-show guest
-whose faces were on average 0.50-0.52 from hers. The pair threshold, lower than average linkage's own threshold was,
-stops that. (Average linkage alone was this module's rule until 2026-12-06; ``benchmarks/RESULTS.md`` has the
-measurements.)
+whose faces had a mean pairwise cosine of 0.50-0.51 with hers. The pair threshold, lower than average linkage's
+own threshold was, stops that. (Average linkage alone was this module's rule until 2026-12-06;
+``benchmarks/RESULTS.md`` has the measurements.)
 
 Order. Groups merge from the highest cosine of means down while both thresholds hold, never across a
 cannot-link; pairs are found among *candidate* track pairs (faces' mean pairwise cosine at least ``floor``, at
