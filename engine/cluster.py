@@ -47,7 +47,7 @@ import torch
 from engine.index import pairs_above
 from engine.types import TrackPairs as Pairs
 
-__all__ = ["group_similarity", "group_tracks", "similar_pairs", "track_sums", "voting_weights"]
+__all__ = ["group_tracks", "similar_pairs", "track_sums", "voting_weights"]
 
 #: A face votes only when its cosine to its track's weighted mean direction is at least this much below the
 #: track's median cosine at most (robust to a minority of faces of another person or of no face).
@@ -95,11 +95,6 @@ def track_sums(
     return sums, mass
 
 
-def group_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The cosine between two groups' quality-weighted mean directions (``a``, ``b``: their weighted sums)."""
-    return float(a @ b) / max(float(a.norm() * b.norm()), 1e-24)
-
-
 def similar_pairs(sums: torch.Tensor, mass: torch.Tensor, floor: float, block: int = 4096) -> Pairs:
     """Track pairs (``a < b``) whose faces' mean pairwise cosine is at least ``floor`` (block by block on device, or
     FAISS's exact range search on the CPU for many tracks: ``engine.index``), each with the cosine of the two
@@ -140,9 +135,10 @@ class _Groups:
         if self.mass[r] <= 0 or self.mass[s] <= 0:
             return -2.0
         a, b = self.sums[r], self.sums[s]
-        if float(a @ b) / (self.mass[r] * self.mass[s]) < self.pair_threshold:
+        dot = float(a @ b)
+        if dot / (self.mass[r] * self.mass[s]) < self.pair_threshold:
             return -2.0
-        return group_similarity(a, b)
+        return dot / max(float(a.norm() * b.norm()), 1e-24)
 
     def conflict(self, r: int, s: int) -> bool:
         return not self.blocked[r].isdisjoint(self.members[s])

@@ -212,11 +212,12 @@ def write_predictions(
     return len(predictions)
 
 
-def cluster_threshold(settings: dict[str, Any]) -> float:
-    """The run's clustering threshold: its own, else its embedder's grouping similarity for one person."""
-    if settings.get("cluster_threshold") is not None:
-        return float(settings["cluster_threshold"])
-    return embedder_spec(settings["faces"].get("embedder", "dlib")).group_similarity
+def cluster_thresholds(settings: dict[str, Any], embedder: str) -> tuple[float, float]:
+    """The run's clustering thresholds: its own threshold, else its embedder's grouping similarity for one person;
+    and the embedder's face-pair threshold (``engine.cluster``)."""
+    spec = embedder_spec(embedder)
+    own = settings.get("cluster_threshold")
+    return (spec.group_similarity if own is None else float(own)), spec.group_pair_similarity
 
 
 def movie_id_of(metas: list[dict[str, Any]], given: int | None = None) -> int | None:
@@ -257,12 +258,11 @@ def merge(
     junk = junk_reasons(*quality, **floors)
     write_trajectories(out, faces, tracks, shot_of_face, means, quality, junk)
     write_scenes(out, metas, cut_frames, cut_scores, frame_times(metas, shards, cut_frames))
-    threshold = cluster_threshold(settings)
+    embedder = settings["faces"].get("embedder", "dlib")
+    threshold, pair_threshold = cluster_thresholds(settings, embedder)
     kept = torch.tensor([not j for j in junk], dtype=torch.bool)
-    pair_threshold = embedder_spec(settings["faces"].get("embedder", "dlib")).group_pair_similarity
     cluster_of = cluster_trajectories(faces, tracks, threshold, kept, pair_threshold)
     clusters = write_clusters(out, tracks, cluster_of, shot_of_face, threshold, floors, junk)
-    embedder = settings["faces"].get("embedder", "dlib")
     summary: dict[str, Any] = dict(
         format_version=FORMAT_VERSION,
         film=metas[0]["film"],
