@@ -101,7 +101,9 @@ bench: setup
 # after issues 14-17 (corpus named demo_corpus, cover at x264 ultrafast: same row counts, new bytes); recorded again
 # later that day with the grouping's new linkage (cosine of means plus a face-pair threshold: individuals,
 # similarities and unique faces change by design: one face of the Hamilton singer rejoins him, 9 individuals become
-# 8), on the 2-core AMD EPYC VM. Float results
+# 8), on the 2-core AMD EPYC VM; recorded again when tracks with no voting face began to be attached (one face of the
+# Hamilton clip, a second box on a woman's head in the three participant videos cut from it, joins her individual:
+# one more unique face; checked on the crops). Float results
 # depend on the CPU's instruction set, so compare on the machine kind the digest was made on.
 same-results: setup
 	rm -rf runs/same-results

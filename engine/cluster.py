@@ -6,7 +6,8 @@ video are two people (cannot-link), and so is every pair of groups that would co
 
 Votes. Only faces whose quality reaches the floor vote (``engine.faces.quality``): a blurred, tiny or turned face
 neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
-a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face gets no individual.
+a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face is not grouped; after the
+grouping it takes the individual its faces clearly match, without voting (:func:`attach_tracks`), or none.
 
 Similarity. Descriptors are L2-normalised. Two groups merge when both of these reach their thresholds:
 
@@ -47,8 +48,13 @@ import torch
 from engine.index import pairs_above
 from engine.types import TrackPairs as Pairs
 
-__all__ = ["group_tracks", "similar_pairs", "track_sums", "voting_weights"]
+__all__ = ["attach_tracks", "group_tracks", "similar_pairs", "track_sums", "voting_weights"]
 
+#: A track with no voting face takes an individual only when its faces' mean pairwise cosine with that individual is
+#: at least this much above their mean pairwise cosine with the next one (``attach_tracks``). Measured on the labelled
+#: sets (``benchmarks/RESULTS.md``, 2026-12-06, sixth session): every right attachment with hse cleared it by 0.117 or
+#: more; with dlib the wrong ones were within 0.033 and the right ones 0.059-0.068 ahead.
+ATTACH_MARGIN = 0.05
 #: A face votes only when its cosine to its track's weighted mean direction is at least this much below the
 #: track's median cosine at most (robust to a minority of faces of another person or of no face).
 OUTLIER_MARGIN = 0.25
@@ -201,3 +207,57 @@ def group_tracks(
         r = groups.root(t)
         out.append(ids.setdefault(r, len(ids)) if mass_list[r] > 0 else -1)
     return torch.tensor(out, dtype=torch.long)
+
+
+def attach_tracks(
+    individual: torch.Tensor,
+    vote_sums: torch.Tensor,
+    vote_mass: torch.Tensor,
+    face_sums: torch.Tensor,
+    face_count: torch.Tensor,
+    threshold: float,
+    pair_threshold: float,
+    cannot_link: Iterable[tuple[int, int]] = (),
+    margin: float = ATTACH_MARGIN,
+) -> torch.Tensor:
+    """``individual`` ``[T]`` with tracks that had no voting face (-1) given the individual their faces clearly match.
+
+    Such a track (only tiny, blurred or turned faces) neither starts, links nor votes: the individuals stay those
+    the good faces made, and their sums do not change. It *takes* an individual when, against that individual's
+    voting faces (``vote_sums``/``vote_mass`` per track, summed per individual), its faces (``face_sums``: the sum
+    of its unit descriptors, ``face_count`` faces) reach the grouping's own two thresholds (cosine of the mean
+    directions, mean pairwise cosine) and their mean pairwise cosine beats the next individual's by ``margin``;
+    never an individual holding a track it cannot-links with (nor one a track attached before it cannot-links
+    with). When two individuals are about as close, the track stays without one: apart when unsure.
+    """
+    out = individual.clone().cpu()
+    n = int(out.max()) + 1 if out.numel() else 0
+    loose = (out < 0) & (face_count.cpu() > 0)
+    if n == 0 or not bool(loose.any()):
+        return out
+    owned = out >= 0
+    sums = torch.zeros((n, vote_sums.shape[1]), dtype=torch.float64)
+    sums.index_add_(0, out[owned], vote_sums.cpu()[owned].double())
+    mass = torch.zeros(n, dtype=torch.float64).index_add_(0, out[owned], vote_mass.cpu()[owned].double())
+    tracks = loose.nonzero().flatten()
+    mine = face_sums.cpu()[tracks].double()
+    pair = (mine @ sums.T) / (face_count.cpu()[tracks].double()[:, None] * mass.clamp(min=1e-12)[None])
+    means = (mine @ sums.T) / (mine.norm(dim=1)[:, None] * sums.norm(dim=1)[None]).clamp(min=1e-24)
+    partners: dict[int, set[int]] = {}
+    for x, y in cannot_link:
+        partners.setdefault(x, set()).add(y)
+        partners.setdefault(y, set()).add(x)
+    for i, t in enumerate(tracks.tolist()):  # individuals the track already cannot-links with
+        blocked = [int(out[u]) for u in partners.get(t, ()) if out[u] >= 0]
+        pair[i, blocked] = -2.0
+    top = pair.topk(min(2, n), dim=1)
+    second = top.values[:, 1] if n > 1 else torch.full((len(tracks),), -2.0, dtype=torch.float64)
+    best = top.indices[:, 0]
+    fit = (top.values[:, 0] >= pair_threshold) & (means.gather(1, best[:, None])[:, 0] >= threshold)
+    fit &= top.values[:, 0] - second >= margin
+    order = torch.argsort(top.values[:, 0], descending=True)
+    for i in order[fit[order]].tolist():  # closest first; a track attached before may now cannot-link
+        t, k = int(tracks[i]), int(best[i])
+        if all(int(out[u]) != k for u in partners.get(t, ())):
+            out[t] = k
+    return out

@@ -1,12 +1,13 @@
 """Individuals from tracks: votes, candidate pairs and constrained centroid linkage (must-link, cannot-link, no
-chaining through one bad pair, a varied person kept whole, a pair threshold that a short mean cannot pass)."""
+chaining through one bad pair, a varied person kept whole, a pair threshold that a short mean cannot pass), and
+tracks with no vote taking an individual only when they clearly match one."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from engine.cluster import group_tracks, similar_pairs, track_sums, voting_weights
+from engine.cluster import attach_tracks, group_tracks, similar_pairs, track_sums, voting_weights
 
 
 def _faces(n_people: int, tracks_each: int, faces_each: int, noise: float, seed: int = 0):
@@ -149,3 +150,57 @@ def test_pairs_carry_the_cosine_of_the_means() -> None:
     # Faces' mean pairwise cosine (0.6 + 0.8) / 2 = 0.7 reaches the floor; the means' cosine is 1.4 / sqrt(2).
     assert pairs.a.tolist() == [0] and pairs.b.tolist() == [1]
     assert abs(float(pairs.cosine[0]) - 1.4 / 2**0.5) < 1e-6
+
+
+def _attach(unit, track, n_tracks, quality, cannot=(), threshold=0.5, pair_threshold=0.3, margin=0.05):
+    """Group on the faces over the floor (0.5), then attach the tracks with no vote; (before, after)."""
+    votes = voting_weights(track, unit, quality, 0.5)
+    sums, mass = track_sums(track, unit, votes, n_tracks)
+    pairs = similar_pairs(sums, mass, floor=0.0)
+    before = group_tracks(sums, mass, pairs, threshold, cannot, (), pair_threshold)
+    face_sums, count = track_sums(track, unit, torch.ones(len(unit)), n_tracks)
+    after = attach_tracks(before, sums, mass, face_sums, count, threshold, pair_threshold, cannot, margin)
+    return before, after
+
+
+def test_tracks_with_no_vote_take_the_individual_they_clearly_match() -> None:
+    unit, track, person = _faces(3, 3, 4, 0.6, seed=3)
+    quality = torch.ones(len(unit))
+    quality[track % 3 == 2] = 0.1  # the third track of each person has no face over the floor
+    before, after = _attach(unit, track, 9, quality)
+    assert bool((before[2::3] == -1).all()) and bool((before[::3] >= 0).all())
+    # Each takes its person's individual; the individuals themselves are those the good faces made.
+    assert torch.equal(after[:, None] == after[None, :], person[:, None] == person[None, :])
+    assert torch.equal(after[before >= 0], before[before >= 0])
+
+
+def test_a_track_between_two_individuals_or_far_from_all_stays_without_one() -> None:
+    e = torch.eye(4)
+    c45 = 2**-0.5
+    unit = torch.stack([
+        e[0], e[0],  # track 0: P (votes)
+        e[1], e[1],  # track 1: Q (votes)
+        c45 * e[0] + c45 * e[1],  # track 2, no vote: as close to P as to Q
+        e[2],  # track 3, no vote: nobody
+        0.95 * e[0] + 0.31 * e[2],  # track 4, no vote: clearly P
+    ])  # fmt: skip
+    track = torch.tensor([0, 0, 1, 1, 2, 3, 4])
+    quality = torch.tensor([1.0, 1, 1, 1, 0, 0, 0])
+    before, after = _attach(unit, track, 5, quality, threshold=0.6, pair_threshold=0.6)
+    assert before.tolist() == [0, 1, -1, -1, -1]
+    assert after.tolist() == [0, 1, -1, -1, 0]
+    # With no margin asked, the tie still does not link P and Q: a track with no vote joins one individual at most.
+    _, tie = _attach(unit, track, 5, quality, threshold=0.6, pair_threshold=0.6, margin=0.0)
+    assert tie[0] != tie[1]
+
+
+def test_attaching_respects_cannot_links_with_members_and_with_tracks_attached_before() -> None:
+    e = torch.eye(3)
+    unit = torch.stack([e[0], e[0], 0.99 * e[0] + 0.14 * e[1], 0.97 * e[0] + 0.24 * e[1], e[2]])
+    track = torch.tensor([0, 0, 1, 2, 3])
+    quality = torch.tensor([1.0, 1, 0, 0, 1])
+    # Tracks 1 and 2 (no vote) both look like track 0's person, but were seen in one frame.
+    _, after = _attach(unit, track, 4, quality, cannot=[(1, 2)])
+    assert after[:3].tolist() == [0, 0, -1]  # the closer one takes the individual, the other stays apart
+    _, member = _attach(unit, track, 4, quality, cannot=[(0, 1)])
+    assert member[1] == -1 and member[2] == 0  # track 1 was seen beside a member of that individual

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.cluster import group_tracks, similar_pairs, track_sums, voting_weights
+from engine.cluster import attach_tracks, group_tracks, similar_pairs, track_sums, voting_weights
 from engine.config import ClusterSettings
 from engine.config.sections import ManualMerge, video_matches
 from engine.dedup import duplicates_to_remove, hex_to_hashes
@@ -121,7 +121,8 @@ def group_individuals(
     faces: StoredFaces, clustering: ClusterSettings, embedder: str, device: str = "cpu"
 ) -> Individuals:
     """The individuals of a challenge's stored faces (see ``engine.cluster``), then PHash duplicates within each
-    individual. Faces of a track with no voting face get individual -1 (none) and are never deduplicated."""
+    individual. A track with no voting face takes the individual its faces clearly match, without voting
+    (``engine.cluster.attach_tracks``), or none: its faces get individual -1 and are never deduplicated."""
     g = grouping_for(embedder, clustering)
     track_key: dict[tuple[int, int], int] = {}
     pairs_vt = zip(faces.video.tolist(), faces.track.tolist(), strict=True)
@@ -135,6 +136,8 @@ def group_individuals(
     conflicts = frame_conflicts(faces, face_track) | set(track_pairs(clustering.keep_apart, faces, keys))
     must = track_pairs(clustering.manual_merges, faces, keys)
     individual = group_tracks(sums, mass, pairs, g.threshold, conflicts, must, g.pair_threshold)
+    face_sums, count = track_sums(on_device, unit, torch.ones_like(votes), len(keys))
+    individual = attach_tracks(individual, sums, mass, face_sums, count, g.threshold, g.pair_threshold, conflicts)
     face_individual = individual[face_track]
     drop = duplicates_to_remove(faces.phash, groups=face_individual).cpu() | (face_individual < 0)
     names = [(faces.videos[v], t) for v, t in keys]

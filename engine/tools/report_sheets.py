@@ -136,6 +136,7 @@ def no_individual(store: ObjectStore, timeline: list[Row], name_of: dict[str, st
         "<h2>Faces with no individual</h2>",
         f'<div class="ind" style="border-left:6px solid {NO_INDIVIDUAL_COLOUR}">{len(faces)} faces in {len(best)} '
         "track(s) belong to no individual: no face of their track was good enough to vote (too small, blurred, "
-        "turned away or badly exposed), so the track was not grouped. They are not among the unique faces and not in "
+        "turned away or badly exposed), so the track was not grouped, and its faces matched no individual clearly "
+        "enough to take one. They are not among the unique faces and not in "
         f'the export. The best face of each such track, best first:<div class="sheet">{thumbs}</div></div>',
     ]
