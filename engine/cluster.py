@@ -219,6 +219,7 @@ def attach_tracks(
     pair_threshold: float,
     cannot_link: Iterable[tuple[int, int]] = (),
     margin: float = ATTACH_MARGIN,
+    block_elements: int = 2**24,
 ) -> torch.Tensor:
     """``individual`` ``[T]`` with tracks that had no voting face (-1) given the individual their faces clearly match.
 
@@ -228,36 +229,41 @@ def attach_tracks(
     of its unit descriptors, ``face_count`` faces) reach the grouping's own two thresholds (cosine of the mean
     directions, mean pairwise cosine) and their mean pairwise cosine beats the next individual's by ``margin``;
     never an individual holding a track it cannot-links with (nor one a track attached before it cannot-links
-    with). When two individuals are about as close, the track stays without one: apart when unsure.
+    with). When two individuals are about as close, the track stays without one: apart when unsure. Computed on
+    the tensors' device in row blocks of at most ``block_elements`` similarities (memory bounded whatever the
+    numbers of tracks and individuals).
     """
     out = individual.clone().cpu()
     n = int(out.max()) + 1 if out.numel() else 0
-    loose = (out < 0) & (face_count.cpu() > 0)
-    if n == 0 or not bool(loose.any()):
+    loose = ((out < 0) & (face_count.cpu() > 0)).nonzero().flatten()
+    if n == 0 or len(loose) == 0:
         return out
-    owned = out >= 0
-    sums = torch.zeros((n, vote_sums.shape[1]), dtype=torch.float64)
-    sums.index_add_(0, out[owned], vote_sums.cpu()[owned].double())
-    mass = torch.zeros(n, dtype=torch.float64).index_add_(0, out[owned], vote_mass.cpu()[owned].double())
-    tracks = loose.nonzero().flatten()
-    mine = face_sums.cpu()[tracks].double()
-    pair = (mine @ sums.T) / (face_count.cpu()[tracks].double()[:, None] * mass.clamp(min=1e-12)[None])
-    means = (mine @ sums.T) / (mine.norm(dim=1)[:, None] * sums.norm(dim=1)[None]).clamp(min=1e-24)
+    device = face_sums.device
+    owner = out.to(device)
+    owned = owner >= 0
+    sums = torch.zeros((n, face_sums.shape[1]), device=device).index_add_(0, owner[owned], vote_sums[owned].float())
+    mass = torch.zeros(n, device=device).index_add_(0, owner[owned], vote_mass[owned].float())
+    proto, direction = sums / mass.clamp(min=1e-12)[:, None], torch.nn.functional.normalize(sums, dim=1)
     partners: dict[int, set[int]] = {}
     for x, y in cannot_link:
         partners.setdefault(x, set()).add(y)
         partners.setdefault(y, set()).add(x)
-    for i, t in enumerate(tracks.tolist()):  # individuals the track already cannot-links with
-        blocked = [int(out[u]) for u in partners.get(t, ()) if out[u] >= 0]
-        pair[i, blocked] = -2.0
-    top = pair.topk(min(2, n), dim=1)
-    second = top.values[:, 1] if n > 1 else torch.full((len(tracks),), -2.0, dtype=torch.float64)
-    best = top.indices[:, 0]
-    fit = (top.values[:, 0] >= pair_threshold) & (means.gather(1, best[:, None])[:, 0] >= threshold)
-    fit &= top.values[:, 0] - second >= margin
-    order = torch.argsort(top.values[:, 0], descending=True)
-    for i in order[fit[order]].tolist():  # closest first; a track attached before may now cannot-link
-        t, k = int(tracks[i]), int(best[i])
+    found: list[tuple[float, int, int]] = []  # (mean pairwise cosine, track, individual) of each fitting track
+    step = max(1, block_elements // n)
+    for i in range(0, len(loose), step):
+        rows = loose[i : i + step]
+        mine = face_sums[rows.to(device)].float()
+        pair = (mine / face_count[rows.to(device)].float()[:, None]) @ proto.T
+        for r, t in enumerate(rows.tolist()):  # individuals the track already cannot-links with
+            if t in partners:
+                pair[r, [int(out[u]) for u in partners[t] if out[u] >= 0]] = -2.0
+        top = pair.topk(min(2, n), dim=1)
+        best, first = top.indices[:, 0], top.values[:, 0]
+        second = top.values[:, 1] if n > 1 else torch.full_like(first, -2.0)
+        means = (torch.nn.functional.normalize(mine, dim=1) * direction[best]).sum(1)
+        fit = ((first >= pair_threshold) & (means >= threshold) & (first - second >= margin)).cpu()
+        found += zip(first.cpu()[fit].tolist(), rows[fit].tolist(), best.cpu()[fit].tolist(), strict=True)
+    for _, t, k in sorted(found, key=lambda f: (-f[0], f[1])):  # closest first; one attached before may cannot-link
         if all(int(out[u]) != k for u in partners.get(t, ())):
             out[t] = k
     return out

@@ -152,14 +152,14 @@ def test_pairs_carry_the_cosine_of_the_means() -> None:
     assert abs(float(pairs.cosine[0]) - 1.4 / 2**0.5) < 1e-6
 
 
-def _attach(unit, track, n_tracks, quality, cannot=(), threshold=0.5, pair_threshold=0.3, margin=0.05):
+def _attach(unit, track, n_tracks, quality, cannot=(), threshold=0.5, pair_threshold=0.3, margin=0.05, block=2**24):
     """Group on the faces over the floor (0.5), then attach the tracks with no vote; (before, after)."""
     votes = voting_weights(track, unit, quality, 0.5)
     sums, mass = track_sums(track, unit, votes, n_tracks)
     pairs = similar_pairs(sums, mass, floor=0.0)
     before = group_tracks(sums, mass, pairs, threshold, cannot, (), pair_threshold)
     face_sums, count = track_sums(track, unit, torch.ones(len(unit)), n_tracks)
-    after = attach_tracks(before, sums, mass, face_sums, count, threshold, pair_threshold, cannot, margin)
+    after = attach_tracks(before, sums, mass, face_sums, count, threshold, pair_threshold, cannot, margin, block)
     return before, after
 
 
@@ -172,6 +172,8 @@ def test_tracks_with_no_vote_take_the_individual_they_clearly_match() -> None:
     # Each takes its person's individual; the individuals themselves are those the good faces made.
     assert torch.equal(after[:, None] == after[None, :], person[:, None] == person[None, :])
     assert torch.equal(after[before >= 0], before[before >= 0])
+    # Row blocks of one track at a time (3 individuals, 3 similarities per block) give the same answer.
+    assert torch.equal(_attach(unit, track, 9, quality, block=3)[1], after)
 
 
 def test_a_track_between_two_individuals_or_far_from_all_stays_without_one() -> None:
