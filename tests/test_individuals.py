@@ -1,5 +1,5 @@
-"""The challenge-wide grouping on stored faces: constraints from frames and from the TOML, votes by quality, and a
-database made by an older version brought up to the current tables."""
+"""The challenge-wide grouping on stored faces: constraints from frames and from the TOML, votes by quality, tracks
+with no vote attached, and a database made by an older version brought up to the current tables."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def test_manual_merge_and_quality_votes() -> None:
     assert ind.voted.tolist() == [True, True, False, False]
     merged = ClusterSettings(min_quality=0.0, manual_merges=(ManualMerge("a.mp4", 0, "bbbbbbbb", 0),))
     assert group_individuals(faces, merged, "hse").count == 1
+
+
+def test_a_track_with_no_vote_takes_the_individual_its_faces_match_unless_kept_apart() -> None:
+    # Video b's track is person 0 again, every face under the floor: it is attached to person 0 without voting.
+    faces = _stored([0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0], [0, 1, 0, 1, 0, 1],
+                    quality=torch.tensor([1.0, 1, 1, 1, 0.01, 0.01]))  # fmt: skip
+    ind = group_individuals(faces, ClusterSettings(), "hse")
+    assert ind.count == 2 and ind.of_face[4] == ind.of_face[5] == ind.of_face[0] != ind.of_face[2]
+    assert ind.voted.tolist() == [True, True, True, True, False, False]
+    # A keep_apart with a track of that individual leaves it alone (person 1 is far from it).
+    apart = ClusterSettings(keep_apart=(ManualMerge("a.mp4", 0, "b.mp4", 0),))
+    assert group_individuals(faces, apart, "hse").of_face.tolist()[4:] == [-1, -1]
 
 
 def test_two_boxes_on_one_head_are_not_two_people() -> None:
