@@ -28,7 +28,8 @@ Both embedders:
   (:func:`engine_grouping`): the tracker with the embedder's appearance gate and the shot cuts found in the sampled
   frames, then ``engine.pipeline.individuals.group_individuals`` (votes of the faces over the quality floor,
   constrained centroid linkage at the embedder's ``group_similarity`` ``c``); each face gets its track's individual,
-  or none when its track had no face good enough to vote (scored as unassigned, see ``score.py``).
+  or none when its track had no face good enough to vote and matched no individual clearly (scored as unassigned,
+  see ``score.py``).
   ``engine tracks only`` scores the tracks alone; ``engine @ cos t`` the same grouping at other thresholds, to show
   where the default sits (it was chosen from these rows on every labelled clip, see RESULTS.md).
 
@@ -108,7 +109,7 @@ def engine_grouping(
     """(individual, track) of each face exactly as a challenge run of this one clip computes them: the tracker
     with the embedder's appearance gate and the shot cuts of ``frames.csv``, then
     ``engine.pipeline.individuals.group_individuals`` with the faces' quality. A face with no individual (its
-    track had no face good enough to vote) is its own singleton ``("none", i)``."""
+    track had no face good enough to vote and was not attached) is its own singleton ``("none", i)``."""
     import torch
 
     from engine.config import ClusterSettings

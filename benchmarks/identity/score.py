@@ -10,9 +10,9 @@
   right or wrong about); how a method treats them is not measured here. ``exclude_views`` drops faces by their
   ``view`` column as well (e.g. ``partial``: faces cut by the frame edge or seen from behind).
 - A face with no cluster (``None``, a negative id or a ``("none", ...)`` tuple: DBSCAN noise, or the engine's faces
-  whose track had no face good enough to vote) is *unassigned*: its own singleton cluster for purity and B-cubed
-  (so it costs recall), not a cluster a person is split into for clusters per person; ``assigned`` is the share of
-  scored faces that are in a cluster.
+  whose track had no face good enough to vote and was not attached to an individual) is *unassigned*: its own
+  singleton cluster for purity and B-cubed (so it costs recall), not a cluster a person is split into for clusters
+  per person; ``assigned`` is the share of scored faces that are in a cluster.
 - **False detections** (optional view): each ``no_face`` face is scored as a class of its own, so a method that
   groups hands or plates with a person pays for it in precision and purity, and one that leaves them alone does not.
 - **Purity**: each cluster counts its most frequent person; the sum over clusters divided by the scored faces.
