@@ -103,7 +103,9 @@ bench: setup
 # similarities and unique faces change by design: one face of the Hamilton singer rejoins him, 9 individuals become
 # 8), on the 2-core AMD EPYC VM; recorded again when tracks with no voting face began to be attached (one face of the
 # Hamilton clip, a second box on a woman's head in the three participant videos cut from it, joins her individual:
-# one more unique face; checked on the crops). Float results
+# one more unique face; checked on the crops); and again when the HSE embedder moved to ONNX Runtime on CPUs (the
+# faces' descriptors and the similarities' cosines change in the last float bits; every other table is the same).
+# Float results
 # depend on the CPU's instruction set, so compare on the machine kind the digest was made on.
 same-results: setup
 	rm -rf runs/same-results

@@ -160,6 +160,20 @@ def test_embedder_tells_obama_from_biden(hse_files: tuple[Path, Path], shared_da
     assert same < other, (same, other)
 
 
+def test_onnx_runtime_equals_torch_on_the_reference_crops(hse_files: tuple[Path, Path], golden) -> None:  # noqa: ANN001
+    """The CPU default (ONNX Runtime on the exported graph) gives torch's descriptors, batched and one by one."""
+    pytest.importorskip("onnxruntime")
+    from engine.faces.embed_hse import HSEEmbedder
+
+    ort, eager = HSEEmbedder("cpu", "fp32", hse_files), HSEEmbedder("cpu", "fp32", hse_files, backend="torch")
+    assert (ort.backend, eager.backend) == ("onnxruntime", "torch")
+    crops = torch.from_numpy(golden["crops"].copy()).permute(0, 3, 1, 2)  # RGB 0..255, NCHW
+    got, want = ort.embed_crops(crops), eager.embed_crops(crops)
+    assert got.shape == want.shape == (len(crops), 1024)
+    assert float((got - want).abs().max()) <= 1e-5
+    assert float((ort.embed_crops(crops[:1]) - got[:1]).abs().max()) <= 1e-6
+
+
 def test_crops_of_several_faces_per_frame_equal_one_frame_at_a_time() -> None:
     """One grid_sample over every frame with a face equals cropping each frame's faces on their own."""
     from engine.faces.detect import Detections

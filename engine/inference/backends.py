@@ -1,12 +1,14 @@
-"""Where the two networks run: torch, ONNX Runtime (CPUs) or TensorRT (CUDA GPUs).
+"""Where the networks run: torch, ONNX Runtime (CPUs) or TensorRT (CUDA GPUs).
 
 The networks are written in torch (``engine.models``) and torch runs them everywhere. On a CPU, ONNX Runtime runs
 the same graphs, exported once at load (:mod:`engine.inference.onnx_export`), with its fused convolution + activation
 kernels:
 on the project's 2-core Xeon (``benchmarks/test_backends_bench.py``, one thread) RetinaFace took 22.9 instead of
 25.4 CPU-ms per 720×1280 frame and the face ResNet 4.2 instead of 5.5 per face, with the same detections and
-descriptors. On a GPU the frames stay on the device, so ONNX Runtime's CPU provider is never used there; TensorRT
-is used for the detector when it is installed (:mod:`engine.inference.tensorrt`).
+descriptors; the HSE MobileNet (the default embedder, depthwise convolutions) runs 1.3-1.7x as fast as in torch
+at batches of 7-16 faces on the 2-core AMD EPYC VM (``benchmarks/hse_parity_speed.py``; descriptors within 1e-5).
+On a GPU the frames stay on the device, so ONNX Runtime's CPU provider is never used there; TensorRT is used for
+the detector when it is installed (:mod:`engine.inference.tensorrt`).
 
 ``auto`` picks ONNX Runtime on a CPU when it is installed and the network runs in fp32 (bf16 stays in torch's
 oneDNN), TensorRT on CUDA when it is installed, torch otherwise.

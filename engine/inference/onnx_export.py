@@ -1,4 +1,4 @@
-"""ONNX export of the two networks (raw outputs), for ONNX Runtime on CPUs and for building TensorRT engines."""
+"""ONNX export of the networks (raw outputs), for ONNX Runtime on CPUs and for building TensorRT engines."""
 
 from __future__ import annotations
 
@@ -75,6 +75,20 @@ def dlib_resnet_onnx(model: torch.nn.Module, out: str | Path | None = None, opse
         "chips",
         ("descriptors",),
         {"chips": {0: "batch"}, "descriptors": {0: "batch"}},
+        out,
+        opset,
+    )
+
+
+def hse_mobilenet_onnx(model: torch.nn.Module, out: str | Path | None = None, opset: int = 17) -> bytes:
+    """The HSE face network with a dynamic batch; input is BGR-minus-VGG-means float crops ``[N, 3, 224, 224]``,
+    output the raw (not normalised) 1024-d descriptors."""
+    return export_onnx(
+        model,
+        torch.zeros(1, 3, 224, 224),
+        "crops",
+        ("descriptors",),
+        {"crops": {0: "batch"}, "descriptors": {0: "batch"}},
         out,
         opset,
     )
