@@ -213,9 +213,11 @@ class FaceDetector:
         self.backend = resolve_backend(backend, self.device, self.dtype)
         self._ort: OrtForward | None = None
         if self.backend == "onnxruntime":
+            from engine.inference.onnx_cache import cached_ort_forward, probe_input
             from engine.inference.onnx_export import retinaface_onnx
 
-            self._ort = OrtForward(retinaface_onnx(self.model))
+            probe = probe_input((1, 3, 64, 96), -128.0, 152.0)  # BGR minus the means
+            self._ort = cached_ort_forward(self.model, retinaface_onnx, probe)
         self._plans: dict[tuple[int, int], Forward | None] = {}
         self._torch = maybe_compiled(self.model, self.device)
         #: Frames run through the network since loading (rotated retries included): the bench's detector passes.

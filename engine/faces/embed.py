@@ -41,9 +41,10 @@ class FaceEmbedder:
         self.backend = "torch" if self.backend == "tensorrt" else self.backend
         self._ort: OrtForward | None = None
         if self.backend == "onnxruntime":
+            from engine.inference.onnx_cache import cached_ort_forward, probe_input
             from engine.inference.onnx_export import dlib_resnet_onnx
 
-            self._ort = OrtForward(dlib_resnet_onnx(self.model))
+            self._ort = cached_ort_forward(self.model, dlib_resnet_onnx, probe_input((1, 3, 150, 150), 0.0, 255.0))
         self._torch = maybe_compiled(self.model, self.device)
 
     @torch.inference_mode()

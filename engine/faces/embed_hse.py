@@ -107,9 +107,11 @@ class HSEEmbedder:
         self.backend = "torch" if self.backend == "tensorrt" else self.backend
         self._ort: OrtForward | None = None
         if self.backend == "onnxruntime":
+            from engine.inference.onnx_cache import cached_ort_forward, probe_input
             from engine.inference.onnx_export import hse_mobilenet_onnx
 
-            self._ort = OrtForward(hse_mobilenet_onnx(self.model))
+            probe = probe_input((1, 3, 224, 224), -124.0, 152.0)  # BGR minus the VGG means
+            self._ort = cached_ort_forward(self.model, hse_mobilenet_onnx, probe)
         self._torch = maybe_compiled(self.model, self.device)
 
     @torch.inference_mode()
