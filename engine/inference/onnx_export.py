@@ -67,28 +67,27 @@ def export_retinaface(
     return Path(out)
 
 
-def dlib_resnet_onnx(model: torch.nn.Module, out: str | Path | None = None, opset: int = 17) -> bytes:
-    """The face ResNet with a dynamic batch; input is float RGB chips ``[N, 3, 150, 150]`` (0..255)."""
+def descriptor_onnx(
+    model: torch.nn.Module, size: int, input_name: str, out: str | Path | None = None, opset: int = 17
+) -> bytes:
+    """An embedder with a dynamic batch: ``[N, 3, size, size]`` float input named ``input_name`` → ``descriptors``."""
     return export_onnx(
         model,
-        torch.zeros(1, 3, 150, 150),
-        "chips",
+        torch.zeros(1, 3, size, size),
+        input_name,
         ("descriptors",),
-        {"chips": {0: "batch"}, "descriptors": {0: "batch"}},
+        {input_name: {0: "batch"}, "descriptors": {0: "batch"}},
         out,
         opset,
     )
+
+
+def dlib_resnet_onnx(model: torch.nn.Module, out: str | Path | None = None, opset: int = 17) -> bytes:
+    """The face ResNet; input is float RGB chips ``[N, 3, 150, 150]`` (0..255)."""
+    return descriptor_onnx(model, 150, "chips", out, opset)
 
 
 def hse_mobilenet_onnx(model: torch.nn.Module, out: str | Path | None = None, opset: int = 17) -> bytes:
-    """The HSE face network with a dynamic batch; input is BGR-minus-VGG-means float crops ``[N, 3, 224, 224]``,
-    output the raw (not normalised) 1024-d descriptors."""
-    return export_onnx(
-        model,
-        torch.zeros(1, 3, 224, 224),
-        "crops",
-        ("descriptors",),
-        {"crops": {0: "batch"}, "descriptors": {0: "batch"}},
-        out,
-        opset,
-    )
+    """The HSE face network; input is BGR-minus-VGG-means float crops ``[N, 3, 224, 224]``, output the raw (not
+    normalised) 1024-d descriptors."""
+    return descriptor_onnx(model, 224, "crops", out, opset)
