@@ -17,7 +17,7 @@ from engine.store.schema import Face, FaceFinalInd, FaceIntraInd, Frame, Run, Si
 from engine.tools.export import export_dataset
 from engine.tools.report import grouping_of, write_report
 from engine.tools.report_pairs import toml_string, video_refs
-from engine.tools.report_sheets import NON_VOTING_LABEL
+from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL
 
 A, B = "a" * 64, "b" * 64
 #: (video, track, individual, voted, quality, time): one face each; face ids count from 1 in this order.
@@ -31,6 +31,7 @@ FACES = [
     (B, 2, None, False, 0.1, 2.0),  # no individual
     (B, 2, None, False, 0.05, 2.5),
     (B, 3, 2, True, None, 4.0),  # stored before quality was measured
+    (B, 4, 1, False, 0.05, 3.0),  # a track with no vote, attached to person 1
 ]
 SIMILARITIES = [(A, 0, B, 1, 0.41), (A, 1, B, 3, 0.53), (A, 0, A, 1, 0.32), (B, 1, A, 1, 0.31), (A, 1, B, 2, 0.9)]
 
@@ -96,6 +97,11 @@ def test_report_sections_order_and_fixes(db: Database, tmp_path: Path) -> None:
     main, strip = sheet.split(NON_VOTING_LABEL)
     assert _crops(main) == ["face-2", "face-5", "face-4", "face-1"]
     assert _crops(strip) == ["face-3"]
+    assert ATTACHED_LABEL not in _between(page, 'id="person-0"', "</div></div>")  # its tracks all voted
+    # Person 1's attached track: on its strip, and named under the sheet apart from the tracks that voted.
+    sheet1 = _between(page, 'id="person-1"', "</div></div>")
+    assert _crops(sheet1.split(NON_VOTING_LABEL)[1]) == ["face-10"]
+    assert f"{ATTACHED_LABEL}: b.mp4 track 4" in sheet1
     # Faces in no individual: apart, never on a person's sheet, grey on the timeline.
     alone = _between(page, "<h2>Faces with no individual</h2>", "<h2")
     assert _crops(alone) == ["face-7"]  # the best face of its one track
@@ -149,7 +155,7 @@ def test_missing_crop_and_names(db: Database, tmp_path: Path) -> None:
 
 def test_export_keeps_faces_with_an_individual(db: Database, tmp_path: Path) -> None:
     summary = export_dataset(db, DictStore(), "c", tmp_path / "ds", log=lambda _: None)
-    assert summary.faces == 7 and summary.missing_crops == 0
+    assert summary.faces == 8 and summary.missing_crops == 0
     with (tmp_path / "ds" / "labels.csv").open(newline="") as fh:
         individuals = [row["individual"] for row in csv.DictReader(fh)]
-    assert sorted(individuals) == ["0", "0", "0", "0", "0", "1", "2"]  # faces in no individual are not exported
+    assert sorted(individuals) == ["0", "0", "0", "0", "0", "1", "1", "2"]  # faces in no individual are not exported

@@ -27,6 +27,9 @@ NON_VOTING_SIZE = 12
 #: Tracks listed per individual (the video and track numbers a manual merge names).
 TRACKS_LISTED = 12
 NON_VOTING_LABEL = "did not vote: low quality or disagreeing with its track"
+#: Before the tracks of an individual none of whose faces voted: they joined it by likeness alone (or a manual
+#: merge), the first place to look when a face on the strip above is someone else (a ``keep_apart`` fixes it).
+ATTACHED_LABEL = "no face voted (attached by likeness)"
 NO_INDIVIDUAL_COLOUR = "#9e9e9e"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
@@ -88,6 +91,7 @@ def contact_sheets(
     tracks: dict[int, set[tuple[str, int]]] = defaultdict(set)
     for f in grouped:
         tracks[f["individual"]].add((f["video_sha256"], f["track"]))
+    voting_tracks = {(f["video_sha256"], f["track"]) for f in grouped if f["voted"]}
     body = ["<h2>Individuals</h2>"]
     order = sorted(set(crops) | set(faces_per_ind), key=lambda i: (-faces_per_ind[i], i))
     for ind in order:
@@ -104,12 +108,14 @@ def contact_sheets(
                 f"({non_voting[ind]} face(s))</span><br>{thumbs}</div>"
             )
         videos = {v for v, _ in tracks[ind]}
+        silent = tracks[ind] - voting_tracks  # attached by their faces' likeness alone (or merged by hand)
+        attached = f" · {ATTACHED_LABEL}: {_track_list(silent, name_of)}" if silent else ""
         body.append(
             f'<div class="ind" id="person-{ind}" style="border-left:6px solid {colour(ind)}"><b>person {ind}</b> · '
             f"{faces_per_ind[ind]} faces in {len(videos)} video(s), {len(tracks[ind])} track(s) · "
             f"{len(crops[ind])} unique · best quality first"
             f'<div class="sheet">{voted}</div>{strip}'
-            f'<div class="muted small">tracks: {_track_list(tracks[ind], name_of)}</div></div>'
+            f'<div class="muted small">tracks: {_track_list(tracks[ind], name_of)}{attached}</div></div>'
         )
     return body
 
