@@ -73,12 +73,12 @@ def _check_labels(row: dict[str, Any], face: dict[str, Any]) -> None:
 def test_imagefolder_loads_with_every_label(faces_db: Database, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     summary = export_dataset(faces_db, JpegStore(), "c", out, log=lambda _: None)
-    assert summary.per_prompt == {"smile": 3, NO_PROMPT: 4}
+    assert summary.per_prompt == {"smile": 3, NO_PROMPT: 5}
     ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache"))
     assert set(ds.column_names) == {"image", *METADATA_COLUMNS[1:]}  # no folder label: the prompt column is it
     assert isinstance(ds.features["image"], datasets.Image)
     expected = _expected(faces_db)
-    assert sorted(ds["face_id"]) == sorted(expected) and len(ds) == 7
+    assert sorted(ds["face_id"]) == sorted(expected) and len(ds) == 8
     for row in ds:
         face = expected[row["face_id"]]
         _check_labels(row, face)
