@@ -214,7 +214,7 @@ def load_embedder(name: str, device: str, precision: str, check: Check) -> Any:
     mean = model.mean.float()
     emb.model = model.to(emb.dtype)
     emb.model.mean = mean
-    emb.backend, emb._ort, emb._torch = "torch (weights carried in fp16)", None, emb.model
+    emb.backend, emb._net = "torch (weights carried in fp16)", emb.model
     return emb
 
 

@@ -250,13 +250,14 @@ def attach_tracks(
         partners.setdefault(y, set()).add(x)
     found: list[tuple[float, int, int]] = []  # (mean pairwise cosine, track, individual) of each fitting track
     step = max(1, block_elements // n)
+    of = out.tolist()
     for i in range(0, len(loose), step):
         rows = loose[i : i + step]
         mine = face_sums[rows.to(device)].float()
         pair = (mine / face_count[rows.to(device)].float()[:, None]) @ proto.T
         for r, t in enumerate(rows.tolist()):  # individuals the track already cannot-links with
             if t in partners:
-                pair[r, [int(out[u]) for u in partners[t] if out[u] >= 0]] = -2.0
+                pair[r, [of[u] for u in partners[t] if of[u] >= 0]] = -2.0
         top = pair.topk(min(2, n), dim=1)
         best, first = top.indices[:, 0], top.values[:, 0]
         second = top.values[:, 1] if n > 1 else torch.full_like(first, -2.0)
@@ -264,6 +265,6 @@ def attach_tracks(
         fit = ((first >= pair_threshold) & (means >= threshold) & (first - second >= margin)).cpu()
         found += zip(first.cpu()[fit].tolist(), rows[fit].tolist(), best.cpu()[fit].tolist(), strict=True)
     for _, t, k in sorted(found, key=lambda f: (-f[0], f[1])):  # closest first; one attached before may cannot-link
-        if all(int(out[u]) != k for u in partners.get(t, ())):
-            out[t] = k
-    return out
+        if all(of[u] != k for u in partners.get(t, ())):
+            of[t] = k
+    return torch.tensor(of, dtype=torch.long)

@@ -9,7 +9,8 @@ import torch
 
 from engine.faces.align import CPU_CHIP_BATCH, align_chips
 from engine.faces.detect import Detections
-from engine.inference.backends import OrtForward, maybe_compiled, resolve_backend
+from engine.inference.onnx_cache import embedder_forward, probe_input
+from engine.inference.onnx_export import dlib_resnet_onnx
 from engine.inference.precision import resolve_precision
 from engine.inference.runtime import tune_allocator
 from engine.models.dlib_resnet import load_dlib_resnet
@@ -36,24 +37,17 @@ class FaceEmbedder:
         self.model = load_dlib_resnet(weights, self.device)
         mean = self.model.mean.clone()
         self.model.to(self.dtype).mean = mean  # the input normalisation stays float32 (see DlibResNet.forward)
-        # No TensorRT engine for the embedder (the detector's is the one the design asks for): torch on CUDA.
-        self.backend = resolve_backend(backend, self.device, self.dtype)
-        self.backend = "torch" if self.backend == "tensorrt" else self.backend
-        self._ort: OrtForward | None = None
-        if self.backend == "onnxruntime":
-            from engine.inference.onnx_cache import cached_ort_forward, probe_input
-            from engine.inference.onnx_export import dlib_resnet_onnx
-
-            self._ort = cached_ort_forward(self.model, dlib_resnet_onnx, probe_input((1, 3, 150, 150), 0.0, 255.0))
-        self._torch = maybe_compiled(self.model, self.device)
+        probe = probe_input((1, 3, 150, 150), 0.0, 255.0)
+        self.backend, self._net = embedder_forward(
+            self.model, backend, self.device, self.dtype, dlib_resnet_onnx, probe
+        )
 
     @torch.inference_mode()
     def embed_chips(self, chips: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Descriptors ``[F, 128]`` of float or uint8 chips, ``batch`` chips per network call (default: 64 on a GPU,
         :data:`CPU_CHIP_BATCH` on a CPU, where larger calls only outgrow the caches)."""
         batch = batch or (64 if self.device.type == "cuda" else CPU_CHIP_BATCH)
-        net = (lambda c: self._ort(c)[0]) if self._ort is not None else self._torch  # OrtForward casts to fp32
-        out = [net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
+        out = [self._net(chips[i : i + batch].to(self.device)).float() for i in range(0, len(chips), batch)]
         return torch.cat(out) if out else torch.zeros((0, 128), device=self.device)
 
     def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.faces.detect import Detections
-from engine.inference.backends import OrtForward, maybe_compiled, resolve_backend
+from engine.inference.onnx_cache import embedder_forward, probe_input
+from engine.inference.onnx_export import hse_mobilenet_onnx
 from engine.inference.precision import resolve_precision
 from engine.models.hse_mobilenet import DESCRIPTOR_DIM, INPUT_SIZE, load_hse_mobilenet
 
@@ -102,27 +103,19 @@ class HSEEmbedder:
         self.dtype = resolve_precision(precision, self.device)
         self.model = load_hse_mobilenet(weights[0], weights[1], self.device).to(self.dtype)
         self.mean = torch.tensor(VGG_BGR_MEAN, device=self.device).view(1, 3, 1, 1)
-        # No TensorRT engine for the embedders (the detector's is the one the design asks for): torch on CUDA.
-        self.backend = resolve_backend(backend, self.device, self.dtype)
-        self.backend = "torch" if self.backend == "tensorrt" else self.backend
-        self._ort: OrtForward | None = None
-        if self.backend == "onnxruntime":
-            from engine.inference.onnx_cache import cached_ort_forward, probe_input
-            from engine.inference.onnx_export import hse_mobilenet_onnx
-
-            probe = probe_input((1, 3, 224, 224), -124.0, 152.0)  # BGR minus the VGG means
-            self._ort = cached_ort_forward(self.model, hse_mobilenet_onnx, probe)
-        self._torch = maybe_compiled(self.model, self.device)
+        probe = probe_input((1, 3, 224, 224), -124.0, 152.0)  # BGR minus the VGG means
+        self.backend, self._net = embedder_forward(
+            self.model, backend, self.device, self.dtype, hse_mobilenet_onnx, probe
+        )
 
     @torch.inference_mode()
     def embed_crops(self, crops: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Descriptors ``[F, 1024]`` of RGB crops ``[F, 3, 224, 224]`` (uint8 or float 0..255)."""
         batch = batch or (64 if self.device.type == "cuda" else 16)
-        net = (lambda x: self._ort(x)[0]) if self._ort is not None else self._torch  # OrtForward casts to fp32
         out = []
         for i in range(0, len(crops), batch):
             x = crops[i : i + batch].to(self.device, torch.float32).flip(1) - self.mean  # RGB → BGR, minus means
-            out.append(F.normalize(net(x.to(self.dtype)).float(), dim=1))
+            out.append(F.normalize(self._net(x.to(self.dtype)).float(), dim=1))
         return torch.cat(out) if out else torch.zeros((0, DESCRIPTOR_DIM), device=self.device)
 
     def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:

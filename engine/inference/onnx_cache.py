@@ -10,6 +10,8 @@ A name can still outlive the code that made it (a forward changed without new we
 only when it gives the network's own outputs on a fixed probe input (one small forward of each, milliseconds);
 otherwise, or when it cannot be read, the network is exported again and the file replaced. A folder that cannot be
 written only costs the export, said once in the log at debug level.
+
+:func:`embedder_forward` is where both embedders get their network's forward: this cache on a CPU, torch elsewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from engine.inference.backends import OrtForward
+from engine.inference.backends import OrtForward, maybe_compiled, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,22 @@ def cached_ort_forward(
     except OSError as exc:
         log.debug("could not keep the ONNX graph in %s (%s): it will be exported again next time", folder, exc)
     return OrtForward(data)
+
+
+def embedder_forward(
+    model: torch.nn.Module,
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    export: Callable[[torch.nn.Module], bytes],
+    probe: torch.Tensor,
+) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """An embedder network's backend and forward (one descriptor tensor out): ONNX Runtime on a CPU, from the graph
+    ``export`` makes (kept between runs, checked on ``probe``: :func:`cached_ort_forward`); torch elsewhere,
+    compiled on CUDA when asked. No TensorRT engine for the embedders (the detector's is the one the design asks
+    for): ``tensorrt`` runs them in torch."""
+    name = resolve_backend(backend, device, dtype)
+    if name == "onnxruntime":
+        ort = cached_ort_forward(model, export, probe)
+        return name, lambda x: ort(x)[0]  # OrtForward casts to fp32
+    return "torch", maybe_compiled(model, device)  # type: ignore[return-value]
