@@ -346,3 +346,16 @@ def test_cover_stage_encodes_only_what_will_be_stored(
     assert cover(box, set()) == (path, covered_box) and len(encodes) == 1  # left by an earlier run: reused
     path.unlink()
     assert cover(box, {key}, force=True)[0] == path and len(encodes) == 2  # --force: stored again, so encoded
+
+
+def test_cover_is_the_same_bytes_every_time(tmp_path: Path, hamilton: Path) -> None:
+    """Covering a video twice writes the same file (the stream and sequential paths must store the same object).
+    An even-sized box is the case that once was not: a blur radius of half the box read past it, into whatever
+    memory held, so each encode differed from the last."""
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-i", str(hamilton), "-t", "3", "-c", "copy", str(cut))
+    box = LogoBox(20, 20, 100, 60)
+    first = logo.cover_logo(cut, tmp_path / "first.mp4", box).read_bytes()
+    for attempt in range(2):
+        again = logo.cover_logo(cut, tmp_path / f"again{attempt}.mp4", box).read_bytes()
+        assert again == first, f"encode {attempt + 2} differs from the first"

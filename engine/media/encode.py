@@ -82,7 +82,9 @@ def encode_with_region_covered(
         raise ValueError(f"region x={x} y={y} w={w} h={h} is empty in the {video.width}x{video.height} frame")
     cw, ch = x1 - x0, y1 - y0
     if method == "blur":
-        luma_r, chroma_r = min(cw, ch) // 2, min(cw // 2, ch // 2) // 2
+        # A box of 2r + 1 pixels must fit in the plane: at r = len / 2 (even len, which FFmpeg's own check lets
+        # through) boxblur reads a pixel past the region, whatever memory holds, and the output changes run to run.
+        luma_r, chroma_r = (min(cw, ch) - 1) // 2, (min(cw // 2, ch // 2) - 1) // 2
         graph = (
             f"[0:v:0]split[base][src];[src]crop={cw}:{ch}:{x0}:{y0}:exact=1,"
             f"boxblur=luma_radius={luma_r}:luma_power={strength}:chroma_radius={chroma_r}:chroma_power={strength}"
