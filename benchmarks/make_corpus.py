@@ -104,6 +104,12 @@ def _media_file(entry: dict, mirror: Path | None, cache: Path, manifest: Path) -
         ) from exc
 
 
+#: FFmpeg's scaler flags for every picture the corpus builders write. ``bitexact`` + ``accurate_rnd`` make swscale
+#: take its C path: its SIMD paths round differently per CPU (the same scale gave other pixels on an AVX2 machine
+#: than without AVX2), so corpora built on two machines differed, and so did every result measured on them.
+SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
+
+
 def _ffmpeg(*args: str, stdin: bytes | None = None) -> bytes:
     proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], input=stdin, capture_output=True)
     if proc.returncode != 0:
@@ -182,7 +188,7 @@ def _plans(seed: int, n_videos: int, n_decoys: int, pictures: list[Path], max_tr
 def _picture_filter(picture: Path, fps: int) -> str:
     """Fit the clip's picture into a 720x1280 frame (full width, centred), so its faces stay large enough."""
     return (
-        f"setpts=PTS-STARTPTS,fps={fps},scale={WIDTH}:-2:flags=bicubic,"
+        f"setpts=PTS-STARTPTS,fps={fps},scale={WIDTH}:-2:flags={SWS_FLAGS},"
         f"pad={WIDTH}:{HEIGHT}:(ow-iw)/2:(oh-ih)/2,setsar=1"
     )
 
@@ -268,6 +274,7 @@ def _write_baseline(sound_src: Path, out: Path) -> Path:
     """The baseline: the sound's clip re-encoded (H.264 + AAC at 44.1 kHz)."""
     baseline = out / "baseline.mp4"
     _ffmpeg("-i", str(sound_src), "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+            "-sws_flags", SWS_FLAGS,
             "-c:a", "aac", "-b:a", "192k", "-ar", "44100", "-movflags", "+faststart", str(baseline))  # fmt: skip
     return baseline
 
@@ -345,7 +352,7 @@ def _encode(plan: _Plan, mixed: _Mix, out: Path, fps: int) -> None:
         "-f", "f32le", "-ar", str(plan.rate), "-ac", "2", "-i", "pipe:0",
         "-map", "0:v:0", "-map", "1:a:0", "-t", f"{mixed.duration:.6f}",
         "-vf", _picture_filter(plan.picture, fps),
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-pix_fmt", "yuv420p", "-sws_flags", SWS_FLAGS,
         "-c:a", "aac", "-b:a", "128k", "-ar", str(plan.rate), "-movflags", "+faststart",
         str(out / "videos" / plan.name),
         stdin=mixed.samples.contiguous().numpy().tobytes(),

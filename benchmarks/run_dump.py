@@ -4,7 +4,8 @@ layout changed no result.
 A dump holds every table but ``runs`` as rows without volatile columns (ids, run ids, timestamps), frame and face ids
 replaced by their natural keys, and every stored object as its key and sha256. ``digest`` reduces it to one sha256 per
 table and per object list, small enough to commit (``benchmarks/demo_run_digest.json``: first made from the code
-before the layout change of issue 12, made again after issue 13 changed the identity results by design).
+before the layout change of issue 12, made again after issue 13 changed the identity results by design, and
+whenever a change meant to change results landed: the Makefile's ``same-results`` comment lists each).
 
 Usage:
     python benchmarks/run_dump.py demo OUT_DIR            # builds the demo corpus, runs it, writes OUT_DIR/digest.json

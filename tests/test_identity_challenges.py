@@ -1,7 +1,9 @@
 """The identity challenges' mapping math, without any video: participant box and time to the source and back, the
 cut into parts on the engine's sample grid, and one-to-one IoU matching."""
 
+import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from benchmarks.identity.challenges import (
     nearest_time,
     part_starts,
 )
+from benchmarks.make_corpus import SWS_FLAGS
 
 
 def test_fit_landscape_is_full_width_and_centred() -> None:
@@ -108,3 +111,19 @@ def test_cross_video_pairs() -> None:
     # predicted cross-video pairs in x: (1,2), (2,4) -> 2, of which (1,2) is one person
     assert (p, r) == (pytest.approx(1 / 2), pytest.approx(1 / 3))
     assert cross_video_pairs(faces, [None, -1, None, None, None])[:2] == (pytest.approx(float("nan"), nan_ok=True), 0)
+
+
+def test_corpus_pictures_do_not_depend_on_the_cpu(tmp_path: Path, hamilton: Path) -> None:
+    """The corpus builders' scaling (``SWS_FLAGS``) gives the same pixels with FFmpeg's SIMD paths on or off (without
+    the bit-exact flags it does not: corpora, and every result measured on them, differed between machines)."""
+
+    def frames(*cpu: str, flags: str = SWS_FLAGS) -> str:
+        out = subprocess.run(
+            ["ffmpeg", "-v", "error", *cpu, "-i", str(hamilton), "-t", "1", "-vf",
+             f"scale=720:-2:flags={flags},pad=720:1280:(ow-iw)/2:(oh-ih)/2", "-pix_fmt", "yuv420p",
+             "-sws_flags", flags, "-f", "framemd5", "-"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+
+    assert frames() == frames("-cpuflags", "0")

@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.make_corpus import SWS_FLAGS
+
 if TYPE_CHECKING:
     import torch
 
@@ -271,7 +273,7 @@ class _Writer:
         cmd = [
             "ffmpeg", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}",
             "-r", f"{fps.numerator}/{fps.denominator}", "-i", "-",
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-sws_flags", SWS_FLAGS,
             "-movflags", "+faststart", str(path),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
