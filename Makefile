@@ -23,12 +23,14 @@ setup: $(VENV)/.installed
 # uv resolves and downloads in parallel and keeps a cache (about 1 min instead of 10+ with pip for the
 # CUDA-enabled torch stack); plain pip is the fallback when uv cannot be installed. face_recognition (the
 # parity oracle and benchmark peer) goes in without its deps: its `dlib` requirement would compile dlib, and
-# dlib-bin (dev extra) already provides the module.
+# dlib-bin (dev extra) already provides the module. Bytecode is compiled at install (uv does not by default, pip
+# does): where PYTHONDONTWRITEBYTECODE is set, as on this project's machines, every Python process would otherwise
+# compile torch's modules from source again, about 8 s of each CLI call's 16 (most of the test suite's time).
 $(VENV)/.installed: pyproject.toml | ffmpeg
 	$(PYTHON) -m venv $(VENV)
 	@if $(PY) -m pip install -qq uv 2>/dev/null; then \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev,distributed]' && \
-	  $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps face_recognition; \
+	  $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[dev,distributed]' && \
+	  $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) --no-deps face_recognition; \
 	else \
 	  $(PY) -m pip install -qq -e '.[dev,distributed]' && $(PY) -m pip install -qq --no-deps face_recognition; \
 	fi
@@ -59,6 +61,7 @@ else
 endif
 
 test: setup
+	$(PY) -m compileall -q engine benchmarks kernels cli.py
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # The pytest benchmarks, then `cli.py bench` (full pipeline vs face_recognition and our own unbatched models, one run,
