@@ -253,8 +253,9 @@ def attach_tracks(
     of = out.tolist()
     for i in range(0, len(loose), step):
         rows = loose[i : i + step]
-        mine = face_sums[rows.to(device)].float()
-        pair = (mine / face_count[rows.to(device)].float()[:, None]) @ proto.T
+        at = rows.to(device)
+        mine = face_sums[at].float()
+        pair = (mine / face_count[at].float()[:, None]) @ proto.T
         for r, t in enumerate(rows.tolist()):  # individuals the track already cannot-links with
             if t in partners:
                 pair[r, [of[u] for u in partners[t] if of[u] >= 0]] = -2.0
