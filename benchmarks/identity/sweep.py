@@ -1,6 +1,6 @@
 """The engine's grouping at every threshold on every labelled set at once: where one setting meets the targets.
 
-    .venv/bin/python -m benchmarks.identity.sweep [--embedder hse] [--vary threshold|pair] [--lo 0.58 --hi 0.70]
+    .venv/bin/python -m benchmarks.identity.sweep [--embedder hse] [--vary threshold|pair|quality] [--lo 0.58 --hi 0.70]
 
 Needs the outputs of ``benchmarks.identity.bench`` (the extracted clips under ``runs/identity/<clip>/`` and the
 challenge stores under ``runs/identity/challenges/``). For each clip, the grouping is recomputed exactly as a run of
@@ -8,11 +8,11 @@ that one video computes it (``peers.engine_grouping``); for each challenge, ``gr
 faces the pipeline stored (the same call the pipeline's cross-video step makes), at each value. A last set pools
 the three challenges into one (about 45 people from three unrelated sources, as one larger challenge would hold
 them): a grouping that merges across sources there holds several people in one individual. ``--vary`` picks the
-value swept: ``threshold`` (the cosine of two groups' mean directions) or ``pair`` (their faces' mean pairwise
-cosine); the other stays at the embedder's default. Each cell is purity / clusters per person / B-cubed F1,
-starred where purity >= 0.95 and at most 1.2 clusters per person; the last column counts the sets where both
-hold. It answers "is there a setting that meets the targets on every set?" directly, without choosing one per set
-with the labels.
+value swept: ``threshold`` (the cosine of two groups' mean directions), ``pair`` (their faces' mean pairwise
+cosine) or ``quality`` (the floor under which a face does not vote); the others stay at their defaults. Each
+cell is purity / clusters per person / B-cubed F1, starred where purity >= 0.95 and at most 1.2 clusters per
+person; the last column counts the sets where both hold. It answers "is there a setting that meets the targets
+on every set?" directly, without choosing one per set with the labels.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from benchmarks.identity.bench import CLIPS, CLUSTERS_TARGET, PURITY_TARGET
 from benchmarks.identity.peers import VIEWS, engine_grouping, load
 from benchmarks.identity.score import IGNORED, Scores, read_labels, score
 from engine.faces.embedders import embedder_spec
+from engine.faces.quality import QUALITY_FLOOR
 
 if TYPE_CHECKING:
     from engine.config import ClusterSettings
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "identity"
 LABELS = REPO / "benchmarks" / "identity"
+#: ``--vary`` choices and the ``ClusterSettings`` field each sweeps.
+SWEPT = {"threshold": "threshold", "pair": "pair_threshold", "quality": "min_quality"}
 
 
 def clip_scores(stem: str, embedder: str, settings: list[ClusterSettings]) -> list[Scores]:
@@ -116,15 +119,16 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--embedder", default="hse", choices=("hse", "dlib"))
-    ap.add_argument("--vary", default="threshold", choices=("threshold", "pair"), help="the value swept")
+    ap.add_argument("--vary", default="threshold", choices=tuple(SWEPT), help="the value swept")
     ap.add_argument("--lo", type=float, default=0.58)
     ap.add_argument("--hi", type=float, default=0.70)
     ap.add_argument("--step", type=float, default=0.01)
     ap.add_argument("--min-quality", type=float, default=None, help="the quality floor (default: the engine's)")
     a = ap.parse_args()
     values = [round(float(t), 4) for t in np.arange(a.lo, a.hi + a.step / 2, a.step)]
-    key = "threshold" if a.vary == "threshold" else "pair_threshold"
-    settings = [ClusterSettings(**{key: v}, min_quality=a.min_quality) for v in values]
+    key = SWEPT[a.vary]
+    fixed = {} if key == "min_quality" else {"min_quality": a.min_quality}
+    settings = [ClusterSettings(**{key: v}, **fixed) for v in values]
     columns: list[tuple[str, list[Scores]]] = []
     challenges = []
     for stem, _ in CLIPS:
@@ -133,13 +137,15 @@ def main() -> None:
         columns.append((f"challenge {stem}", stored_scores(a.embedder, *challenges[-1], settings)))
     pool = pooled(challenges, [stem for stem, _ in CLIPS])
     columns.append(("the three challenges pooled", stored_scores(a.embedder, *pool, settings)))
-    floor = "default" if a.min_quality is None else a.min_quality
     spec = embedder_spec(a.embedder)
-    other = (
-        f"pair threshold {spec.group_pair_similarity}" if key == "threshold" else f"threshold {spec.group_similarity}"
-    )
+    held = {
+        "threshold": f"threshold {spec.group_similarity}",
+        "pair_threshold": f"pair threshold {spec.group_pair_similarity}",
+        "min_quality": f"quality floor {QUALITY_FLOOR if a.min_quality is None else a.min_quality}",
+    }
+    other = ", ".join(v for k, v in held.items() if k != key)
     print(
-        f"engine grouping, {a.embedder}, {a.vary} swept, {other}, quality floor {floor}: purity / clusters per person"
+        f"engine grouping, {a.embedder}, {a.vary} swept, {other}: purity / clusters per person"
         f" / B-cubed F1 (* = purity >= {PURITY_TARGET} and <= {CLUSTERS_TARGET} clusters per person)\n"
     )
     print(f"| {a.vary} | " + " | ".join(name for name, _ in columns) + " | sets meeting both |")
