@@ -17,7 +17,7 @@ from engine.store.schema import Face, FaceFinalInd, FaceIntraInd, Frame, Run, Si
 from engine.tools.export import export_dataset
 from engine.tools.report import grouping_of, write_report
 from engine.tools.report_pairs import toml_string, video_refs
-from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL
+from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL, WEAK_INDIVIDUAL, WEAK_LABEL
 
 A, B = "a" * 64, "b" * 64
 #: (video, track, individual, voted, quality, time): one face each; face ids count from 1 in this order.
@@ -122,6 +122,18 @@ def test_report_sections_order_and_fixes(db: Database, tmp_path: Path) -> None:
     assert '{ video = "a.mp4", track = 0, at_s = S },  # S: the second where the face changes, within 1.0-4.0' in weak
     assert 'b.mp4", track = 1' not in weak  # seen once: nothing to split
     assert 'keep_apart = [\n  { video_a = "a.mp4", track_a = 0, video_b = "b.mp4", track_b = 1 },' in weak
+
+
+def test_individual_of_low_quality_faces_only_is_flagged(db: Database, tmp_path: Path) -> None:
+    """An individual whose best voting face is under WEAK_INDIVIDUAL says so on its sheet (where a false detection
+    that scored just over the floor would stand), with the best voter's quality; others show theirs unflagged."""
+    with db.session() as s:
+        s.get(Face, 6).quality = WEAK_INDIVIDUAL - 0.04  # person 1's one voting face
+    page = write_report(db, DictStore(), "c", tmp_path / "r.html", log=lambda _: None).read_text()
+    head = {i: _between(page, f'id="person-{i}"', '<div class="sheet">') for i in range(3)}
+    assert WEAK_LABEL in head[1] and f"({WEAK_INDIVIDUAL - 0.04:.2f})" in head[1]
+    assert WEAK_LABEL not in head[0] and "best quality first (0.90)" in head[0]
+    assert WEAK_LABEL not in head[2]  # quality never measured: nothing to say
 
 
 def test_threshold_sources(db: Database, tmp_path: Path) -> None:
