@@ -17,7 +17,7 @@ from engine.store.schema import Face, FaceFinalInd, FaceIntraInd, Frame, Run, Si
 from engine.tools.export import export_dataset
 from engine.tools.report import grouping_of, write_report
 from engine.tools.report_pairs import toml_string, video_refs
-from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL, WEAK_INDIVIDUAL, WEAK_LABEL
+from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL
 
 A, B = "a" * 64, "b" * 64
 #: (video, track, individual, voted, quality, time): one face each; face ids count from 1 in this order.
@@ -124,16 +124,16 @@ def test_report_sections_order_and_fixes(db: Database, tmp_path: Path) -> None:
     assert 'keep_apart = [\n  { video_a = "a.mp4", track_a = 0, video_b = "b.mp4", track_b = 1 },' in weak
 
 
-def test_individual_of_low_quality_faces_only_is_flagged(db: Database, tmp_path: Path) -> None:
-    """An individual whose best voting face is under WEAK_INDIVIDUAL says so on its sheet (where a false detection
-    that scored just over the floor would stand), with the best voter's quality; others show theirs unflagged."""
+def test_sheet_heading_gives_the_best_voting_quality(db: Database, tmp_path: Path) -> None:
+    """Each sheet's heading gives the quality of its best *voting* face (a better face that did not vote does not
+    count); an individual whose faces have no measured quality says nothing about it."""
     with db.session() as s:
-        s.get(Face, 6).quality = WEAK_INDIVIDUAL - 0.04  # person 1's one voting face
+        s.get(Face, 3).quality = 0.99  # person 0's face that did not vote
     page = write_report(db, DictStore(), "c", tmp_path / "r.html", log=lambda _: None).read_text()
     head = {i: _between(page, f'id="person-{i}"', '<div class="sheet">') for i in range(3)}
-    assert WEAK_LABEL in head[1] and f"({WEAK_INDIVIDUAL - 0.04:.2f})" in head[1]
-    assert WEAK_LABEL not in head[0] and "best quality first (0.90)" in head[0]
-    assert WEAK_LABEL not in head[2]  # quality never measured: nothing to say
+    assert "best quality first (0.90)" in head[0]
+    assert "best quality first (0.60)" in head[1]  # face 6 voted; face 10 (attached, 0.05) did not
+    assert head[2].endswith("best quality first")  # stored before quality was measured: no number
 
 
 def test_threshold_sources(db: Database, tmp_path: Path) -> None:

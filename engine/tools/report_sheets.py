@@ -30,12 +30,6 @@ NON_VOTING_LABEL = "did not vote: low quality or disagreeing with its track"
 #: Before the tracks of an individual none of whose faces voted: they joined it by likeness alone (or a manual
 #: merge), the first place to look when a face on the strip above is someone else (a ``keep_apart`` fixes it).
 ATTACHED_LABEL = "no face voted (attached by likeness)"
-#: An individual whose best voting face is under this quality is flagged on its sheet: it rests on small, soft or
-#: dim faces only. Such individuals are mostly right (crowd faces of the labelled talk-show clip), but they are also
-#: where a false detection that scored just over the floor forms an "individual" of its own (RESULTS.md, eighth
-#: session): the first sheets to look at.
-WEAK_INDIVIDUAL = 0.10
-WEAK_LABEL = "only low-quality faces voted: check that it is a face, and one person"
 NO_INDIVIDUAL_COLOUR = "#9e9e9e"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
@@ -120,12 +114,11 @@ def contact_sheets(
         videos = {v for v, _ in tracks[ind]}
         silent = tracks[ind] - voting_tracks  # attached by their faces' likeness alone (or merged by hand)
         attached = f" · {ATTACHED_LABEL}: {_track_list(silent, name_of)}" if silent else ""
-        weak = f' · <b class="warn">{WEAK_LABEL}</b>' if best.get(ind, 1.0) < WEAK_INDIVIDUAL else ""
         top = f"best quality first ({best[ind]:.2f})" if ind in best else "best quality first"
         body.append(
             f'<div class="ind" id="person-{ind}" style="border-left:6px solid {colour(ind)}"><b>person {ind}</b> · '
             f"{faces_per_ind[ind]} faces in {len(videos)} video(s), {len(tracks[ind])} track(s) · "
-            f"{len(crops[ind])} unique · {top}{weak}"
+            f"{len(crops[ind])} unique · {top}"
             f'<div class="sheet">{voted}</div>{strip}'
             f'<div class="muted small">tracks: {_track_list(tracks[ind], name_of)}{attached}</div></div>'
         )
