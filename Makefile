@@ -111,8 +111,10 @@ bench: setup
 # Recorded again in the seventh session of 2026-12-06: the corpus is now built with FFmpeg's bit-exact scaler (its
 # SIMD paths gave other pixels on this AVX2-only EPYC VM than where the digest was made, so nothing matched), and the
 # cover's blur radius no longer reads past the box (each encode differed); 8 individuals as before, looked at on the
-# report. Model floats still depend on the CPU's instruction set, so compare on the machine kind the digest was made
-# on (a 2-core AMD EPYC VM with AVX2 and no AVX-512).
+# report. Recorded again in the eighth session on a 2-core Intel Xeon VM with AVX-512 (same rows and individuals as on
+# the EPYC; the models' floats differ in their last bits): a digest now also records its CPU kind and each entry's
+# shape (rows with floats masked, object keys), and on another CPU kind an entry that differs only in its floats is
+# reported as such and does not fail (benchmarks/run_dump.py; tests/test_run_dump.py).
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

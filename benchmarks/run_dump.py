@@ -7,6 +7,12 @@ table and per object list, small enough to commit (``benchmarks/demo_run_digest.
 before the layout change of issue 12, made again after issue 13 changed the identity results by design, and
 whenever a change meant to change results landed: the Makefile's ``same-results`` comment lists each).
 
+The models' floats depend on the CPU's instruction set (the same pixels give other last bits with AVX-512 than with
+AVX2), so a digest also records the CPU kind it was made on and each table's *shape*: its rows with every float
+masked (which faces, tracks, pairs and individuals exist, and every integer and text column), and each object
+list's keys. On the CPU kind of the reference everything must be identical; on another kind, an entry whose
+sha256 differs but whose shape is the same is reported as a float-only difference and does not fail the check.
+
 Usage:
     python benchmarks/run_dump.py demo OUT_DIR            # builds the demo corpus, runs it, writes OUT_DIR/digest.json
     python benchmarks/run_dump.py compare A.json B.json   # exits 1 and names every table/object that differs
@@ -38,6 +44,34 @@ def _plain(value: object) -> object:
     if isinstance(value, dict):
         return tuple(sorted((k, _plain(v)) for k, v in value.items()))
     return value
+
+
+def _masked(value: object) -> object:
+    """``value`` with every float (and float array) replaced by ``"<f>"``: what stays the same across CPU kinds."""
+    import numpy as np
+
+    if isinstance(value, float | np.floating) or (isinstance(value, np.ndarray) and value.dtype.kind == "f"):
+        return "<f>"
+    if isinstance(value, tuple):
+        return tuple(_masked(v) for v in value)
+    return value
+
+
+def cpu_kind() -> str:
+    """The CPU kind a digest's floats belong to: architecture, model name and the widest x86 vector extension."""
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    vector = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "no-avx" if flags else "unknown")
+    model = info.get("model name") or platform.processor() or "unknown model"
+    return f"{platform.machine()} {model} {vector}"
 
 
 def db_tables(
@@ -94,16 +128,21 @@ def digest(work: Path, root: Path | None = None) -> dict[str, object]:
     """One sha256 (and a row count) per table, one per object prefix, over a run's work folder. ``root`` (where
     the corpus was built) is written as ``<root>`` in the rows, so that runs from different folders compare."""
     tables, _ = db_tables(work)
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"cpu": cpu_kind()}
+
+    def sha(text: str) -> str:
+        text = text if root is None else text.replace(str(root), "<root>")
+        return hashlib.sha256(text.encode()).hexdigest()
+
     for name, rows in tables.items():
-        text = repr(rows) if root is None else repr(rows).replace(str(root), "<root>")
-        out[f"table {name}"] = {"rows": len(rows), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        shape = sorted((tuple((c, _masked(v)) for c, v in row) for row in rows), key=repr)
+        out[f"table {name}"] = {"rows": len(rows), "sha256": sha(repr(rows)), "shape": sha(repr(shape))}
     objects = object_hashes(work / "objects")
     prefixes = sorted({key.split("/", 1)[0] for key in objects})
     for prefix in prefixes:
         mine = {k: v for k, v in objects.items() if k.split("/", 1)[0] == prefix}
-        blob = json.dumps(mine, sort_keys=True).encode()
-        out[f"objects {prefix}"] = {"files": len(mine), "sha256": hashlib.sha256(blob).hexdigest()}
+        blob = json.dumps(mine, sort_keys=True)
+        out[f"objects {prefix}"] = {"files": len(mine), "sha256": sha(blob), "shape": sha(json.dumps(sorted(mine)))}
     return out
 
 
@@ -144,9 +183,25 @@ def run_demo(out: Path) -> Path:
     return out / "runs" / "demo_corpus"
 
 
-def compare(a: Mapping[str, object], b: Mapping[str, object]) -> list[str]:
-    """The entries where two digests differ, one line each."""
-    return [f"{key}: {a.get(key)} != {b.get(key)}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+def compare(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[list[str], list[str]]:
+    """``(differences, float_only)``: the entries where two digests differ, one line each, and, when they were made
+    on different CPU kinds, the entries that differ only in their floats (same rows and shape), which are expected
+    there and not differences."""
+    other_cpu = a.get("cpu") != b.get("cpu")
+    differences, float_only = [], []
+    for key in sorted((set(a) | set(b)) - {"cpu"}):
+        x, y = a.get(key), b.get(key)
+        exact = ("rows", "files", "sha256")
+        if x == y or (isinstance(x, dict) and isinstance(y, dict) and all(x.get(k) == y.get(k) for k in exact)):
+            continue  # a digest from before shapes were recorded compares on what it has
+        same_shape = (
+            isinstance(x, dict)
+            and isinstance(y, dict)
+            and "shape" in x
+            and all(x.get(k) == y.get(k) for k in ("shape", "rows", "files"))
+        )
+        (float_only if other_cpu and same_shape else differences).append(f"{key}: {x} != {y}")
+    return differences, float_only
 
 
 def main() -> int:
@@ -170,10 +225,18 @@ def main() -> int:
         reference = json.loads(args.against.read_text())
     else:
         result, reference = json.loads(args.a.read_text()), json.loads(args.b.read_text())
-    differences = compare(reference, result)
+    differences, float_only = compare(reference, result)
     for line in differences:
         print("differs  " + line)
-    print("identical" if not differences else f"{len(differences)} difference(s)")
+    if float_only:
+        print(f"reference made on: {reference.get('cpu', 'an unrecorded CPU kind')}")
+        print(f"this run made on:  {result.get('cpu')}")
+        for line in float_only:
+            print(f"floats   {line.split(':')[0]}: same rows (files) and shape, other bytes (another CPU kind)")
+    if differences:
+        print(f"{len(differences)} difference(s)")
+    else:
+        print("identical" if not float_only else "identical but for the floats of another CPU kind")
     return 1 if differences else 0
 
 
