@@ -60,9 +60,11 @@ else
 	$(PY) cli.py run --challenge $(DEMO)/challenge.toml --runtype prod
 endif
 
+# The default suite (CI runs it on 2 cores and should stay under about 15 minutes); the 15 slowest tests are listed
+# at the end, so a test that grows shows up in the CI log.
 test: setup
 	$(PY) -m compileall -q engine benchmarks kernels cli.py
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 # The pytest benchmarks, then `cli.py bench` (full pipeline vs face_recognition and our own unbatched models, one run,
 # same frames) on an 8-video corpus built once, its table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g.
