@@ -73,7 +73,7 @@ test: setup
 # a summary against the targets (runs/identity/summary.md), and the challenges again with --sampling fast
 # (runs/identity/summary_fast.md, about 4 minutes); the engine's grouping at every value of each of its two thresholds
 # on all six sets and on the three challenges pooled into one (benchmarks/identity/sweep.py: is there one setting
-# that meets the targets everywhere?); then reference
+# that meets the targets everywhere?), and the quality floor swept the same way (hse); then reference
 # search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
 # (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track similarities and the gallery KNN
 # on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores); then exact against
@@ -95,6 +95,7 @@ bench: setup
 	$(PY) -m benchmarks.identity.sweep --embedder hse --vary pair --lo 0.45 --hi 0.60
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.93 --hi 0.98
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --vary pair --lo 0.87 --hi 0.94
+	$(PY) -m benchmarks.identity.sweep --embedder hse --vary quality --lo 0.0 --hi 0.12
 	$(PY) -m benchmarks.identity.search_bench --fresh
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/faiss_bench.py
