@@ -163,4 +163,4 @@ def individuals_stage(
     individuals = group_individuals(faces, clustering, embedder, device)
     similarities, final, unique = individual_rows(faces, individuals)
     db.write_individuals(challenge, similarities, final, unique)
-    return len(similarities), individuals.count, len(unique)
+    return len(individuals.pairs.a), individuals.count, len(unique)

@@ -7,6 +7,7 @@ challenge-wide step writes (``similarities``, ``faces_with_final_ind``, ``unique
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +151,15 @@ def stored_video_key(prepared: PreparedVideo, covered: bool) -> str:
     return video_key(prepared.sha, ".mp4" if covered or suffix not in KEPT_SUFFIXES else suffix)
 
 
-def individual_rows(faces: StoredFaces, individuals: Individuals) -> tuple[list[Row], list[Row], list[Row]]:
-    """``similarities``, ``faces_with_final_ind`` and ``unique_faces`` rows of the challenge-wide step."""
+def individual_rows(faces: StoredFaces, individuals: Individuals) -> tuple[Iterator[Row], list[Row], list[Row]]:
+    """``similarities``, ``faces_with_final_ind`` and ``unique_faces`` rows of the challenge-wide step. The
+    similarities come as a generator: there is one per candidate track pair, up to hundreds of thousands, and the
+    store writes them in batches."""
     keys, pairs = individuals.tracks, individuals.pairs
-    similarities = [
+    similarities = (
         dict(video_a=keys[a][0], track_a=keys[a][1], video_b=keys[b][0], track_b=keys[b][1], cosine=c)
         for a, b, c in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.cosine.tolist(), strict=True)
-    ]
+    )
     columns = (faces.face_id.tolist(), [faces.videos[v] for v in faces.video.tolist()], faces.track.tolist())
     of_face = individuals.of_face.tolist()
     voted = individuals.voted.tolist()

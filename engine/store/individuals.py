@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from .database import DatabaseCore
 from .schema import Face, FaceFinalInd, FaceIntraInd, Frame, Similarity, UniqueFace, Video
@@ -56,6 +57,19 @@ class IndividualsMixin(DatabaseCore):
             s.execute(delete(FaceFinalInd).where(FaceFinalInd.video_sha256.in_(videos)))
             s.execute(delete(UniqueFace).where(UniqueFace.video_sha256.in_(videos)))
             s.flush()
-            s.add_all(Similarity(**row) for row in similarities)
-            s.add_all(FaceFinalInd(**row) for row in final)
-            s.add_all(UniqueFace(**row) for row in unique)
+            for model, rows in ((Similarity, similarities), (FaceFinalInd, final), (UniqueFace, unique)):
+                _insert_batches(s, model, rows)
+
+
+#: Rows per INSERT of the challenge-wide write. The rows go in as plain parameter batches (SQLAlchemy Core's
+#: executemany), not ORM objects: a challenge of 400 videos of the same few people has 670,000 candidate track pairs;
+#: rebuilding its individuals peaked at 2817 MiB in 65 s with one ORM object per row, 1694 MiB in 25 s in batches
+#: (benchmarks/RESULTS.md, eighth session).
+WRITE_BATCH = 10_000
+
+
+def _insert_batches(session: Any, model: type, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table ``WRITE_BATCH`` at a time (``rows`` may be a generator)."""
+    it = iter(rows)
+    while batch := [dict(r) for r in islice(it, WRITE_BATCH)]:
+        session.execute(insert(model.__table__), batch)
