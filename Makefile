@@ -66,24 +66,24 @@ test: setup
 	$(PY) -m compileall -q engine benchmarks kernels cli.py
 	$(PY) -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
-# The pytest benchmarks, then `cli.py bench` (full pipeline vs face_recognition and our own unbatched models, one run,
-# same frames) on an 8-video corpus built once, its table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g.
-# --machine "..." or --dry-run). Then the identity benchmark (benchmarks/identity): on each labelled clip and on the
-# challenge built from it, for each embedder, the engine's individuals next to the peers on the same descriptors and
-# a summary against the targets (runs/identity/summary.md), and the challenges again with --sampling fast
-# (runs/identity/summary_fast.md, about 4 minutes); the engine's grouping at every value of each of its two thresholds
-# on all six sets and on the three challenges pooled into one (benchmarks/identity/sweep.py: is there one setting
-# that meets the targets everywhere?), and the quality floor swept the same way (hse); then reference
-# search with each Friends photo, scored against the labels; then how fast the CLI answers help and option errors
-# (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track similarities and the gallery KNN
-# on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes on 2 cores); then exact against
-# fast sampling (benchmarks/sampling_bench.py: decode time, frames decoded, timing error, about 1 minute). Identity,
-# CLI, FAISS and sampling tables are printed only, nothing is appended.
+# The pytest benchmarks (after the 8-video bench corpus is built once: the backends bench reads it), then `cli.py
+# bench` (full pipeline vs face_recognition and our own unbatched models, one run, same frames) on that corpus, its
+# table appended to benchmarks/RESULTS.md (BENCH_ARGS: e.g. --machine "..." or --dry-run). Then the identity benchmark
+# (benchmarks/identity): on each labelled clip and on the challenge built from it, for each embedder, the engine's
+# individuals next to the peers on the same descriptors and a summary against the targets (runs/identity/summary.md),
+# and the challenges again with --sampling fast (runs/identity/summary_fast.md, about 4 minutes); the engine's
+# grouping at every value of each of its two thresholds on all six sets and on the three challenges pooled into one
+# (benchmarks/identity/sweep.py: is there one setting that meets the targets everywhere?), and the quality floor swept
+# the same way (hse); then reference search with each Friends photo, scored against the labels; then how fast the CLI
+# answers help and option errors (benchmarks/cli_startup.py); then FAISS against the blocked torch loop for the track
+# similarities and the gallery KNN on 10^4, 10^5 and 10^6 synthetic tracks (benchmarks/faiss_bench.py, about 6 minutes
+# on 2 cores); then exact against fast sampling (benchmarks/sampling_bench.py: decode time, frames decoded, timing
+# error, about 1 minute). Identity, CLI, FAISS and sampling tables are printed only, nothing is appended.
 BENCH_CORPUS := runs/bench-corpus
 BENCH_ARGS ?=
 bench: setup
-	$(PY) -m pytest -q -m slow -s benchmarks $(PYTEST_ARGS)
 	@test -f $(BENCH_CORPUS)/ground_truth.json || $(PY) benchmarks/make_corpus.py $(BENCH_CORPUS) --n-videos 8 --decoys 0 --name bench
+	$(PY) -m pytest -q -m slow -s benchmarks $(PYTEST_ARGS)
 	$(PY) benchmarks/record_bench.py --videos $(BENCH_CORPUS)/videos --peer face_recognition \
 	  --save-json runs/bench-last.json $(BENCH_ARGS)
 	@test -f $(DEMO)/challenge.toml || $(PY) benchmarks/make_corpus.py $(DEMO) --name demo_corpus --logo-auto

@@ -28,9 +28,13 @@ SHARED = Path(os.environ.get("ENGINE_SHARED_DATA") or Path(__file__).resolve().p
 
 
 def _frames() -> torch.Tensor:
-    """The sampled frames of the first three bench-corpus videos (720×1280), or of the shared clips without it."""
-    videos = sorted(CORPUS.glob("*.mp4"))[:3] or sorted((SHARED / "videos").glob("*.mp4"))
-    return torch.cat([b.frames for v in videos for b in media.sample_frames(v, 0.5, "cpu")])
+    """The sampled frames of the first three bench-corpus videos (720×1280), or without it those of the shared
+    clips that have the first one's size (one batch needs one size: the shared clips are 640×360 and 170×170)."""
+    videos = sorted(CORPUS.glob("*.mp4"))[:3] or sorted(
+        (SHARED / "videos").glob("*.mp4"), key=lambda p: p.name != "short_hamilton_clip.mp4"
+    )
+    chunks = [b.frames for v in videos for b in media.sample_frames(v, 0.5, "cpu")]
+    return torch.cat([c for c in chunks if c.shape[1:] == chunks[0].shape[1:]])
 
 
 def _cpu_ms(fn: Callable[[], object], n: int) -> float:
