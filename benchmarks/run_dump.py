@@ -34,11 +34,16 @@ REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"id", "run_id", "created_at", "ingested_at"}
 
 
+class _FloatBytes(bytes):
+    """The bytes of a float array (a descriptor): compares and prints as plain bytes, but :func:`_masked` knows it
+    holds floats."""
+
+
 def _plain(value: object) -> object:
     import numpy as np
 
     if isinstance(value, np.ndarray):
-        return value.tobytes()
+        return _FloatBytes(value.tobytes()) if value.dtype.kind == "f" else value.tobytes()
     if isinstance(value, list | tuple):
         return tuple(_plain(v) for v in value)
     if isinstance(value, dict):
@@ -50,7 +55,9 @@ def _masked(value: object) -> object:
     """``value`` with every float (and float array) replaced by ``"<f>"``: what stays the same across CPU kinds."""
     import numpy as np
 
-    if isinstance(value, float | np.floating) or (isinstance(value, np.ndarray) and value.dtype.kind == "f"):
+    if isinstance(value, float | np.floating | _FloatBytes) or (
+        isinstance(value, np.ndarray) and value.dtype.kind == "f"
+    ):
         return "<f>"
     if isinstance(value, tuple):
         return tuple(_masked(v) for v in value)
@@ -183,6 +190,11 @@ def run_demo(out: Path) -> Path:
     return out / "runs" / "demo_corpus"
 
 
+def _same(x: object, y: object, *fields: str) -> bool:
+    """Two digest entries agree on ``fields`` (a field neither has counts as agreeing)."""
+    return isinstance(x, dict) and isinstance(y, dict) and all(x.get(f) == y.get(f) for f in fields)
+
+
 def compare(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[list[str], list[str]]:
     """``(differences, float_only)``: the entries where two digests differ, one line each, and, when they were made
     on different CPU kinds, the entries that differ only in their floats (same rows and shape), which are expected
@@ -191,15 +203,9 @@ def compare(a: Mapping[str, object], b: Mapping[str, object]) -> tuple[list[str]
     differences, float_only = [], []
     for key in sorted((set(a) | set(b)) - {"cpu"}):
         x, y = a.get(key), b.get(key)
-        exact = ("rows", "files", "sha256")
-        if x == y or (isinstance(x, dict) and isinstance(y, dict) and all(x.get(k) == y.get(k) for k in exact)):
+        if x == y or _same(x, y, "rows", "files", "sha256"):
             continue  # a digest from before shapes were recorded compares on what it has
-        same_shape = (
-            isinstance(x, dict)
-            and isinstance(y, dict)
-            and "shape" in x
-            and all(x.get(k) == y.get(k) for k in ("shape", "rows", "files"))
-        )
+        same_shape = isinstance(x, dict) and "shape" in x and _same(x, y, "shape", "rows", "files")
         (float_only if other_cpu and same_shape else differences).append(f"{key}: {x} != {y}")
     return differences, float_only
 

@@ -44,7 +44,8 @@ def test_chain_agreement_with_dlib() -> None:
         face = max(d_det(rgb, 1), key=lambda r: r.area())
         theirs[name] = np.array(d_rec.compute_face_descriptor(rgb, d_shape(rgb, face)))
 
-    def report(label: str, v: dict) -> None:
+    def report(label: str, v: dict) -> tuple[float, float]:
+        """Prints the distances; returns (same person max, different people min)."""
         same = max(np.linalg.norm(v[a] - v[b]) for a, b in itertools.combinations(OBAMA, 2))
         obama_vs = min(np.linalg.norm(v[a] - v[b]) for a in OBAMA for b in OTHERS)
         others = min(((np.linalg.norm(v[a] - v[b]), a, b) for a, b in itertools.combinations(OTHERS, 2)))
@@ -52,10 +53,11 @@ def test_chain_agreement_with_dlib() -> None:
             f"  {label}: Obama-Obama max {same:.3f} · Obama-others min {obama_vs:.3f} · "
             f"others-others min {others[0]:.3f} ({others[1]} vs {others[2]})"
         )
+        return same, min(obama_vs, others[0])
 
     print("\n[embed] distances on the shared photos (threshold 0.6)")
-    report("engine chain", ours)
-    report("dlib chain  ", theirs)
+    ours_same, ours_diff = report("engine chain", ours)
+    their_same, their_diff = report("dlib chain  ", theirs)
     drift = [np.linalg.norm(ours[n] - theirs[n]) for n in ours]
     print(f"  engine vs dlib descriptor, same photo: mean {np.mean(drift):.3f}, max {np.max(drift):.3f}")
 
@@ -66,13 +68,6 @@ def test_chain_agreement_with_dlib() -> None:
 
     limit = embedder_spec("dlib").same_person
 
-    def gap(v: dict) -> tuple[float, float]:
-        same = max(np.linalg.norm(v[a] - v[b]) for a, b in itertools.combinations(OBAMA, 2))
-        different = min(np.linalg.norm(v[a] - v[b]) for a, b in itertools.combinations(OBAMA + OTHERS, 2)
-                        if not (a in OBAMA and b in OBAMA))  # fmt: skip
-        return same, different
-
-    (ours_same, ours_diff), (their_same, their_diff) = gap(ours), gap(theirs)
     print(f"  same person max / different people min, engine {ours_same:.3f} / {ours_diff:.3f}, "
           f"dlib {their_same:.3f} / {their_diff:.3f} (dlib's same_person {limit})")  # fmt: skip
     if their_same < limit < their_diff:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from run_dump import _masked, compare  # noqa: E402
+from run_dump import _masked, _plain, compare  # noqa: E402
 
 
 def _digest(cpu: str, faces_sha: str, faces_shape: str = "s1", rows: int = 3) -> dict[str, object]:
@@ -24,6 +24,10 @@ def test_floats_mask_but_integers_and_text_stay() -> None:
     row = (("x1", 1.25), ("frame_index", 7), ("crop_key", "faces/a.jpg"), ("embedding", np.ones(4, np.float32)))
     assert _masked(tuple(row)) == (("x1", "<f>"), ("frame_index", 7), ("crop_key", "faces/a.jpg"), ("embedding", "<f>"))
     assert _masked(np.arange(3)) is not None and not isinstance(_masked(np.arange(3)), str)  # integer arrays stay
+    # As the dump holds them: a stored descriptor becomes bytes, still masked, and equal to the plain bytes.
+    plain = _plain(np.ones(4, np.float32))
+    assert plain == np.ones(4, np.float32).tobytes() and _masked(plain) == "<f>"
+    assert _masked(_plain(np.arange(3))) == np.arange(3).tobytes()
 
 
 def test_same_cpu_kind_must_be_identical() -> None:

@@ -34,8 +34,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}h1{margin-bottom:0}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f4f4f4}.sheet img{width:75px;height:75px;
 margin:1px}.ind,.pair,.help{margin:1em 0;padding:.5em;border:1px solid #ddd;border-radius:6px}.muted{color:#777}
-.small{font-size:85%}.novote{margin-top:.4em;padding-top:.3em;border-top:1px dashed #ccc}
-.novote img{opacity:.8}
+.small{font-size:85%}.novote{margin-top:.4em;padding-top:.3em;border-top:1px dashed #ccc}.novote img{opacity:.8}
 figure{display:inline-block;margin:1px;text-align:center}figcaption{font-size:75%;color:#777}
 .vs{margin:0 1em;font-size:150%;vertical-align:top}pre{background:#f6f6f6;padding:.4em;overflow-x:auto}
 .help{background:#fafafa}
