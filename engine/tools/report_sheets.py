@@ -89,13 +89,12 @@ def contact_sheets(
     faces_per_ind = Counter(f["individual"] for f in grouped)
     non_voting = Counter(f["individual"] for f in grouped if not f["voted"])
     tracks: dict[int, set[tuple[str, int]]] = defaultdict(set)
+    best: dict[int, float] = {}  # quality of each individual's best voting face
     for f in grouped:
         tracks[f["individual"]].add((f["video_sha256"], f["track"]))
-    voting_tracks = {(f["video_sha256"], f["track"]) for f in grouped if f["voted"]}
-    best: dict[int, float] = {}
-    for f in grouped:
         if f["voted"] and f.get("quality") is not None:
             best[f["individual"]] = max(best.get(f["individual"], 0.0), f["quality"])
+    voting_tracks = {(f["video_sha256"], f["track"]) for f in grouped if f["voted"]}
     body = ["<h2>Individuals</h2>"]
     order = sorted(set(crops) | set(faces_per_ind), key=lambda i: (-faces_per_ind[i], i))
     for ind in order:
