@@ -117,7 +117,9 @@ bench: setup
 # report. Recorded again in the eighth session on a 2-core Intel Xeon VM with AVX-512 (same rows and individuals as on
 # the EPYC; the models' floats differ in their last bits): a digest now also records its CPU kind and each entry's
 # shape (rows with floats masked, object keys), and on another CPU kind an entry that differs only in its floats is
-# reported as such and does not fail (benchmarks/run_dump.py; tests/test_run_dump.py).
+# reported as such and does not fail (benchmarks/run_dump.py; tests/test_run_dump.py). Recorded again in the ninth
+# session (2-core AMD EPYC with AVX-512) when the faces table gained each descriptor's magnitude (only that table
+# changed: against the Xeon's digest every other entry was the same rows and shape).
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

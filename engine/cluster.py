@@ -4,7 +4,8 @@ Units. A track (one person inside one video, ``engine.track``) is never split he
 (must-link). Manual merges join tracks the same way before anything else. Two tracks seen in one frame of one
 video are two people (cannot-link), and so is every pair of groups that would contain them.
 
-Votes. Only faces whose quality reaches the floor vote (``engine.faces.quality``): a blurred, tiny or turned face
+Votes. Only faces whose quality reaches their floor vote (``engine.faces.quality``; faces the embedder reads
+confidently have a lower one, ``vote_floors``): a blurred, tiny or turned face
 neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
 a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face is not grouped; after the
 grouping it takes the individual its faces clearly match, without voting (:func:`attach_tracks`), or none.
@@ -61,9 +62,10 @@ OUTLIER_MARGIN = 0.25
 
 
 def voting_weights(
-    track_of_face: torch.Tensor, unit: torch.Tensor, quality: torch.Tensor, floor: float
+    track_of_face: torch.Tensor, unit: torch.Tensor, quality: torch.Tensor, floor: float | torch.Tensor
 ) -> torch.Tensor:
-    """Each face's vote ``[F]``: its quality where it reaches ``floor`` and the face agrees with its track, else 0.
+    """Each face's vote ``[F]``: its quality where it reaches ``floor`` (one for all, or each face's own ``[F]``:
+    ``engine.faces.quality.vote_floors``) and the face agrees with its track, else 0.
 
     Agreement: the cosine between the face and its track's quality-weighted mean direction is no more than
     :data:`OUTLIER_MARGIN` under the track's median (a weighted medoid-like consensus that a minority of wrong

@@ -25,7 +25,9 @@ T = TypeVar("T", bound="_TensorRows")
 
 #: The columns of ``Faces.quality``, in order (``engine.faces.quality`` computes them; the ``faces`` table stores
 #: each; docs/quality.md says what they mean). The last, ``quality`` in [0, 1], combines the others and the score.
-QUALITY_COLUMNS = ("interocular_px", "sharpness", "yaw", "pitch", "roll", "exposure", "clipped", "quality")
+QUALITY_COLUMNS = (
+    "interocular_px", "sharpness", "yaw", "pitch", "roll", "exposure", "clipped", "magnitude", "quality",
+)  # fmt: skip
 
 
 class _TensorRows:
@@ -182,7 +184,7 @@ class Tracks:
 class StoredFaces(_TensorRows):
     """A challenge's stored faces as the cross-video step reads them: ``video`` indexes ``videos`` (sha256; file
     names in ``names``), ``track`` is the face's track within its video, ``phash`` 0 where ``has_phash`` is false,
-    ``quality`` in [0, 1] (``engine.faces.quality``)."""
+    ``quality`` in [0, 1] and ``magnitude`` (``engine.faces.quality``)."""
 
     face_id: torch.Tensor  # int64 [F]
     video: torch.Tensor  # int64 [F]
@@ -193,6 +195,7 @@ class StoredFaces(_TensorRows):
     phash: torch.Tensor  # int64 [F]
     has_phash: torch.Tensor  # bool [F]
     quality: torch.Tensor  # float32 [F]
+    magnitude: torch.Tensor  # float32 [F]: the embedder's descriptor magnitude, NaN where it was not stored
     videos: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
 

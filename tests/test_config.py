@@ -147,7 +147,7 @@ def test_faces_table() -> None:
 
 def test_clustering_table_manual_breaks_and_merges() -> None:
     cluster = parse_challenge(
-        BASE + "[clustering]\nthreshold = 0.8\npair_threshold = 0.6\n"
+        BASE + "[clustering]\nthreshold = 0.8\npair_threshold = 0.6\nconfident_magnitude = 9\n"
         'manual_breaks = [{ video = "a.mp4", track = 2, at_s = 1.5 },'
         ' { video = "ABCDEF01", track = 0, at_s = 3 }]\n'
         'manual_merges = [{ video_a = "a.mp4", track_a = 1, video_b = "b.mp4", track_b = 0 }]\n'
@@ -155,6 +155,7 @@ def test_clustering_table_manual_breaks_and_merges() -> None:
     ).cluster
     assert (cluster.threshold, cluster.pair_threshold, cluster.floor, cluster.min_quality) == (0.8, 0.6, None, None)
     assert cluster.threshold_for(0.5) == 0.8 and cluster.pair_threshold_for(0.4) == 0.6
+    assert cluster.confident_magnitude == 9.0 and ClusterSettings().confident_magnitude is None
     assert cluster.floor_for(0.6) == pytest.approx(0.52)  # the pair threshold minus the margin
     assert ClusterSettings().threshold_for(0.5) == 0.5  # absent: the embedder's own threshold
     assert ClusterSettings().pair_threshold_for(0.4) == 0.4
@@ -168,6 +169,7 @@ def test_clustering_table_manual_breaks_and_merges() -> None:
         ("[clustering]\nfloors = 1\n", "unknown key\\(s\\) floors"),
         ("[clustering]\nthreshold = 2\n", "threshold must be a number between -1 and 1"),
         ("[clustering]\nmin_quality = 1.5\n", "min_quality must be a number between 0 and 1"),
+        ("[clustering]\nconfident_magnitude = -1\n", "confident_magnitude must be a number between 0 and 1e"),
         ('[clustering]\nmanual_merges = [{ video_a = "a.mp4" }]\n', "manual_merges\\[0\\] must be"),
         ("[clustering]\npair_threshold = 0.9\nfloor = 0.95\n", "must not exceed pair_threshold"),
         ("[clustering]\npair_threshold = 1.5\n", "pair_threshold must be a number between -1 and 1"),

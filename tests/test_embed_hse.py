@@ -158,6 +158,11 @@ def test_embedder_tells_obama_from_biden(hse_files: tuple[Path, Path], shared_da
     same = torch.dist(desc["obama.jpg"], desc["obama2.jpg"])
     other = min(torch.dist(desc["obama.jpg"], desc["biden.jpg"]), torch.dist(desc["obama2.jpg"], desc["biden.jpg"]))
     assert same < other, (same, other)
+    # The faces stage's call: the same unit descriptor, and the raw output's length, which for a clear portrait
+    # is well above the confident magnitude (8; false detections measure under it).
+    unit, magnitude = embedder.embed_faces(img, det, torch.zeros(0))
+    torch.testing.assert_close(unit, desc["biden.jpg"], rtol=0, atol=1e-6)
+    assert magnitude.shape == (1,) and float(magnitude[0]) > 8.0
 
 
 def test_onnx_runtime_equals_torch_on_the_reference_crops(hse_files: tuple[Path, Path], golden) -> None:  # noqa: ANN001

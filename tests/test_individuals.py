@@ -6,16 +6,20 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from engine.config import ClusterSettings, ManualMerge
+from engine.faces.quality import CONFIDENT_SHARE, vote_floors
 from engine.pipeline.individuals import frame_conflicts, group_individuals
 from engine.store import Database
 from engine.types import StoredFaces
 
 
-def _stored(people: list[int], video: list[int], track: list[int], frame: list[int], quality=None, boxes=None):
+def _stored(
+    people: list[int], video: list[int], track: list[int], frame: list[int], quality=None, boxes=None, magnitude=None
+):
     gen = torch.Generator().manual_seed(0)
     centres = F.normalize(torch.randn(4, 64, generator=gen), dim=1)
     emb = F.normalize(centres[torch.tensor(people)] + 0.05 * torch.randn(len(people), 64, generator=gen), dim=1)
@@ -25,6 +29,7 @@ def _stored(people: list[int], video: list[int], track: list[int], frame: list[i
         face_id=torch.arange(n), video=torch.tensor(video), track=torch.tensor(track), frame_index=torch.tensor(frame),
         boxes=default_boxes if boxes is None else boxes, embedding=emb, phash=torch.arange(n) * 0x1111111,
         has_phash=torch.ones(n, dtype=torch.bool), quality=torch.ones(n) if quality is None else quality,
+        magnitude=torch.full((n,), float("nan")) if magnitude is None else magnitude,
         videos=["a" * 64, "b" * 64], names=["a.mp4", "b.mp4"],
     )  # fmt: skip
 
@@ -50,6 +55,30 @@ def test_manual_merge_and_quality_votes() -> None:
     assert ind.voted.tolist() == [True, True, False, False]
     merged = ClusterSettings(min_quality=0.0, manual_merges=(ManualMerge("a.mp4", 0, "bbbbbbbb", 0),))
     assert group_individuals(faces, merged, "hse").count == 1
+
+
+def test_faces_the_embedder_reads_confidently_vote_from_the_lower_floor() -> None:
+    # Video b's track (person 1) has only faces at quality 0.05: under the floor (0.10), over 0.4 of it (0.04).
+    q = torch.tensor([1.0, 1, 0.05, 0.05])
+
+    def grouped(magnitude: list[float], embedder: str = "hse", **settings: float) -> list[int]:
+        faces = _stored([0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1], q, magnitude=torch.tensor(magnitude))
+        return group_individuals(faces, ClusterSettings(**settings), embedder).of_face.tolist()
+
+    read_well, unread = [12.0, 12, 10, 9], [12.0, 12, 3, 7]  # hse's confident magnitude: 8
+    assert grouped(read_well)[2:] == [1, 1]  # read well: they vote and form an individual of their own
+    assert grouped(unread)[2:] == [-1, -1]  # not read well: no vote, and no individual
+    assert grouped([12.0, 12, float("nan"), float("nan")])[2:] == [-1, -1]  # stored before magnitudes: floor 0.10
+    assert grouped(read_well, "dlib")[2:] == [-1, -1]  # dlib's magnitude says nothing
+    assert grouped(read_well, confident_magnitude=11.0)[2:] == [-1, -1]  # the TOML can ask for more
+    assert grouped(read_well, min_quality=0.2)[2:] == [-1, -1]  # a higher floor raises the confident one too
+    assert grouped(unread, min_quality=0.05)[2:] == [1, 1]  # and a lower one lets every face at 0.05 vote
+
+
+def test_vote_floors() -> None:
+    mag = torch.tensor([9.0, 7.9, float("nan")])
+    assert vote_floors(mag, 0.10, 8.0).tolist() == pytest.approx([0.10 * CONFIDENT_SHARE, 0.10, 0.10])
+    assert vote_floors(mag, 0.10, None).tolist() == pytest.approx([0.10] * 3)
 
 
 def test_a_track_with_no_vote_takes_the_individual_its_faces_match_unless_kept_apart() -> None:
@@ -82,6 +111,7 @@ def test_older_database_gains_the_new_columns(tmp_path: Path) -> None:
     for column in ("host", "pid", "message"):
         con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     con.execute("ALTER TABLE faces DROP COLUMN quality")
+    con.execute("ALTER TABLE faces DROP COLUMN magnitude")  # revision 0003's
     con.execute("DROP TABLE faces_with_final_ind")
     con.execute(
         "CREATE TABLE faces_with_final_ind (face_id INTEGER PRIMARY KEY, video_sha256 VARCHAR(64), "
@@ -93,4 +123,5 @@ def test_older_database_gains_the_new_columns(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     faces_columns = {r[1] for r in con.execute("PRAGMA table_info(faces)")}
     final = {r[1]: r[3] for r in con.execute("PRAGMA table_info(faces_with_final_ind)")}  # name: notnull
-    assert "quality" in faces_columns and final["individual"] == 0 and "voted" in final
+    assert "quality" in faces_columns and "magnitude" in faces_columns
+    assert final["individual"] == 0 and "voted" in final

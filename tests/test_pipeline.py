@@ -67,6 +67,9 @@ def test_every_table_filled_and_rerun_changes_nothing(corpus_run: dict) -> None:
     assert "already stored" in second.stdout and "individuals:" in first.stdout
     for word in ("frames sampled", "prompts found", "faces", "tracks", "individuals", "unique faces", "time:"):
         assert word in first.stdout
+    with Database(corpus_run["db"]).session() as s:  # every face keeps its quality and descriptor magnitude
+        cues = s.execute(select(Face.quality, Face.magnitude, Face.embedder)).all()
+    assert cues and all(q is not None and m is not None and m > 0 and e == "hse" for q, m, e in cues)
 
 
 def test_broken_files_end_in_video_errors(corpus_run: dict) -> None:

@@ -103,11 +103,12 @@ def test_quality_in_unit_range_and_batched_equals_single() -> None:
     chips[::3] = blur(chips[::3])
     chips[1::4] *= 0.3
     scores = 0.5 + 0.5 * torch.rand(n, generator=g)
-    batched = face_quality(scores, lms, chips)
+    mag = 12 * torch.rand(n, generator=g)
+    batched = face_quality(scores, lms, chips, mag)
     assert len(batched) == n
     assert bool(((batched.quality >= 0) & (batched.quality <= 1)).all())
     for i in range(n):
-        one = face_quality(scores[i : i + 1], lms[i : i + 1], chips[i : i + 1])
+        one = face_quality(scores[i : i + 1], lms[i : i + 1], chips[i : i + 1], mag[i : i + 1])
         for f in dataclasses.fields(FaceQuality):
             torch.testing.assert_close(getattr(one, f.name), getattr(batched, f.name)[i : i + 1], rtol=1e-6, atol=1e-6)
     picked = batched.select(torch.tensor([0, 5]))
@@ -129,8 +130,9 @@ def test_same_on_cuda() -> None:
         [landmarks(0.3 + float(torch.rand(1, generator=g)), float(torch.randn(1, generator=g))) for _ in range(n)]
     )
     chips, scores = textured_chips(n, seed=4), 0.5 + 0.5 * torch.rand(n, generator=g)
-    cpu = face_quality(scores, lms, chips)
-    gpu = face_quality(scores.cuda(), lms.cuda(), chips.cuda())
+    mag = 12 * torch.rand(n, generator=g)
+    cpu = face_quality(scores, lms, chips, mag)
+    gpu = face_quality(scores.cuda(), lms.cuda(), chips.cuda(), mag.cuda())
     assert gpu.quality.device.type == "cuda"
     for f in dataclasses.fields(FaceQuality):
         torch.testing.assert_close(getattr(gpu, f.name).cpu(), getattr(cpu, f.name), rtol=1e-4, atol=1e-4)

@@ -250,7 +250,8 @@ def test_a_database_of_the_previous_schema_is_upgraded_in_place(
     backend: str, older_faces: bool, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """Revision 0001 adopts what an older version made (its rows kept, ``faces`` columns added, a changed
-    challenge-wide table rebuilt), then 0002 adds the run's process columns; connecting again changes nothing."""
+    challenge-wide table rebuilt), then 0002 adds the run's process columns and 0003 the faces' descriptor magnitude;
+    connecting again changes nothing."""
     from sqlalchemy import inspect, text
 
     from engine.store.migrations import head
@@ -260,9 +261,10 @@ def test_a_database_of_the_previous_schema_is_upgraded_in_place(
     db = Database(url).connect()
     try:
         with db.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head() == "0003"
             columns = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("faces", "runs", "unique_faces")}
-        assert {"quality", "yaw", "embedder"} <= columns["faces"] and {"host", "pid", "message"} <= columns["runs"]
+        assert {"quality", "yaw", "embedder", "magnitude"} <= columns["faces"]
+        assert {"host", "pid", "message"} <= columns["runs"]
         assert "legacy" not in columns["unique_faces"]
         assert db.counts()["videos"] == 1 and db.counts()["frames"] == 1 and db.last_run("demo")["status"] == "ok"
         db.write_video(_video(SHA_B), _frames(2))  # the upgraded tables take new rows

@@ -7,8 +7,9 @@ Writes to the output folder:
 
 - ``faces.csv``: one row per detected face, ``face_id`` (``f{frame_index}_{face_index}``, stable for a given clip,
   interval and detector settings), ``frame_index``, ``face_index``, ``time_s``, ``x1, y1, x2, y2`` (frame pixels),
-  ``score``, ``rotation``, then ``landmarks`` (10 numbers, space-separated) and the quality columns of
-  ``engine.types.QUALITY_COLUMNS`` (``engine.faces.quality``);
+  ``score``, ``rotation``, then ``landmarks`` (10 numbers, space-separated), the quality columns of
+  ``engine.types.QUALITY_COLUMNS`` (``engine.faces.quality``; ``magnitude`` is dlib's, the pass's embedder) and
+  ``magnitude_hse`` (the HSE network's descriptor magnitude);
 - ``frames.csv``: each sampled frame's ``frame_index``, ``pts_s`` and ``change`` (the content change since the
   previous sampled frame, from which the tracker finds shot cuts);
 - ``crops/{face_id}.jpg``: the engine's aligned crop of each face (what the embedder saw);
@@ -42,13 +43,14 @@ def face_id(frame_index: int, face_index: int) -> str:
     return f"f{frame_index}_{face_index}"
 
 
-def hse_descriptors(found: VideoFaces, device: str) -> np.ndarray:
+def hse_descriptors(found: VideoFaces, device: str) -> tuple[np.ndarray, np.ndarray]:
     """HSE descriptors ``[F, 1024]`` of ``found.faces`` in their order, from the sampled frames kept by the same
-    pass (``found.sampled``, one per ``found.frames`` row) and the engine's boxes."""
+    pass (``found.sampled``, one per ``found.frames`` row) and the engine's boxes, and their magnitudes ``[F]``."""
     import torch
+    import torch.nn.functional as F
 
     from engine.faces.detect import Detections
-    from engine.faces.embed_hse import HSEEmbedder
+    from engine.faces.embed_hse import HSEEmbedder, crop_faces
 
     faces = found.faces
     if found.sampled is None or len(found.sampled) != len(found.frames.index):
@@ -56,8 +58,8 @@ def hse_descriptors(found: VideoFaces, device: str) -> np.ndarray:
     row_of = {int(k): i for i, k in enumerate(found.frames.index.tolist())}
     image = torch.tensor([row_of[int(k)] for k in faces.frame_index.tolist()], dtype=torch.int64)
     det = Detections(image, faces.boxes.float(), faces.scores.float(), faces.landmarks.float(), faces.rotation)
-    desc = HSEEmbedder(device, "fp32").embed(found.sampled, det)
-    return desc.float().cpu().numpy()
+    raw = HSEEmbedder(device, "fp32").raw_crops(crop_faces(found.sampled, det))
+    return F.normalize(raw, dim=1).cpu().numpy(), raw.norm(dim=1).cpu().numpy()
 
 
 def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -> int:
@@ -69,7 +71,7 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
     models = FaceModels.load(device, FaceSettings(embedder="dlib"))
     found = analyze_video(clip, models, interval=interval, crops=True, frame_jpegs=True, keep_frames=True)
     faces = found.faces
-    hse = hse_descriptors(found, device)
+    hse, hse_magnitude = hse_descriptors(found, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "crops").mkdir(exist_ok=True)
     ids: list[str] = []
@@ -77,7 +79,7 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
         w = csv.writer(fh)
         w.writerow(
             ["face_id", "frame_index", "face_index", "time_s", "x1", "y1", "x2", "y2", "score", "rotation",
-             "landmarks", *QUALITY_COLUMNS]
+             "landmarks", *QUALITY_COLUMNS, "magnitude_hse"]
         )  # fmt: skip
         assert faces.quality is not None
         for i in range(len(faces)):
@@ -88,7 +90,7 @@ def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -
                 [fid, int(faces.frame_index[i]), int(faces.face_index[i]), round(float(faces.pts_s[i]), 3), *box,
                  round(float(faces.scores[i]), 4), int(faces.rotation[i]),
                  " ".join(f"{v:.2f}" for v in faces.landmarks[i].tolist()),
-                 *(round(v, 4) for v in faces.quality[i].tolist())]
+                 *(round(v, 4) for v in faces.quality[i].tolist()), round(float(hse_magnitude[i]), 4)]
             )  # fmt: skip
             (out / "crops" / f"{fid}.jpg").write_bytes(faces.crops[i])
     with open(out / "frames.csv", "w", newline="") as fh:

@@ -128,7 +128,7 @@ def engine_grouping(
         landmarks=torch.tensor([[float(v) for v in f["landmarks"].split()] for f in faces]).reshape(n, 10),
         rotation=torch.tensor([int(f["rotation"]) for f in faces], dtype=long),
         embedding=torch.from_numpy(desc.astype(np.float32)),
-        quality=torch.tensor([[float(f[c]) for c in QUALITY_COLUMNS] for f in faces]).reshape(n, -1),
+        quality=torch.tensor([[float(f.get(c) or "nan") for c in QUALITY_COLUMNS] for f in faces]).reshape(n, -1),
     )
     with open(out / "frames.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -138,11 +138,13 @@ def engine_grouping(
         torch.zeros(len(rows), dtype=long), torch.tensor([float(r["change"]) for r in rows]),
     )  # fmt: skip
     tracks = track_video(found, (), TrackerSettings.for_embedder(embedder), frames=frames, appearance=True).of_face
+    column = "magnitude_hse" if embedder == "hse" else "magnitude"  # faces.csv's own magnitude is dlib's
+    magnitude = torch.tensor([float(f.get(column) or "nan") for f in faces], dtype=torch.float32)
     stored = StoredFaces(
         face_id=torch.arange(n), video=torch.zeros(n, dtype=long), track=tracks.to(long),
         frame_index=found.frame_index, boxes=found.boxes, embedding=found.embedding, phash=torch.zeros(n, dtype=long),
-        has_phash=torch.zeros(n, dtype=torch.bool), quality=found.overall_quality, videos=[out.name],
-        names=[out.name],
+        has_phash=torch.zeros(n, dtype=torch.bool), quality=found.overall_quality,
+        magnitude=magnitude, videos=[out.name], names=[out.name],
     )  # fmt: skip
     individuals = group_individuals(stored, settings or ClusterSettings(), embedder)
     individual = [("none", i) if v < 0 else v for i, v in enumerate(individuals.of_face.tolist())]

@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "identity"
 LABELS = REPO / "benchmarks" / "identity"
 #: ``--vary`` choices and the ``ClusterSettings`` field each sweeps.
-SWEPT = {"threshold": "threshold", "pair": "pair_threshold", "quality": "min_quality"}
+SWEPT = {
+    "threshold": "threshold", "pair": "pair_threshold", "quality": "min_quality", "magnitude": "confident_magnitude",
+}  # fmt: skip
 
 
 def clip_scores(stem: str, embedder: str, settings: list[ClusterSettings]) -> list[Scores]:
@@ -93,7 +95,8 @@ def pooled(
         track=torch.cat([f.track for f in parts]), frame_index=torch.cat([f.frame_index for f in parts]),
         boxes=torch.cat([f.boxes for f in parts]), embedding=torch.cat([f.embedding.float() for f in parts]),
         phash=torch.cat([f.phash for f in parts]), has_phash=torch.cat([f.has_phash for f in parts]),
-        quality=torch.cat([f.quality for f in parts]), videos=videos, names=[n for f in parts for n in f.names],
+        quality=torch.cat([f.quality for f in parts]), magnitude=torch.cat([f.magnitude for f in parts]),
+        videos=videos, names=[n for f in parts for n in f.names],
     )  # fmt: skip
     return joined, labels, views
 
@@ -142,6 +145,7 @@ def main() -> None:
         "threshold": f"threshold {spec.group_similarity}",
         "pair_threshold": f"pair threshold {spec.group_pair_similarity}",
         "min_quality": f"quality floor {QUALITY_FLOOR if a.min_quality is None else a.min_quality}",
+        "confident_magnitude": f"confident magnitude {spec.confident_magnitude}",
     }
     other = ", ".join(v for k, v in held.items() if k != key)
     print(

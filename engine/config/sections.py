@@ -169,7 +169,10 @@ def parse_logo(table: Any) -> LogoSettings | None:
 #: margin: the only pairs whose groups can ever reach the pair threshold are among them (an average of values under
 #: it stays under it); the margin keeps near misses for the report (hse: 0.45, the floor of the old average linkage).
 CLUSTER_FLOOR_MARGIN = 0.08
-CLUSTER_KEYS = ("threshold", "pair_threshold", "floor", "min_quality", "manual_breaks", "manual_merges", "keep_apart")
+CLUSTER_KEYS = (
+    "threshold", "pair_threshold", "floor", "min_quality", "confident_magnitude", "manual_breaks", "manual_merges",
+    "keep_apart",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,9 @@ class ClusterSettings:
     """The challenge's ``[clustering]`` table. ``threshold`` (cosine of two groups' mean directions),
     ``pair_threshold`` (mean cosine over their faces' pairs) and ``min_quality`` (faces under it do not vote) are
     ``None`` for the embedder's / the quality module's defaults; ``floor`` is the candidate-pair floor (``None``:
-    the pair threshold minus :data:`CLUSTER_FLOOR_MARGIN`)."""
+    the pair threshold minus :data:`CLUSTER_FLOOR_MARGIN`); ``confident_magnitude`` (``None``: the embedder's) is
+    the descriptor magnitude from which a face votes from the lower floor (``engine.faces.quality.vote_floors``;
+    a very large value turns that off)."""
 
     threshold: float | None = None
     floor: float | None = None
@@ -218,6 +223,7 @@ class ClusterSettings:
     manual_merges: tuple[ManualMerge, ...] = ()
     keep_apart: tuple[ManualMerge, ...] = ()
     pair_threshold: float | None = None
+    confident_magnitude: float | None = None
 
     def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
         return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
@@ -263,6 +269,11 @@ def parse_cluster(table: Any) -> ClusterSettings:
     if floor is not None and pair_threshold is not None and floor > pair_threshold:
         raise ConfigError(f"[clustering] floor ({floor}) must not exceed pair_threshold ({pair_threshold})")
     min_quality = None if "min_quality" not in table else _number(table["min_quality"], "min_quality", 0, 1)
+    confident = (
+        None
+        if "confident_magnitude" not in table
+        else _number(table["confident_magnitude"], "confident_magnitude", 0, 1e6)
+    )
     breaks = _entries(
         table, "manual_breaks", '{ video = "<file name or sha256 prefix>", track = N, at_s = seconds }',
         lambda e: ManualBreak(str(e["video"]), int(e["track"]), float(e["at_s"])),
@@ -271,4 +282,4 @@ def parse_cluster(table: Any) -> ClusterSettings:
     track_pair = lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"]))  # noqa: E731
     merges = _entries(table, "manual_merges", pair, track_pair)
     apart = _entries(table, "keep_apart", pair, track_pair)
-    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart, pair_threshold)
+    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart, pair_threshold, confident)

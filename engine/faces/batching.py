@@ -234,8 +234,8 @@ class FaceBatcher(Generic[K]):
         with timer("embed"):
             frames_e, det_e = frames.to(models.embedder.device), det.to(models.embedder.device)
             chips = align_chips(frames_e, det_e)
-            embedding = models.embedder.embed_faces(frames_e, det_e, chips)
-            measured = quality_of(det_e, chips)
+            embedding, magnitude = models.embedder.embed_faces(frames_e, det_e, chips)
+            measured = quality_of(det_e, chips, magnitude)
             quality = torch.stack([getattr(measured, c).float() for c in QUALITY_COLUMNS], 1)
         crops: list[bytes] = []
         jpegs: list[bytes] = []

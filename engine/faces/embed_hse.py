@@ -111,16 +111,27 @@ class HSEEmbedder:
     @torch.inference_mode()
     def embed_crops(self, crops: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Descriptors ``[F, 1024]`` of RGB crops ``[F, 3, 224, 224]`` (uint8 or float 0..255)."""
+        return F.normalize(self.raw_crops(crops, batch), dim=1)
+
+    @torch.inference_mode()
+    def raw_crops(self, crops: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """The network's output ``[F, 1024]`` before L2 normalisation. Its length (the magnitude) says how well the
+        network reads the face: readable faces measure 8-16 on the labelled clips, hands, backgrounds and dark
+        patches 0.5-7.8 (the feature-norm cue of MagFace and AdaFace; ``docs/quality.md``)."""
         batch = batch or (64 if self.device.type == "cuda" else 16)
         out = []
         for i in range(0, len(crops), batch):
             x = crops[i : i + batch].to(self.device, torch.float32).flip(1) - self.mean  # RGB → BGR, minus means
-            out.append(F.normalize(self._net(x.to(self.dtype)).float(), dim=1))
+            out.append(self._net(x.to(self.dtype)).float())
         return torch.cat(out) if out else torch.zeros((0, DESCRIPTOR_DIM), device=self.device)
 
-    def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:
-        """Descriptors from the frames and boxes (the aligned ``chips`` are dlib's input, not this network's)."""
-        return self.embed(frames, det)
+    def embed_faces(
+        self, frames: torch.Tensor, det: Detections, chips: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit descriptors and magnitudes from the frames and boxes (the aligned ``chips`` are dlib's input, not
+        this network's)."""
+        raw = self.raw_crops(crop_faces(frames.to(self.device), det.to(self.device)))
+        return F.normalize(raw, dim=1), raw.norm(dim=1)
 
     @torch.inference_mode()
     def embed(self, frames: torch.Tensor, det: Detections) -> torch.Tensor:

@@ -33,8 +33,11 @@ class Embedder(Protocol):
     name: str
     device: torch.device
 
-    def embed_faces(self, frames: torch.Tensor, det: Detections, chips: torch.Tensor) -> torch.Tensor:
-        """Descriptors ``[F, D]`` of the faces of ``det`` in uint8 ``frames``, whose aligned chips are ``chips``."""
+    def embed_faces(
+        self, frames: torch.Tensor, det: Detections, chips: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Descriptors ``[F, D]`` of the faces of ``det`` in uint8 ``frames``, whose aligned chips are ``chips``, and
+        their magnitudes ``[F]``: the length of the network's output before any normalisation."""
         ...
 
     def embed(self, frames: torch.Tensor, det: Detections) -> torch.Tensor:
@@ -47,23 +50,29 @@ class EmbedderSpec:
     """An embedder's facts. ``same_person``: the Euclidean distance under which two single faces are taken for one
     person (tracker gate, search and monitor); ``group_similarity``: the cosine between two groups' quality-weighted
     mean directions at which they are one individual, and ``group_pair_similarity`` the mean cosine over their faces'
-    pairs they must reach as well (``engine.cluster``). All measured in ``benchmarks/identity``."""
+    pairs they must reach as well (``engine.cluster``); ``confident_magnitude``: the descriptor magnitude from which
+    the network reads a face confidently, so that it votes from a lower floor
+    (``engine.faces.quality.CONFIDENT_SHARE``), or ``None`` where the magnitude says nothing. All measured in
+    ``benchmarks/identity``."""
 
     name: str
     dim: int
     same_person: float
     group_similarity: float
     group_pair_similarity: float
+    confident_magnitude: float | None
     description: str
 
 
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "hse": EmbedderSpec(
         "hse", 1024, same_person=0.90, group_similarity=0.65, group_pair_similarity=0.53,
+        confident_magnitude=8.0,
         description="HSE MobileNet (VGGFace2), 1024-d unit vectors of the box + 10 % at 224 px",
     ),
     "dlib": EmbedderSpec(
         "dlib", 128, same_person=0.60, group_similarity=0.96, group_pair_similarity=0.91,
+        confident_magnitude=None,
         description="dlib face recognition ResNet v1, 128-d, aligned 150-px chip",
     ),
 }  # fmt: skip

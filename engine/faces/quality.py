@@ -24,6 +24,12 @@ from engine.faces.detect import Detections
 #: keeps most visible faces voting (tiny crowd faces and 640x360 stage shots included) while false detections and
 #: heads seen from behind fall under it; RESULTS.md ("Identity") has the figures.
 QUALITY_FLOOR = 0.10
+#: Faces the embedder reads confidently (descriptor magnitude at least the embedder's ``confident_magnitude``,
+#: ``engine.faces.embedders``) vote from this share of the floor (0.04 at the default 0.10): small, soft crowd faces
+#: under :data:`QUALITY_FLOOR` that the network still reads well vote, while false detections under the floor (dark
+#: patches, blurred background, a shoulder), which the network cannot read, do not. Measured on the labelled sets
+#: (RESULTS.md, ninth session).
+CONFIDENT_SHARE = 0.4
 
 #: Head model behind the pose estimates, in interocular distances (eye centre to eye centre): the nose tip stands
 #: ``NOSE_DEPTH`` in front of the eyes and mouth, the mouth line is ``EYE_MOUTH`` below the eye line, the nose tip
@@ -74,6 +80,7 @@ class FaceQuality:
     roll: torch.Tensor  # degrees, eye line against the image's x axis (also holds the detector's 90/270 retries)
     exposure: torch.Tensor  # mean luminance of the chip's centre, 0..1
     clipped: torch.Tensor  # share of the chip that is pure black or pure white
+    magnitude: torch.Tensor  # the embedder's descriptor length before normalisation (NaN where not given)
     quality: torch.Tensor  # product of the ramps, 0..1
 
     def __len__(self) -> int:
@@ -134,9 +141,13 @@ def chip_cues(chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return sharpness, exposure, clipped
 
 
-def face_quality(scores: torch.Tensor, landmarks: torch.Tensor, chips: torch.Tensor) -> FaceQuality:
+def face_quality(
+    scores: torch.Tensor, landmarks: torch.Tensor, chips: torch.Tensor, magnitude: torch.Tensor | None = None
+) -> FaceQuality:
     """Quality of ``F`` faces from detector ``scores`` ``[F]``, ``landmarks`` ``[F, 10]`` (frame pixels, the order
-    of ``Detections.landmarks``) and their aligned chips ``[F, 3, S, S]`` (``engine.faces.align.align_chips``)."""
+    of ``Detections.landmarks``) and their aligned chips ``[F, 3, S, S]`` (``engine.faces.align.align_chips``).
+    ``magnitude`` ``[F]`` (the embedder's, NaN when not given) is kept beside the cues: it does not enter
+    ``quality``, it decides which floor a face votes from (:func:`vote_floors`)."""
     if chips.shape[0] == 0:
         z = torch.zeros(0, device=chips.device)
         return FaceQuality(*(z for _ in fields(FaceQuality)))
@@ -144,6 +155,8 @@ def face_quality(scores: torch.Tensor, landmarks: torch.Tensor, chips: torch.Ten
     interocular, yaw, pitch, roll = pose(landmarks)
     size = interocular / torch.cos(torch.deg2rad(yaw)).clamp_min(0.5)
     sharpness, exposure, clipped = chip_cues(chips)
+    if magnitude is None:
+        magnitude = torch.full_like(score, float("nan"))
     quality = (
         ramp(score, *SCORE_RAMP)
         * ramp(size, *SIZE_RAMP)
@@ -154,9 +167,23 @@ def face_quality(scores: torch.Tensor, landmarks: torch.Tensor, chips: torch.Ten
         * ramp(exposure, *BRIGHT_RAMP)
         * ramp(clipped, *CLIPPED_RAMP)
     )
-    return FaceQuality(score, interocular, size, sharpness, yaw, pitch, roll, exposure, clipped, quality)
+    return FaceQuality(
+        score, interocular, size, sharpness, yaw, pitch, roll, exposure, clipped, magnitude.float(), quality
+    )
 
 
-def quality_of(det: Detections, chips: torch.Tensor) -> FaceQuality:
-    """:func:`face_quality` of a batch's detections and their chips (``align_chips(frames, det)``)."""
-    return face_quality(det.scores, det.landmarks, chips)
+def quality_of(det: Detections, chips: torch.Tensor, magnitude: torch.Tensor | None = None) -> FaceQuality:
+    """:func:`face_quality` of a batch's detections, their chips (``align_chips(frames, det)``) and the embedder's
+    descriptor magnitudes."""
+    return face_quality(det.scores, det.landmarks, chips, magnitude)
+
+
+def vote_floors(magnitude: torch.Tensor, floor: float, confident_magnitude: float | None) -> torch.Tensor:
+    """Each face's voting floor ``[F]``: ``floor``, or :data:`CONFIDENT_SHARE` of it for faces whose descriptor
+    magnitude reaches ``confident_magnitude`` (``None``: the embedder's magnitude says nothing, every face keeps
+    ``floor``; NaN magnitudes, stored before it was measured, keep it too)."""
+    floors = torch.full(magnitude.shape, floor, dtype=torch.float32, device=magnitude.device)
+    if confident_magnitude is None:
+        return floors
+    confident = magnitude >= confident_magnitude  # NaN compares false
+    return torch.where(confident, floors * CONFIDENT_SHARE, floors)

@@ -20,7 +20,7 @@ from engine.config import ClusterSettings
 from engine.config.sections import ManualMerge, video_matches
 from engine.dedup import duplicates_to_remove, hex_to_hashes
 from engine.faces.embedders import embedder_spec
-from engine.faces.quality import QUALITY_FLOOR
+from engine.faces.quality import QUALITY_FLOOR, vote_floors
 from engine.pipeline.rows import individual_rows
 from engine.store import Database
 from engine.types import Individuals, StoredFaces
@@ -35,6 +35,7 @@ def stored_faces(rows: list[dict[str, Any]]) -> StoredFaces:
     video_id = {v: i for i, v in enumerate(videos)}
     long = torch.int64
     quality = [LEGACY_QUALITY if r.get("quality") is None else r["quality"] for r in rows]
+    magnitude = [float("nan") if r.get("magnitude") is None else r["magnitude"] for r in rows]
     file_names = {r["video_sha256"]: r.get("file_name") or "" for r in rows}
     return StoredFaces(
         face_id=torch.tensor([r["id"] for r in rows], dtype=long),
@@ -46,6 +47,7 @@ def stored_faces(rows: list[dict[str, Any]]) -> StoredFaces:
         phash=hex_to_hashes([r["phash"] or "0" * 16 for r in rows]),
         has_phash=torch.tensor([bool(r["phash"]) for r in rows]),
         quality=torch.tensor(quality, dtype=torch.float32),
+        magnitude=torch.tensor(magnitude, dtype=torch.float32),
         videos=videos,
         names=[file_names[v] for v in videos],
     )
@@ -106,6 +108,9 @@ class Grouping:
     floor: float
     min_quality: float
     pair_threshold: float
+    #: Faces whose descriptor magnitude reaches this vote from ``engine.faces.quality.CONFIDENT_FLOOR`` (``None``:
+    #: the embedder's magnitude says nothing).
+    confident_magnitude: float | None = None
 
 
 def grouping_for(embedder: str, clustering: ClusterSettings) -> Grouping:
@@ -114,7 +119,9 @@ def grouping_for(embedder: str, clustering: ClusterSettings) -> Grouping:
     threshold = clustering.threshold_for(spec.group_similarity)
     pair_threshold = clustering.pair_threshold_for(spec.group_pair_similarity)
     min_quality = QUALITY_FLOOR if clustering.min_quality is None else clustering.min_quality
-    return Grouping(embedder, threshold, clustering.floor_for(pair_threshold), min_quality, pair_threshold)
+    floor = clustering.floor_for(pair_threshold)
+    confident = spec.confident_magnitude if clustering.confident_magnitude is None else clustering.confident_magnitude
+    return Grouping(embedder, threshold, floor, min_quality, pair_threshold, confident)
 
 
 def group_individuals(
@@ -130,7 +137,8 @@ def group_individuals(
     keys = list(track_key)
     unit = torch.nn.functional.normalize(faces.embedding.to(device).float(), dim=1)
     on_device = face_track.to(device)
-    votes = voting_weights(on_device, unit, faces.quality.to(device), g.min_quality)
+    floors = vote_floors(faces.magnitude, g.min_quality, g.confident_magnitude).to(device)
+    votes = voting_weights(on_device, unit, faces.quality.to(device), floors)
     sums, mass = track_sums(on_device, unit, votes, len(keys))
     pairs = similar_pairs(sums, mass, g.floor)
     conflicts = frame_conflicts(faces, face_track) | set(track_pairs(clustering.keep_apart, faces, keys))

@@ -32,6 +32,7 @@ class IndividualsMixin(DatabaseCore):
                 Face.embedding,
                 Face.embedder,
                 Face.quality,
+                Face.magnitude,
                 Face.phash,
                 Video.file_name,
             )

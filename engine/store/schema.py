@@ -179,6 +179,7 @@ class Face(Base):
     roll: Mapped[float | None] = mapped_column(Float, nullable=True)
     exposure: Mapped[float | None] = mapped_column(Float, nullable=True)
     clipped: Mapped[float | None] = mapped_column(Float, nullable=True)
+    magnitude: Mapped[float | None] = mapped_column(Float, nullable=True)  # the embedder's descriptor length
     quality: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
