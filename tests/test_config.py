@@ -147,7 +147,8 @@ def test_faces_table() -> None:
 
 def test_clustering_table_manual_breaks_and_merges() -> None:
     cluster = parse_challenge(
-        BASE + "[clustering]\nthreshold = 0.8\npair_threshold = 0.6\nconfident_magnitude = 9\n"
+        BASE + "[clustering]\nthreshold = 0.8\npair_threshold = 0.6\n"
+        "confident_magnitude = 9\nunreadable_magnitude = 4.5\n"
         'manual_breaks = [{ video = "a.mp4", track = 2, at_s = 1.5 },'
         ' { video = "ABCDEF01", track = 0, at_s = 3 }]\n'
         'manual_merges = [{ video_a = "a.mp4", track_a = 1, video_b = "b.mp4", track_b = 0 }]\n'
@@ -156,6 +157,7 @@ def test_clustering_table_manual_breaks_and_merges() -> None:
     assert (cluster.threshold, cluster.pair_threshold, cluster.floor, cluster.min_quality) == (0.8, 0.6, None, None)
     assert cluster.threshold_for(0.5) == 0.8 and cluster.pair_threshold_for(0.4) == 0.6
     assert cluster.confident_magnitude == 9.0 and ClusterSettings().confident_magnitude is None
+    assert cluster.unreadable_magnitude == 4.5
     assert cluster.floor_for(0.6) == pytest.approx(0.52)  # the pair threshold minus the margin
     assert ClusterSettings().threshold_for(0.5) == 0.5  # absent: the embedder's own threshold
     assert ClusterSettings().pair_threshold_for(0.4) == 0.4

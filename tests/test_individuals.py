@@ -73,12 +73,17 @@ def test_faces_the_embedder_reads_confidently_vote_from_the_lower_floor() -> Non
     assert grouped(read_well, confident_magnitude=11.0)[2:] == [-1, -1]  # the TOML can ask for more
     assert grouped(read_well, min_quality=0.2)[2:] == [-1, -1]  # a higher floor raises the confident one too
     assert grouped(unread, min_quality=0.05)[2:] == [1, 1]  # and a lower one lets every face at 0.05 vote
+    # Under the unreadable magnitude (hse: 5) a face never votes, whatever its quality (0 in the TOML turns it off).
+    q[2:] = 0.9
+    assert grouped([12.0, 12, 4, 4.5])[2:] == [-1, -1]
+    assert grouped([12.0, 12, 4, 4.5], unreadable_magnitude=0.0)[2:] == [1, 1]
 
 
 def test_vote_floors() -> None:
     mag = torch.tensor([9.0, 7.9, float("nan")])
     assert vote_floors(mag, 0.10, 8.0).tolist() == pytest.approx([0.10 * CONFIDENT_SHARE, 0.10, 0.10])
     assert vote_floors(mag, 0.10, None).tolist() == pytest.approx([0.10] * 3)
+    assert vote_floors(mag, 0.10, 8.0, 8.5).tolist() == pytest.approx([0.04, float("inf"), 0.10])
 
 
 def test_a_track_with_no_vote_takes_the_individual_its_faces_match_unless_kept_apart() -> None:

@@ -17,7 +17,7 @@ from engine.store.schema import Face, FaceFinalInd, FaceIntraInd, Frame, Run, Si
 from engine.tools.export import export_dataset
 from engine.tools.report import grouping_of, write_report
 from engine.tools.report_pairs import toml_string, video_refs
-from engine.tools.report_sheets import ATTACHED_LABEL, NON_VOTING_LABEL
+from engine.tools.report_sheets import ATTACHED_LABEL, DUPLICATE_CAPTION, NON_VOTING_LABEL
 
 A, B = "a" * 64, "b" * 64
 #: (video, track, individual, voted, quality, time): one face each; face ids count from 1 in this order.
@@ -134,6 +134,17 @@ def test_sheet_heading_gives_the_best_voting_quality(db: Database, tmp_path: Pat
     assert "best quality first (0.90)" in head[0]
     assert "best quality first (0.60)" in head[1]  # face 6 voted; face 10 (attached, 0.05) did not
     assert head[2].endswith("best quality first")  # stored before quality was measured: no number
+
+
+def test_a_sheet_whose_voting_faces_are_all_duplicates_still_shows_its_best(db: Database, tmp_path: Path) -> None:
+    """Person 1's only voting face (6) was removed as a near-duplicate of a face that did not vote: the sheet shows
+    it anyway, captioned, instead of an empty strip over the faces that did not vote."""
+    with db.session() as s:
+        s.delete(s.get(UniqueFace, 6))
+    page = write_report(db, DictStore(), "c", tmp_path / "r.html", log=lambda _: None).read_text()
+    sheet = _between(page, 'id="person-1"', "</div>")
+    assert _crops(sheet) == ["face-6"] and DUPLICATE_CAPTION in sheet
+    assert DUPLICATE_CAPTION not in _between(page, 'id="person-0"', "</div>")  # its voting faces are unique
 
 
 def test_threshold_sources(db: Database, tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ LABELS = REPO / "benchmarks" / "identity"
 #: ``--vary`` choices and the ``ClusterSettings`` field each sweeps.
 SWEPT = {
     "threshold": "threshold", "pair": "pair_threshold", "quality": "min_quality", "magnitude": "confident_magnitude",
+    "unreadable": "unreadable_magnitude",
 }  # fmt: skip
 
 
@@ -146,6 +147,7 @@ def main() -> None:
         "pair_threshold": f"pair threshold {spec.group_pair_similarity}",
         "min_quality": f"quality floor {QUALITY_FLOOR if a.min_quality is None else a.min_quality}",
         "confident_magnitude": f"confident magnitude {spec.confident_magnitude}",
+        "unreadable_magnitude": f"unreadable magnitude {spec.unreadable_magnitude}",
     }
     other = ", ".join(v for k, v in held.items() if k != key)
     print(

@@ -170,8 +170,8 @@ def parse_logo(table: Any) -> LogoSettings | None:
 #: it stays under it); the margin keeps near misses for the report (hse: 0.45, the floor of the old average linkage).
 CLUSTER_FLOOR_MARGIN = 0.08
 CLUSTER_KEYS = (
-    "threshold", "pair_threshold", "floor", "min_quality", "confident_magnitude", "manual_breaks", "manual_merges",
-    "keep_apart",
+    "threshold", "pair_threshold", "floor", "min_quality", "confident_magnitude", "unreadable_magnitude",
+    "manual_breaks", "manual_merges", "keep_apart",
 )  # fmt: skip
 
 
@@ -214,7 +214,8 @@ class ClusterSettings:
     ``None`` for the embedder's / the quality module's defaults; ``floor`` is the candidate-pair floor (``None``:
     the pair threshold minus :data:`CLUSTER_FLOOR_MARGIN`); ``confident_magnitude`` (``None``: the embedder's) is
     the descriptor magnitude from which a face votes from the lower floor (``engine.faces.quality.vote_floors``;
-    a very large value turns that off)."""
+    a very large value turns that off), ``unreadable_magnitude`` (``None``: the embedder's) the one under which it
+    never votes (0 turns that off)."""
 
     threshold: float | None = None
     floor: float | None = None
@@ -224,6 +225,7 @@ class ClusterSettings:
     keep_apart: tuple[ManualMerge, ...] = ()
     pair_threshold: float | None = None
     confident_magnitude: float | None = None
+    unreadable_magnitude: float | None = None
 
     def breaks_for(self, file_name: str, sha256: str) -> list[tuple[int, float]]:
         return [(b.track, b.at_s) for b in self.manual_breaks if b.matches(file_name, sha256)]
@@ -269,10 +271,9 @@ def parse_cluster(table: Any) -> ClusterSettings:
     if floor is not None and pair_threshold is not None and floor > pair_threshold:
         raise ConfigError(f"[clustering] floor ({floor}) must not exceed pair_threshold ({pair_threshold})")
     min_quality = None if "min_quality" not in table else _number(table["min_quality"], "min_quality", 0, 1)
-    confident = (
-        None
-        if "confident_magnitude" not in table
-        else _number(table["confident_magnitude"], "confident_magnitude", 0, 1e6)
+    confident, unreadable = (
+        None if key not in table else _number(table[key], key, 0, 1e6)
+        for key in ("confident_magnitude", "unreadable_magnitude")
     )
     breaks = _entries(
         table, "manual_breaks", '{ video = "<file name or sha256 prefix>", track = N, at_s = seconds }',
@@ -282,4 +283,4 @@ def parse_cluster(table: Any) -> ClusterSettings:
     track_pair = lambda e: ManualMerge(str(e["video_a"]), int(e["track_a"]), str(e["video_b"]), int(e["track_b"]))  # noqa: E731
     merges = _entries(table, "manual_merges", pair, track_pair)
     apart = _entries(table, "keep_apart", pair, track_pair)
-    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart, pair_threshold, confident)
+    return ClusterSettings(threshold, floor, min_quality, breaks, merges, apart, pair_threshold, confident, unreadable)

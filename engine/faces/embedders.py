@@ -52,7 +52,8 @@ class EmbedderSpec:
     mean directions at which they are one individual, and ``group_pair_similarity`` the mean cosine over their faces'
     pairs they must reach as well (``engine.cluster``); ``confident_magnitude``: the descriptor magnitude from which
     the network reads a face confidently, so that it votes from a lower floor
-    (``engine.faces.quality.CONFIDENT_SHARE``), or ``None`` where the magnitude says nothing. All measured in
+    (``engine.faces.quality.CONFIDENT_SHARE``), and ``unreadable_magnitude`` the one under which the network does
+    not read a face at all, so that it never votes; ``None`` where the magnitude says nothing. All measured in
     ``benchmarks/identity``."""
 
     name: str
@@ -61,18 +62,19 @@ class EmbedderSpec:
     group_similarity: float
     group_pair_similarity: float
     confident_magnitude: float | None
+    unreadable_magnitude: float | None
     description: str
 
 
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "hse": EmbedderSpec(
         "hse", 1024, same_person=0.90, group_similarity=0.65, group_pair_similarity=0.53,
-        confident_magnitude=8.0,
+        confident_magnitude=8.0, unreadable_magnitude=5.0,
         description="HSE MobileNet (VGGFace2), 1024-d unit vectors of the box + 10 % at 224 px",
     ),
     "dlib": EmbedderSpec(
         "dlib", 128, same_person=0.60, group_similarity=0.96, group_pair_similarity=0.91,
-        confident_magnitude=None,
+        confident_magnitude=None, unreadable_magnitude=None,
         description="dlib face recognition ResNet v1, 128-d, aligned 150-px chip",
     ),
 }  # fmt: skip

@@ -178,12 +178,16 @@ def quality_of(det: Detections, chips: torch.Tensor, magnitude: torch.Tensor | N
     return face_quality(det.scores, det.landmarks, chips, magnitude)
 
 
-def vote_floors(magnitude: torch.Tensor, floor: float, confident_magnitude: float | None) -> torch.Tensor:
-    """Each face's voting floor ``[F]``: ``floor``, or :data:`CONFIDENT_SHARE` of it for faces whose descriptor
-    magnitude reaches ``confident_magnitude`` (``None``: the embedder's magnitude says nothing, every face keeps
-    ``floor``; NaN magnitudes, stored before it was measured, keep it too)."""
+def vote_floors(
+    magnitude: torch.Tensor, floor: float, confident_magnitude: float | None, unreadable_magnitude: float | None = None
+) -> torch.Tensor:
+    """Each face's voting floor ``[F]``: ``floor``; :data:`CONFIDENT_SHARE` of it for faces whose descriptor
+    magnitude reaches ``confident_magnitude``; infinite (never votes, whatever its quality) for faces whose
+    magnitude is under ``unreadable_magnitude``. ``None``: the embedder's magnitude says nothing on that side. NaN
+    magnitudes (stored before they were measured) keep ``floor``."""
     floors = torch.full(magnitude.shape, floor, dtype=torch.float32, device=magnitude.device)
-    if confident_magnitude is None:
-        return floors
-    confident = magnitude >= confident_magnitude  # NaN compares false
-    return torch.where(confident, floors * CONFIDENT_SHARE, floors)
+    if confident_magnitude is not None:
+        floors = torch.where(magnitude >= confident_magnitude, floors * CONFIDENT_SHARE, floors)  # NaN: false
+    if unreadable_magnitude is not None:
+        floors = torch.where(magnitude < unreadable_magnitude, torch.full_like(floors, float("inf")), floors)
+    return floors

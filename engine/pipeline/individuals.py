@@ -108,9 +108,10 @@ class Grouping:
     floor: float
     min_quality: float
     pair_threshold: float
-    #: Faces whose descriptor magnitude reaches this vote from ``engine.faces.quality.CONFIDENT_FLOOR`` (``None``:
-    #: the embedder's magnitude says nothing).
+    #: Faces whose descriptor magnitude reaches ``confident_magnitude`` vote from a lower floor, faces under
+    #: ``unreadable_magnitude`` never (``engine.faces.quality.vote_floors``; ``None``: the magnitude says nothing).
     confident_magnitude: float | None = None
+    unreadable_magnitude: float | None = None
 
 
 def grouping_for(embedder: str, clustering: ClusterSettings) -> Grouping:
@@ -121,7 +122,8 @@ def grouping_for(embedder: str, clustering: ClusterSettings) -> Grouping:
     min_quality = QUALITY_FLOOR if clustering.min_quality is None else clustering.min_quality
     floor = clustering.floor_for(pair_threshold)
     confident = spec.confident_magnitude if clustering.confident_magnitude is None else clustering.confident_magnitude
-    return Grouping(embedder, threshold, floor, min_quality, pair_threshold, confident)
+    unread = spec.unreadable_magnitude if clustering.unreadable_magnitude is None else clustering.unreadable_magnitude
+    return Grouping(embedder, threshold, floor, min_quality, pair_threshold, confident, unread)
 
 
 def group_individuals(
@@ -137,7 +139,7 @@ def group_individuals(
     keys = list(track_key)
     unit = torch.nn.functional.normalize(faces.embedding.to(device).float(), dim=1)
     on_device = face_track.to(device)
-    floors = vote_floors(faces.magnitude, g.min_quality, g.confident_magnitude).to(device)
+    floors = vote_floors(faces.magnitude, g.min_quality, g.confident_magnitude, g.unreadable_magnitude).to(device)
     votes = voting_weights(on_device, unit, faces.quality.to(device), floors)
     sums, mass = track_sums(on_device, unit, votes, len(keys))
     pairs = similar_pairs(sums, mass, g.floor)

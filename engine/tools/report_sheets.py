@@ -30,6 +30,9 @@ NON_VOTING_LABEL = "did not vote: low quality or disagreeing with its track"
 #: Before the tracks of an individual none of whose faces voted: they joined it by likeness alone (or a manual
 #: merge), the first place to look when a face on the strip above is someone else (a ``keep_apart`` fixes it).
 ATTACHED_LABEL = "no face voted (attached by likeness)"
+#: Under the best voting face of an individual whose voting faces were all removed as near-duplicates (PHash) of
+#: faces that did not vote: the sheet still shows what the individual rests on.
+DUPLICATE_CAPTION = "voted; a near-duplicate, not a unique face"
 NO_INDIVIDUAL_COLOUR = "#9e9e9e"
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
@@ -89,11 +92,12 @@ def contact_sheets(
     faces_per_ind = Counter(f["individual"] for f in grouped)
     non_voting = Counter(f["individual"] for f in grouped if not f["voted"])
     tracks: dict[int, set[tuple[str, int]]] = defaultdict(set)
-    best: dict[int, float] = {}  # quality of each individual's best voting face
+    best: dict[int, Row] = {}  # each individual's best voting face
     for f in grouped:
         tracks[f["individual"]].add((f["video_sha256"], f["track"]))
-        if f["voted"] and f.get("quality") is not None:
-            best[f["individual"]] = max(best.get(f["individual"], 0.0), f["quality"])
+        ind, q = f["individual"], f.get("quality")
+        if f["voted"] and q is not None and (ind not in best or q > best[ind]["quality"]):
+            best[ind] = f
     voting_tracks = {(f["video_sha256"], f["track"]) for f in grouped if f["voted"]}
     body = ["<h2>Individuals</h2>"]
     order = sorted(set(crops) | set(faces_per_ind), key=lambda i: (-faces_per_ind[i], i))
@@ -102,6 +106,8 @@ def contact_sheets(
             progress("individuals", 1, len(order))  # each sheet reads its crops from the store
         mine = sorted(crops[ind], key=by_quality)
         voted = "".join(thumbnail(store, f, name_of, log) for f in [f for f in mine if f["voted"]][:SHEET_SIZE])
+        if not voted and ind in best:  # every voting face is a near-duplicate of a kept one: show the best anyway
+            voted = thumbnail(store, best[ind], name_of, log, DUPLICATE_CAPTION)
         others = [f for f in mine if not f["voted"]][:NON_VOTING_SIZE]
         strip = ""
         if non_voting[ind]:
@@ -113,7 +119,7 @@ def contact_sheets(
         videos = {v for v, _ in tracks[ind]}
         silent = tracks[ind] - voting_tracks  # attached by their faces' likeness alone (or merged by hand)
         attached = f" · {ATTACHED_LABEL}: {_track_list(silent, name_of)}" if silent else ""
-        top = f"best quality first ({best[ind]:.2f})" if ind in best else "best quality first"
+        top = f"best quality first ({best[ind]['quality']:.2f})" if ind in best else "best quality first"
         body.append(
             f'<div class="ind" id="person-{ind}" style="border-left:6px solid {colour(ind)}"><b>person {ind}</b> · '
             f"{faces_per_ind[ind]} faces in {len(videos)} video(s), {len(tracks[ind])} track(s) · "
