@@ -96,6 +96,8 @@ bench: setup
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --lo 0.93 --hi 0.98
 	$(PY) -m benchmarks.identity.sweep --embedder dlib --vary pair --lo 0.87 --hi 0.94
 	$(PY) -m benchmarks.identity.sweep --embedder hse --vary quality --lo 0.0 --hi 0.12
+	$(PY) -m benchmarks.identity.sweep --embedder hse --vary magnitude --lo 3 --hi 11 --step 1
+	$(PY) -m benchmarks.identity.sweep --embedder hse --vary unreadable --lo 0 --hi 8 --step 1
 	$(PY) -m benchmarks.identity.search_bench --fresh
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/faiss_bench.py
