@@ -60,3 +60,16 @@ def test_false_detections_cost_only_the_group_they_join() -> None:
     assert (alone.purity, alone.f1) == (1.0, 1.0)
     assert joined.purity == 0.75 and joined.precision < 1.0
     assert score(labels, {"1": 0, "2": 0, "3": 0, "4": None}).purity == 1.0  # not scored by default
+
+
+def test_best_peer_meeting_the_targets_leaves_out_peers_that_miss_them() -> None:
+    from benchmarks.identity.bench import best_peer_meeting_targets
+    from benchmarks.identity.score import Scores
+
+    def s(purity: float, per_person: float, f1: float) -> Scores:
+        return Scores(10, 3, 3, purity, per_person, per_person, f1, f1, f1)
+
+    scores = {"engine individuals": s(1.0, 1.0, 0.90), "cw 0.4": s(0.93, 1.0, 0.97), "cw 0.35": s(1.0, 1.5, 0.95),
+              "dbscan": s(0.96, 1.2, 0.88)}  # fmt: skip
+    assert best_peer_meeting_targets(scores) == pytest.approx(0.88)  # the other two miss purity or splits
+    assert best_peer_meeting_targets({"engine individuals": s(1.0, 1.0, 0.9), "cw": s(0.5, 3.0, 0.99)}) is None

@@ -133,23 +133,37 @@ def verdict(scores: dict[str, Scores]) -> tuple[str, Scores, str, float]:
     return engine, scores[engine], best, peers[best].f1
 
 
+def meets_targets(s: Scores) -> bool:
+    return s.purity >= PURITY_TARGET and s.clusters_per_person <= CLUSTERS_TARGET
+
+
+def best_peer_meeting_targets(scores: dict[str, Scores]) -> float | None:
+    """The best F1 among the peers that themselves meet both structural targets on this set (``None``: none does)."""
+    f1s = [s.f1 for name, s in scores.items() if not name.startswith("engine") and meets_targets(s)]
+    return max(f1s, default=None)
+
+
 def summary(rows: list[tuple[str, str, dict[str, dict[str, Scores]]]]) -> str:
     """The summary table (markdown) of every (clip or challenge, embedder) in ``rows``: the main view's figures and
-    targets, then the F1s of the view that also scores false detections."""
+    targets, the best F1 of the peers that meet both structural targets themselves (a peer's best F1 often comes
+    with a purity or a number of clusters per person the issue's targets rule out), then the F1s of the view that
+    also scores false detections."""
     lines = [
         f"| set | embedder | purity | clusters/person | B³ F1 | assigned | best peer F1 | best peer | "
-        f"purity ≥ {PURITY_TARGET} | ≤ {CLUSTERS_TARGET} cl/person | F1 > every peer | F1 with false detections "
-        "(engine / best peer) |",
-        "|---|---|---:|---:|---:|---:|---:|---|:-:|:-:|:-:|---:|",
+        f"purity ≥ {PURITY_TARGET} | ≤ {CLUSTERS_TARGET} cl/person | F1 > every peer | best F1 of peers meeting "
+        "both targets | F1 > it | F1 with false detections (engine / best peer) |",
+        "|---|---|---:|---:|---:|---:|---:|---|:-:|:-:|:-:|---:|:-:|---:|",
     ]
     for name, embedder, views in rows:
         _, s, peer, peer_f1 = verdict(views[MAIN_VIEW])
         _, sj, _, peer_fj = verdict(views[JUNK_VIEW])
+        fair = best_peer_meeting_targets(views[MAIN_VIEW])
         ok = (s.purity >= PURITY_TARGET, s.clusters_per_person <= CLUSTERS_TARGET, s.f1 > peer_f1)
         marks = " | ".join("yes" if x else "**no**" for x in ok)
+        fair_cells = "none | –" if fair is None else f"{fair:.3f} | {'yes' if s.f1 > fair else '**no**'}"
         lines.append(
             f"| {name} | {embedder} | {s.purity:.3f} | {s.clusters_per_person:.2f} | {s.f1:.3f} | {s.assigned:.3f} "
-            f"| {peer_f1:.3f} | {peer} | {marks} | {sj.f1:.3f} / {peer_fj:.3f} |"
+            f"| {peer_f1:.3f} | {peer} | {marks} | {fair_cells} | {sj.f1:.3f} / {peer_fj:.3f} |"
         )
     return "\n".join(lines)
 
