@@ -121,7 +121,9 @@ bench: setup
 # shape (rows with floats masked, object keys), and on another CPU kind an entry that differs only in its floats is
 # reported as such and does not fail (benchmarks/run_dump.py; tests/test_run_dump.py). Recorded again in the ninth
 # session (2-core AMD EPYC with AVX-512) when the faces table gained each descriptor's magnitude (only that table
-# changed: against the Xeon's digest every other entry was the same rows and shape).
+# changed: against the Xeon's digest every other entry was the same rows and shape), and again when faces the HSE
+# network reads confidently began to vote whatever their quality (one more individual, 9: the Hamilton clip's
+# pianist in profile, looked at on the report; 39 unique faces).
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ClusterSettings, ManualMerge
-from engine.faces.quality import CONFIDENT_SHARE, vote_floors
+from engine.faces.quality import vote_floors
 from engine.pipeline.individuals import frame_conflicts, group_individuals
 from engine.store import Database
 from engine.types import StoredFaces
@@ -57,8 +57,8 @@ def test_manual_merge_and_quality_votes() -> None:
     assert group_individuals(faces, merged, "hse").count == 1
 
 
-def test_faces_the_embedder_reads_confidently_vote_from_the_lower_floor() -> None:
-    # Video b's track (person 1) has only faces at quality 0.05: under the floor (0.10), over 0.4 of it (0.04).
+def test_faces_the_embedder_reads_confidently_vote_whatever_their_quality() -> None:
+    # Video b's track (person 1) has only faces at quality 0.05, under the floor (0.10).
     q = torch.tensor([1.0, 1, 0.05, 0.05])
 
     def grouped(magnitude: list[float], embedder: str = "hse", **settings: float) -> list[int]:
@@ -71,8 +71,10 @@ def test_faces_the_embedder_reads_confidently_vote_from_the_lower_floor() -> Non
     assert grouped([12.0, 12, float("nan"), float("nan")])[2:] == [-1, -1]  # stored before magnitudes: floor 0.10
     assert grouped(read_well, "dlib")[2:] == [-1, -1]  # dlib's magnitude says nothing
     assert grouped(read_well, confident_magnitude=11.0)[2:] == [-1, -1]  # the TOML can ask for more
-    assert grouped(read_well, min_quality=0.2)[2:] == [-1, -1]  # a higher floor raises the confident one too
-    assert grouped(unread, min_quality=0.05)[2:] == [1, 1]  # and a lower one lets every face at 0.05 vote
+    assert grouped(read_well, min_quality=0.2)[2:] == [1, 1]  # the floor is for the faces it does not read well
+    assert grouped(unread, min_quality=0.05)[2:] == [1, 1]  # which a lower floor lets vote
+    q[2:] = 0.0
+    assert grouped(read_well)[2:] == [-1, -1]  # quality exactly 0 weighs nothing: no vote, however well read
     # Under the unreadable magnitude (hse: 5) a face never votes, whatever its quality (0 in the TOML turns it off).
     q[2:] = 0.9
     assert grouped([12.0, 12, 4, 4.5])[2:] == [-1, -1]
@@ -81,9 +83,9 @@ def test_faces_the_embedder_reads_confidently_vote_from_the_lower_floor() -> Non
 
 def test_vote_floors() -> None:
     mag = torch.tensor([9.0, 7.9, float("nan")])
-    assert vote_floors(mag, 0.10, 8.0).tolist() == pytest.approx([0.10 * CONFIDENT_SHARE, 0.10, 0.10])
+    assert vote_floors(mag, 0.10, 8.0).tolist() == pytest.approx([0.0, 0.10, 0.10])
     assert vote_floors(mag, 0.10, None).tolist() == pytest.approx([0.10] * 3)
-    assert vote_floors(mag, 0.10, 8.0, 8.5).tolist() == pytest.approx([0.04, float("inf"), 0.10])
+    assert vote_floors(mag, 0.10, 8.0, 8.5).tolist() == pytest.approx([0.0, float("inf"), 0.10])
 
 
 def test_a_track_with_no_vote_takes_the_individual_its_faces_match_unless_kept_apart() -> None:

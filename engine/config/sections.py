@@ -213,7 +213,7 @@ class ClusterSettings:
     ``pair_threshold`` (mean cosine over their faces' pairs) and ``min_quality`` (faces under it do not vote) are
     ``None`` for the embedder's / the quality module's defaults; ``floor`` is the candidate-pair floor (``None``:
     the pair threshold minus :data:`CLUSTER_FLOOR_MARGIN`); ``confident_magnitude`` (``None``: the embedder's) is
-    the descriptor magnitude from which a face votes from the lower floor (``engine.faces.quality.vote_floors``;
+    the descriptor magnitude from which a face votes whatever its quality (``engine.faces.quality.vote_floors``;
     a very large value turns that off), ``unreadable_magnitude`` (``None``: the embedder's) the one under which it
     never votes (0 turns that off)."""
 

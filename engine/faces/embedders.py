@@ -51,8 +51,8 @@ class EmbedderSpec:
     person (tracker gate, search and monitor); ``group_similarity``: the cosine between two groups' quality-weighted
     mean directions at which they are one individual, and ``group_pair_similarity`` the mean cosine over their faces'
     pairs they must reach as well (``engine.cluster``); ``confident_magnitude``: the descriptor magnitude from which
-    the network reads a face confidently, so that it votes from a lower floor
-    (``engine.faces.quality.CONFIDENT_SHARE``), and ``unreadable_magnitude`` the one under which the network does
+    the network reads a face confidently, so that it votes whatever its quality
+    (``engine.faces.quality.vote_floors``), and ``unreadable_magnitude`` the one under which the network does
     not read a face at all, so that it never votes; ``None`` where the magnitude says nothing. All measured in
     ``benchmarks/identity``."""
 

@@ -24,12 +24,6 @@ from engine.faces.detect import Detections
 #: keeps most visible faces voting (tiny crowd faces and 640x360 stage shots included) while false detections and
 #: heads seen from behind fall under it; RESULTS.md ("Identity") has the figures.
 QUALITY_FLOOR = 0.10
-#: Faces the embedder reads confidently (descriptor magnitude at least the embedder's ``confident_magnitude``,
-#: ``engine.faces.embedders``) vote from this share of the floor (0.04 at the default 0.10): small, soft crowd faces
-#: under :data:`QUALITY_FLOOR` that the network still reads well vote, while false detections under the floor (dark
-#: patches, blurred background, a shoulder), which the network cannot read, do not. Measured on the labelled sets
-#: (RESULTS.md, ninth session).
-CONFIDENT_SHARE = 0.4
 
 #: Head model behind the pose estimates, in interocular distances (eye centre to eye centre): the nose tip stands
 #: ``NOSE_DEPTH`` in front of the eyes and mouth, the mouth line is ``EYE_MOUTH`` below the eye line, the nose tip
@@ -181,13 +175,19 @@ def quality_of(det: Detections, chips: torch.Tensor, magnitude: torch.Tensor | N
 def vote_floors(
     magnitude: torch.Tensor, floor: float, confident_magnitude: float | None, unreadable_magnitude: float | None = None
 ) -> torch.Tensor:
-    """Each face's voting floor ``[F]``: ``floor``; :data:`CONFIDENT_SHARE` of it for faces whose descriptor
-    magnitude reaches ``confident_magnitude``; infinite (never votes, whatever its quality) for faces whose
-    magnitude is under ``unreadable_magnitude``. ``None``: the embedder's magnitude says nothing on that side. NaN
-    magnitudes (stored before they were measured) keep ``floor``."""
+    """Each face's voting floor ``[F]``: ``floor``; 0 for faces whose descriptor magnitude reaches
+    ``confident_magnitude``; infinite for faces whose magnitude is under ``unreadable_magnitude``. ``None``: the
+    embedder's magnitude says nothing on that side. NaN magnitudes (stored before they were measured) keep
+    ``floor``.
+
+    Why 0: the network reads such a face as well as a typical clear one (for hse, 8 is above every false detection
+    measured on the labelled footage, and visible faces have a median of 11.5). Small, soft or turned faces that
+    the cues score low then still vote, weighted by their quality, so they weigh little. A face whose quality is
+    exactly 0 weighs nothing and does not vote. Faces the network cannot read never vote, whatever their cues say.
+    RESULTS.md (ninth session) has the sweeps."""
     floors = torch.full(magnitude.shape, floor, dtype=torch.float32, device=magnitude.device)
     if confident_magnitude is not None:
-        floors = torch.where(magnitude >= confident_magnitude, floors * CONFIDENT_SHARE, floors)  # NaN: false
+        floors = torch.where(magnitude >= confident_magnitude, torch.zeros_like(floors), floors)  # NaN: false
     if unreadable_magnitude is not None:
         floors = torch.where(magnitude < unreadable_magnitude, torch.full_like(floors, float("inf")), floors)
     return floors

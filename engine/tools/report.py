@@ -171,7 +171,7 @@ def _how_to_fix(threshold: float | None) -> str:
         "and run again with <code>--force</code> (breaks act when the video is tracked). <i>Many of either</i>: move "
         f"<code>threshold</code>{now}: lower joins more, higher splits more (it applies to every pair). Faces in no "
         "individual had no face good enough to vote in their track and matched no individual clearly; "
-        "<code>min_quality</code> sets that floor (faces the network reads well vote from 0.4 of it, "
+        "<code>min_quality</code> sets that floor (faces the network reads well vote whatever their quality, "
         '<code>confident_magnitude</code>). <i>A track on a sheet\'s "did not vote" strip that is someone '
         "else</i> (attached by its faces alone): a <code>keep_apart</code> line between it and a track of the "
         "sheet.</div>"
