@@ -147,6 +147,14 @@ def test_a_sheet_whose_voting_faces_are_all_duplicates_still_shows_its_best(db: 
     assert DUPLICATE_CAPTION not in _between(page, 'id="person-0"', "</div>")  # its voting faces are unique
 
 
+def test_thumbnail_titles_give_quality_and_magnitude(db: Database, tmp_path: Path) -> None:
+    with db.session() as s:
+        s.get(Face, 2).magnitude = 11.46
+    page = write_report(db, DictStore(), "c", tmp_path / "r.html", log=lambda _: None).read_text()
+    assert "quality 0.90 · magnitude 11.5" in page  # why a face voted: its quality, and how well it was read
+    assert 'quality 0.70"' in page  # no magnitude stored (an older run): the quality alone
+
+
 def test_threshold_sources(db: Database, tmp_path: Path) -> None:
     run = db.last_run("c")
     assert grouping_of(run, ClusterSettings(threshold=0.6)) == ("hse", 0.6, "the challenge's [clustering] threshold")

@@ -33,6 +33,7 @@ class ReadsMixin(DatabaseCore):
                 UniqueFace.phash,
                 FaceIntraInd.track,
                 Face.quality,
+                Face.magnitude,
                 func.coalesce(FaceFinalInd.voted, True).label("voted"),
                 Face.embedding,
                 Face.embedder,
@@ -58,6 +59,7 @@ class ReadsMixin(DatabaseCore):
                 FaceFinalInd.individual,
                 FaceFinalInd.voted,
                 Face.quality,
+                Face.magnitude,
                 Face.crop_key,
             )
             .join(FaceFinalInd, FaceFinalInd.face_id == Face.id)

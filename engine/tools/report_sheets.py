@@ -48,8 +48,11 @@ def by_quality(face: Row) -> tuple[bool, float, float]:
 
 
 def quality_text(face: Row) -> str:
-    q = face.get("quality")
-    return "quality n/a" if q is None else f"quality {q:.2f}"
+    """The face's quality, and its descriptor magnitude where stored (why a low-quality face voted, or a good one
+    did not: ``engine.faces.quality.vote_floors``)."""
+    q, m = face.get("quality"), face.get("magnitude")
+    text = "quality n/a" if q is None else f"quality {q:.2f}"
+    return text if m is None else f"{text} · magnitude {m:.1f}"
 
 
 def thumbnail(store: ObjectStore, face: Row, name_of: dict[str, str], log: Log, caption: str = "") -> str:
