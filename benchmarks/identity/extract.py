@@ -47,10 +47,9 @@ def hse_descriptors(found: VideoFaces, device: str) -> tuple[np.ndarray, np.ndar
     """HSE descriptors ``[F, 1024]`` of ``found.faces`` in their order, from the sampled frames kept by the same
     pass (``found.sampled``, one per ``found.frames`` row) and the engine's boxes, and their magnitudes ``[F]``."""
     import torch
-    import torch.nn.functional as F
 
     from engine.faces.detect import Detections
-    from engine.faces.embed_hse import HSEEmbedder, crop_faces
+    from engine.faces.embed_hse import HSEEmbedder
 
     faces = found.faces
     if found.sampled is None or len(found.sampled) != len(found.frames.index):
@@ -58,8 +57,8 @@ def hse_descriptors(found: VideoFaces, device: str) -> tuple[np.ndarray, np.ndar
     row_of = {int(k): i for i, k in enumerate(found.frames.index.tolist())}
     image = torch.tensor([row_of[int(k)] for k in faces.frame_index.tolist()], dtype=torch.int64)
     det = Detections(image, faces.boxes.float(), faces.scores.float(), faces.landmarks.float(), faces.rotation)
-    raw = HSEEmbedder(device, "fp32").raw_crops(crop_faces(found.sampled, det))
-    return F.normalize(raw, dim=1).cpu().numpy(), raw.norm(dim=1).cpu().numpy()
+    desc, magnitude = HSEEmbedder(device, "fp32").embed_faces(found.sampled, det)
+    return desc.cpu().numpy(), magnitude.cpu().numpy()
 
 
 def extract(clip: Path, out: Path, interval: float = 0.5, device: str = "cpu") -> int:

@@ -116,8 +116,8 @@ class HSEEmbedder:
     @torch.inference_mode()
     def raw_crops(self, crops: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """The network's output ``[F, 1024]`` before L2 normalisation. Its length (the magnitude) says how well the
-        network reads the face: readable faces measure 8-16 on the labelled clips, hands, backgrounds and dark
-        patches 0.5-7.8 (the feature-norm cue of MagFace and AdaFace; ``docs/quality.md``)."""
+        network reads the face: visible faces measure 7.4 and up (1st percentile) on the labelled clips, hands,
+        backgrounds and dark patches 2.3-7.8 (the feature-norm cue of MagFace and AdaFace; docs/identity.md)."""
         batch = batch or (64 if self.device.type == "cuda" else 16)
         out = []
         for i in range(0, len(crops), batch):
@@ -125,15 +125,15 @@ class HSEEmbedder:
             out.append(self._net(x.to(self.dtype)).float())
         return torch.cat(out) if out else torch.zeros((0, DESCRIPTOR_DIM), device=self.device)
 
+    @torch.inference_mode()
     def embed_faces(
-        self, frames: torch.Tensor, det: Detections, chips: torch.Tensor
+        self, frames: torch.Tensor, det: Detections, chips: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit descriptors and magnitudes from the frames and boxes (the aligned ``chips`` are dlib's input, not
-        this network's)."""
+        """Unit descriptors ``[F, 1024]`` and magnitudes ``[F]`` of the faces of ``det`` in uint8 RGB ``frames``
+        ``[N, 3, H, W]`` (the aligned ``chips`` are dlib's input, not this network's)."""
         raw = self.raw_crops(crop_faces(frames.to(self.device), det.to(self.device)))
         return F.normalize(raw, dim=1), raw.norm(dim=1)
 
-    @torch.inference_mode()
     def embed(self, frames: torch.Tensor, det: Detections) -> torch.Tensor:
         """Descriptors ``[F, 1024]`` for the faces of ``det`` in uint8 RGB ``frames`` ``[N, 3, H, W]``."""
-        return self.embed_crops(crop_faces(frames.to(self.device), det.to(self.device)))
+        return self.embed_faces(frames, det)[0]

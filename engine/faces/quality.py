@@ -181,7 +181,7 @@ def vote_floors(
     ``floor``.
 
     Why 0: the network reads such a face as well as a typical clear one (for hse, 8 is above every false detection
-    measured on the labelled footage, and visible faces have a median of 11.5). Small, soft or turned faces that
+    measured on the labelled footage, and visible faces have a median of 12.9). Small, soft or turned faces that
     the cues score low then still vote, weighted by their quality, so they weigh little. A face whose quality is
     exactly 0 weighs nothing and does not vote. Faces the network cannot read never vote, whatever their cues say.
     RESULTS.md (ninth session) has the sweeps."""

@@ -108,7 +108,7 @@ class Grouping:
     floor: float
     min_quality: float
     pair_threshold: float
-    #: Faces whose descriptor magnitude reaches ``confident_magnitude`` vote from a lower floor, faces under
+    #: Faces whose descriptor magnitude reaches ``confident_magnitude`` vote whatever their quality, faces under
     #: ``unreadable_magnitude`` never (``engine.faces.quality.vote_floors``; ``None``: the magnitude says nothing).
     confident_magnitude: float | None = None
     unreadable_magnitude: float | None = None
