@@ -1,14 +1,16 @@
-"""Reference search on the labelled Friends clip: precision and recall per reference photo and per embedder.
+"""Reference search on the labelled clips: precision and recall per reference photo and per embedder.
 
-For each embedder (``hse``, ``dlib``), ``friends_poker.mp4`` is scanned once with the engine's search settings
-(``engine.apps.search.scan_video``: faces every 0.2 s, shot cuts on every frame; cached in
-``runs/identity/search_cache_<embedder>.pt``) and searched for each of the six photos of
-``../shared/data/galleries/friends`` (``engine.apps.search.search_scan``, the engine's own decision, no clips).
+Two labelled clips have reference photos of their people (:data:`SETS`): ``friends_poker.mp4`` (six people at one
+table, the six photos of ``../shared/data/galleries/friends``) and ``short_hamilton_clip.mp4`` (the singer and the
+pianist, ``faces/lin-manuel-miranda.png`` and ``faces/alex-lacamoire.png``). For each embedder (``hse``, ``dlib``),
+each clip is scanned once with the engine's search settings (``engine.apps.search.scan_video``: faces every 0.2 s,
+shot cuts on every frame; cached in ``runs/identity/search_cache_<clip>_<embedder>.pt``) and searched for each of
+its photos (``engine.apps.search.search_scan``, the engine's own decision, no clips).
 
-Scoring against ``friends_poker.labels.csv`` (faces of ``friends_poker.faces.csv``, a frame every
-0.5 s): a reported box *meets* a labelled face when their times are within 0.15 s and their IoU is at least 0.3.
-Precision: of the reported boxes that meet a labelled face, the share whose face is the person. Recall: of the
-person's labelled faces, the share met by a reported box (also without the ``partial`` views).
+Scoring against ``<clip>.labels.csv`` (faces of ``<clip>.faces.csv``, a frame every 0.5 s): a reported box *meets*
+a labelled face when their times are within 0.15 s and their IoU is at least 0.3. Precision: of the reported boxes
+that meet a labelled face, the share whose face is the person. Recall: of the person's labelled faces, the share
+met by a reported box (also without the ``partial`` views).
 
     ENGINE_WEIGHTS_MIRROR=../shared/weights python -m benchmarks.identity.search_bench [--embedder hse] [--fresh]
 """
@@ -37,6 +39,9 @@ LABELS = Path(__file__).with_name("friends_poker.labels.csv")
 #: The labelled faces' boxes, as the extraction found them (``extract.py``; committed beside the labels, so the
 #: tests and this script need no extraction).
 FACES = Path(__file__).with_name("friends_poker.faces.csv")
+HAMILTON = DATA / "videos" / "short_hamilton_clip.mp4"
+#: The two people of the Hamilton clip with a reference photo (``../shared/data/SOURCES.md``), as labelled.
+HAMILTON_PEOPLE = ("alex_lacamoire", "lin_manuel_miranda")
 CACHE = ROOT / "runs" / "identity"
 MAX_DT_S = 0.15
 MIN_IOU = 0.3
@@ -63,12 +68,39 @@ def load_labels(labels: Path = LABELS, faces: Path = FACES) -> Labelled:
     )
 
 
-def cached_scan(models: FaceModels, settings: SearchSettings, embedder: str, fresh: bool = False) -> VideoScan:
+@dataclass(frozen=True)
+class SearchSet:
+    """A labelled clip with reference photos of its people: ``photos`` maps each photo to its label."""
+
+    name: str
+    video: Path
+    photos: dict[Path, str]
+
+    @property
+    def stem(self) -> str:
+        return self.video.stem
+
+    def truth(self) -> Labelled:
+        here = Path(__file__).parent
+        return load_labels(here / f"{self.stem}.labels.csv", here / f"{self.stem}.faces.csv")
+
+
+def search_sets() -> list[SearchSet]:
+    """The labelled clips searched, with their photos (sorted by file name)."""
+    return [
+        SearchSet("friends", VIDEO, {p: p.stem for p in sorted(GALLERY.glob("*.png"))}),
+        SearchSet("hamilton", HAMILTON, {DATA / "faces" / f"{p.replace('_', '-')}.png": p for p in HAMILTON_PEOPLE}),
+    ]
+
+
+def cached_scan(
+    models: FaceModels, settings: SearchSettings, embedder: str, fresh: bool = False, video: Path = VIDEO
+) -> VideoScan:
     """The clip's scan with ``embedder``, from the cache when there is one."""
-    path = CACHE / f"search_cache_{embedder}.pt"
+    path = CACHE / f"search_cache_{video.stem}_{embedder}.pt"
     if path.is_file() and not fresh:
         return torch.load(path, weights_only=False)
-    vs = scan_video(models, settings, VIDEO)
+    vs = scan_video(models, settings, video)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(vs, path)
     return vs
@@ -101,19 +133,20 @@ def score(meta: dict, person: str, truth: Labelled) -> dict[str, float]:
     )
 
 
-def bench(embedder: str, fresh: bool = False, truth: Labelled | None = None) -> list[tuple[str, dict]]:
-    """Search the clip for each reference photo with ``embedder``: ``(person, scores and decision)`` rows."""
-    truth = truth or load_labels()
+def bench(embedder: str, fresh: bool = False) -> list[tuple[str, str, dict]]:
+    """Search each clip for each of its reference photos with ``embedder``: ``(clip, person, scores and
+    decision)`` rows."""
     settings = SearchSettings(clips=False, faces=FaceSettings(embedder=embedder))
     models = FaceModels.load("cpu", settings.faces)
-    vs = cached_scan(models, settings, embedder, fresh)
     rows = []
-    for photo in sorted(GALLERY.glob("*.png")):
-        meta = search_scan(vs, load_reference(photo, models), settings, CACHE / "search_out")
-        s = score(meta, photo.stem, truth)
-        s["clips"] = len(meta["clips"])
-        s["confidence"] = min((c["confidence"] for c in meta["clips"]), default=float("nan"))
-        rows.append((photo.stem, s))
+    for one in search_sets():
+        vs, truth = cached_scan(models, settings, embedder, fresh, one.video), one.truth()
+        for photo, person in one.photos.items():
+            meta = search_scan(vs, load_reference(photo, models), settings, CACHE / "search_out")
+            s = score(meta, person, truth)
+            s["clips"] = len(meta["clips"])
+            s["confidence"] = min((c["confidence"] for c in meta["clips"]), default=float("nan"))
+            rows.append((one.name, person, s))
     return rows
 
 
@@ -122,15 +155,14 @@ def main() -> None:
     parser.add_argument("--embedder", action="append", choices=["hse", "dlib"], help="repeatable [both]")
     parser.add_argument("--fresh", action="store_true", help="scan again instead of reading the cache")
     args = parser.parse_args()
-    truth = load_labels()
     print(
-        f"{'embedder':8} {'person':9} {'labelled':>8} {'clips':>5} {'boxes':>5} {'precision':>9} {'recall':>6} "
-        f"{'recall (no partial)':>19} {'min conf':>8}"
+        f"{'embedder':8} {'clip':8} {'person':18} {'labelled':>8} {'clips':>5} {'boxes':>5} {'precision':>9} "
+        f"{'recall':>6} {'recall (no partial)':>19} {'min conf':>8}"
     )
     for embedder in args.embedder or ["hse", "dlib"]:
-        for person, s in bench(embedder, args.fresh, truth):
+        for clip, person, s in bench(embedder, args.fresh):
             print(
-                f"{embedder:8} {person:9} {s['labelled']:8d} {s['clips']:5d} {s['reported']:5d} "
+                f"{embedder:8} {clip:8} {person:18} {s['labelled']:8d} {s['clips']:5d} {s['reported']:5d} "
                 f"{s['precision']:9.3f} {s['recall']:6.3f} {s['recall_face']:19.3f} {s['confidence']:8.3f}"
             )
 

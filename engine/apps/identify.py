@@ -25,8 +25,8 @@ How sure (``confidence`` in [0, 1]): the weakest of the three pieces of evidence
 ``confidence = 1 / (1 + exp(-e))``. A match has ``e >= 0``, so a confidence of at least 0.5; a decision that clears
 every test by one spread has 0.73, by three spreads 0.95.
 
-Constants per embedder (:data:`RULES`) come from ``benchmarks/identity/search_bench.py`` on the labelled Friends clip
-(``docs/search.md``, "How the decision was measured", gives the numbers).
+Constants per embedder (:data:`RULES`) come from ``benchmarks/identity/search_bench.py`` on the labelled Friends and
+Hamilton clips (``docs/search.md``, "How the decision was measured", gives the numbers).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class Rule:
         return replace(self, threshold=threshold, sure=min(self.sure, threshold))
 
 
-#: Per embedder, measured on the labelled Friends clip (``docs/search.md``).
+#: Per embedder, measured on the labelled Friends and Hamilton clips (``docs/search.md``).
 RULES: dict[str, Rule] = {
-    "hse": Rule(threshold=1.05, sure=0.75, min_z=1.5, max_lead=0.4, min_spread=0.04, min_margin=0.05, background=1.2),
+    "hse": Rule(threshold=1.05, sure=0.75, min_z=1.5, max_lead=0.45, min_spread=0.04, min_margin=0.05, background=1.2),
     "dlib": Rule(threshold=0.60, sure=0.42, min_z=1.5, max_lead=0.4, min_spread=0.03, min_margin=0.03, background=0.76),
 }
 
