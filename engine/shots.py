@@ -44,6 +44,9 @@ from engine import media
 _HSV_SHIFT = 12
 #: OpenCV's INTER_LINEAR weights are fixed point with 11 fractional bits.
 _RESIZE_ONE = 1 << 11
+#: A row or column of the downscaled frame is black border while no pixel's V (max of R, G, B) exceeds this:
+#: FFmpeg ``cropdetect``'s default limit (24 of 255), on V rather than luma, so a dark red or blue pixel is picture.
+BORDER_LIMIT = 24
 #: Source pixels (per channel) downscaled and converted at once on a CPU: keeps one step's int32 scratch tensors to
 #: a few MiB whatever the batch and frame size (fresh large allocations cost more than the arithmetic there). A GPU
 #: gets 32x more per step, so a batch takes a handful of kernel launches rather than hundreds.
@@ -81,6 +84,11 @@ class ShotSettings:
     max_side: int = 256
     #: Weights of the hue, saturation and value differences (ContentDetector's defaults: all 1).
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: Score only the picture: black bars (rows and columns at the edges with no pixel brighter than
+    #: :data:`BORDER_LIMIT`, in either frame of the pair) are left out of the mean. A film letterboxed into a
+    #: phone-shaped frame (a third of it picture) otherwise scores its cuts a third as high. Off by default: the
+    #: scores are then PySceneDetect's own (which has a fixed ``crop``, no detection).
+    crop_borders: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -235,10 +243,37 @@ class ShotScorer:
         # them up to ~8 Mpixel frames, i.e. unless max_side=0 on 4K).
         pixels = hsv.shape[2] * hsv.shape[3]
         acc = torch.int32 if 255 * pixels < 2**31 else torch.int64
-        sad = (hsv.to(torch.int16) - prev.to(torch.int16)).abs_().sum(dim=(2, 3), dtype=acc)
-        scores = (sad.to(torch.float64) / pixels) @ self._weights.to(hsv.device)
+        diff = (hsv.to(torch.int16) - prev.to(torch.int16)).abs_()
+        if self.settings.crop_borders:
+            inside = picture_mask(hsv)
+            inside |= torch.cat((inside[:1] if last is None else picture_mask(last[None]), inside[:-1]))
+            sad = (diff * inside[:, None]).sum(dim=(2, 3), dtype=acc)
+            area = inside.sum(dim=(1, 2)).clamp_(min=1).to(torch.float64)[:, None]
+        else:
+            sad, area = diff.sum(dim=(2, 3), dtype=acc), pixels
+        scores = (sad.to(torch.float64) / area) @ self._weights.to(hsv.device)
         self._last = hsv[-1].clone()
         return scores.to(torch.float32)
+
+
+def picture_mask(hsv: torch.Tensor) -> torch.Tensor:
+    """bool ``[N, H, W]``: each HSV frame's picture, the box inside its black bars (edge rows and columns where no
+    pixel's V exceeds :data:`BORDER_LIMIT`); the whole frame when it is black all over."""
+    lit = hsv[:, 2] > BORDER_LIMIT
+
+    def span(any_lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = any_lit.shape[1]
+        first = any_lit.to(torch.uint8).argmax(dim=1)
+        end = n - any_lit.flip(1).to(torch.uint8).argmax(dim=1)
+        none = ~any_lit.any(dim=1)
+        return first.masked_fill(none, 0), end.masked_fill(none, n)
+
+    top, bottom = span(lit.any(dim=2))
+    left, right = span(lit.any(dim=1))
+    ys = torch.arange(hsv.shape[2], device=hsv.device)[None, :, None]
+    xs = torch.arange(hsv.shape[3], device=hsv.device)[None, None, :]
+    rows = (ys >= top[:, None, None]) & (ys < bottom[:, None, None])
+    return rows & (xs >= left[:, None, None]) & (xs < right[:, None, None])
 
 
 # --- decisions ---------------------------------------------------------------------------------------------------
@@ -281,6 +316,13 @@ def find_cuts(
 
 
 # --- films -------------------------------------------------------------------------------------------------------
+
+
+#: Cuts between *sampled* frames (0.5 s apart) as the challenge tracker reads them: the picture's score only, at
+#: least ``min_score``, no neighbour ratio (cuts every few samples hide each other) and no minimum shot length.
+#: Measured against the true cuts of the labelled clips and challenges (``benchmarks/RESULTS.md``, 2026-12-07). A
+#: false cut only splits a track, which the grouping joins again; a missed one can put two people in one track.
+SAMPLED_SHOTS = ShotSettings(min_score=40.0, min_ratio=0.0, window=2, min_len=1, crop_borders=True)
 
 
 @dataclass

@@ -22,13 +22,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
-from engine.shots import ShotSettings, find_cuts
+from engine.shots import SAMPLED_SHOTS, find_cuts
 from engine.types import Faces, Frames, Tracks
-
-#: Shot cuts between *sampled* frames (0.5 s apart, not successive frames): a score high in absolute terms and
-#: against its neighbours, as ``engine.shots`` decides for every frame, with no minimum shot length (one sample
-#: may be a shot). A false cut only splits a track, which the grouping joins again; a missed cut would merge people.
-SAMPLED_SHOTS = ShotSettings(min_score=27.0, min_ratio=2.0, window=2, min_len=1)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,45 @@ def test_scores_do_not_depend_on_chunking(hamilton: Path) -> None:
     assert scorer.update(frames[5:6])[0] == 0
 
 
+def _letterbox(frames: torch.Tensor, height: int) -> torch.Tensor:
+    """``frames`` centred in a black frame ``height`` pixels tall (a film reposted in a phone-shaped frame)."""
+    out = torch.zeros((len(frames), 3, height, frames.shape[3]), dtype=torch.uint8)
+    top = (height - frames.shape[2]) // 2
+    out[:, :, top : top + frames.shape[2]] = frames
+    return out
+
+
+def test_crop_borders_scores_the_picture_only(hamilton: Path) -> None:
+    """Letterboxed into a frame three times its height, the clip's cut scores about a third as high; with
+    ``crop_borders`` the black bars are left out and the scores are those of the clip itself (up to the rows the
+    downscale blends with the bars). Without bars, ``crop_borders`` changes nothing; per-batch state is kept."""
+    frames = _frames(hamilton, 15, 40)  # holds the cut at frame 20
+    boxed = _letterbox(frames, 3 * frames.shape[2])
+    crop = ShotSettings(crop_borders=True)
+    plain, diluted = ShotScorer().update(frames), ShotScorer().update(boxed)
+    cropped = ShotScorer(crop).update(boxed)
+    assert diluted[5] < 0.4 * plain[5] and plain[5] > 40
+    torch.testing.assert_close(cropped, plain, rtol=0.05, atol=0.5)
+    assert torch.equal(ShotScorer(crop).update(frames), plain)
+    scorer = ShotScorer(crop)
+    assert torch.equal(torch.cat([scorer.update(boxed[i : i + 7]) for i in range(0, len(boxed), 7)]), cropped)
+    black = torch.zeros((2, 3, 90, 160), dtype=torch.uint8)
+    assert ShotScorer(crop).update(black).tolist() == [0.0, 0.0]  # all black: the whole frame, no division by 0
+
+
+def test_sampled_shots_find_letterboxed_cuts(hamilton: Path) -> None:
+    """The challenge tracker's rule (``SAMPLED_SHOTS``) on samples half a second apart of the clip letterboxed into a
+    frame three times its height: its three cuts (frames 20, 82 and 211: samples 2, 6 and 15) are found; scored over
+    the whole frame, the bars hide every one. (Inside the pianist's close-up, samples 4 and 5 score 40.3-40.4 and
+    cut too: a false cut only splits a track.)"""
+    from engine.shots import SAMPLED_SHOTS
+
+    frames = _letterbox(_frames(hamilton, 0, 240)[::15], 3 * 360)
+    cuts = find_cuts(ShotScorer(SAMPLED_SHOTS).update(frames), SAMPLED_SHOTS).tolist()
+    assert {2, 6, 15} <= set(cuts) and len(cuts) <= 5, cuts
+    assert find_cuts(ShotScorer().update(frames), SAMPLED_SHOTS).tolist() == []
+
+
 # --- cuts against PySceneDetect ----------------------------------------------------------------------------------
 
 
@@ -335,6 +374,8 @@ def test_cuda_equals_cpu(hamilton: Path, ryan: Path) -> None:
     colour conversion may differ from FFmpeg's by a level or so) still gives the same cuts."""
     frames = _frames(hamilton, 0, 100)
     assert torch.equal(ShotScorer().update(frames), ShotScorer().update(frames.cuda()).cpu())
+    boxed, crop = _letterbox(frames, 1080), ShotSettings(crop_borders=True)
+    assert torch.equal(ShotScorer(crop).update(boxed), ShotScorer(crop).update(boxed.cuda()).cpu())
     assert torch.equal(find_cuts(_stream(ryan)[0]), find_cuts(_stream(ryan)[0].cuda()).cpu())
     for path in (hamilton, ryan):
         cpu, gpu = scene_changes(path), scene_changes(path, device="cuda")

@@ -128,10 +128,19 @@ def main() -> None:
     ap.add_argument("--hi", type=float, default=0.70)
     ap.add_argument("--step", type=float, default=0.01)
     ap.add_argument("--min-quality", type=float, default=None, help="the quality floor (default: the engine's)")
+    ap.add_argument(
+        "--hold", action="append", default=[], metavar="NAME=VALUE",
+        help=f"hold another value at VALUE instead of its default (NAME one of {', '.join(SWEPT)}; repeatable)",
+    )  # fmt: skip
     a = ap.parse_args()
     values = [round(float(t), 4) for t in np.arange(a.lo, a.hi + a.step / 2, a.step)]
     key = SWEPT[a.vary]
     fixed = {} if key == "min_quality" else {"min_quality": a.min_quality}
+    for item in a.hold:
+        name, _, value = item.partition("=")
+        if name not in SWEPT or SWEPT[name] == key or not value:
+            ap.error(f"--hold {item!r}: expected NAME=VALUE, NAME one of {', '.join(SWEPT)} other than --vary")
+        fixed[SWEPT[name]] = float(value)
     settings = [ClusterSettings(**{key: v}, **fixed) for v in values]
     columns: list[tuple[str, list[Scores]]] = []
     challenges = []
@@ -149,6 +158,7 @@ def main() -> None:
         "confident_magnitude": f"confident magnitude {spec.confident_magnitude}",
         "unreadable_magnitude": f"unreadable magnitude {spec.unreadable_magnitude}",
     }
+    held.update({k: f"{k.replace('_', ' ')} {v} (held)" for k, v in fixed.items() if k != "min_quality"})
     other = ", ".join(v for k, v in held.items() if k != key)
     print(
         f"engine grouping, {a.embedder}, {a.vary} swept, {other}: purity / clusters per person"

@@ -27,7 +27,7 @@ from engine.faces.embedders import Embedder, load_embedder
 from engine.faces.orientation import Orientation, OrientationPlan
 from engine.faces.quality import quality_of
 from engine.inference.weights import resolve as resolve_weights
-from engine.shots import ShotScorer
+from engine.shots import SAMPLED_SHOTS, ShotScorer
 from engine.types import QUALITY_COLUMNS, Faces, Frames, VideoFaces
 
 ROTATIONS_TRIED = [0, 90, 270]
@@ -89,7 +89,8 @@ class _Collected:
     noface: list[torch.Tensor] = field(default_factory=list)
     frame_jpegs: dict[int, bytes] = field(default_factory=dict)
     kept: list[torch.Tensor] = field(default_factory=list)
-    scorer: ShotScorer = field(default_factory=ShotScorer)  # picture change between successive sampled frames
+    #: Picture change between successive sampled frames, scored as the tracker's cut rule reads it.
+    scorer: ShotScorer = field(default_factory=lambda: ShotScorer(SAMPLED_SHOTS))
     orientation: Orientation = field(default_factory=Orientation)  # which frames with no face are retried rotated
     waiting: int = 0  # frames handed in, not through the models yet
     ended: bool = False
