@@ -126,8 +126,8 @@ bench: setup
 # network reads confidently began to vote whatever their quality (one more individual, 9: the Hamilton clip's
 # pianist in profile, looked at on the report; 39 unique faces). Recorded again in the tenth session (2-core Intel
 # Xeon, AVX-512) when the tracker's cuts between sampled frames began to score the picture only, black bars left
-# out (engine/shots.py SAMPLED_SHOTS): 82 tracks become 108; every face keeps its individual (compared face by face
-# with a run of the code before), 9 individuals, 39 unique faces.
+# out unless they moved (engine/shots.py SAMPLED_SHOTS): 82 tracks become 105; every face keeps its individual
+# (compared face by face with a run of the code before), 9 individuals, 39 unique faces.
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

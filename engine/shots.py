@@ -85,9 +85,10 @@ class ShotSettings:
     #: Weights of the hue, saturation and value differences (ContentDetector's defaults: all 1).
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     #: Score only the picture: black bars (rows and columns at the edges with no pixel brighter than
-    #: :data:`BORDER_LIMIT`, in either frame of the pair) are left out of the mean. A film letterboxed into a
-    #: phone-shaped frame (a third of it picture) otherwise scores its cuts a third as high. Off by default: the
-    #: scores are then PySceneDetect's own (which has a fixed ``crop``, no detection).
+    #: :data:`BORDER_LIMIT`), the same in both frames of a pair, are left out of the mean; bars that moved are
+    #: picture change, and that pair is scored whole. A film letterboxed into a phone-shaped frame (a third of it
+    #: picture) otherwise scores its cuts a third as high. Off here, PySceneDetect's own score (it has a fixed
+    #: ``crop``, no detection); on in film labelling, search and the challenge tracker.
     crop_borders: bool = False
 
     def __post_init__(self) -> None:
@@ -246,7 +247,8 @@ class ShotScorer:
         diff = (hsv.to(torch.int16) - prev.to(torch.int16)).abs_()
         if self.settings.crop_borders:
             inside = picture_mask(hsv)
-            inside |= torch.cat((inside[:1] if last is None else picture_mask(last[None]), inside[:-1]))
+            before = torch.cat((inside[:1] if last is None else picture_mask(last[None]), inside[:-1]))
+            inside |= (inside != before).any(dim=2).any(dim=1)[:, None, None]  # bars moved: score the whole frame
             sad = (diff * inside[:, None]).sum(dim=(2, 3), dtype=acc)
             area = inside.sum(dim=(1, 2)).clamp_(min=1).to(torch.float64)[:, None]
         else:

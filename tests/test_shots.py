@@ -175,6 +175,13 @@ def test_crop_borders_scores_the_picture_only(hamilton: Path) -> None:
     assert torch.equal(torch.cat([scorer.update(boxed[i : i + 7]) for i in range(0, len(boxed), 7)]), cropped)
     black = torch.zeros((2, 3, 90, 160), dtype=torch.uint8)
     assert ShotScorer(crop).update(black).tolist() == [0.0, 0.0]  # all black: the whole frame, no division by 0
+    # Bars that move between two frames (a montage of crops padded where they leave the picture) are picture
+    # change themselves: that pair is scored over the whole frame.
+    moved = boxed.clone()
+    top = frames.shape[2]  # the picture's first row in the letterboxed frame
+    moved[6:, :, top : top + frames.shape[2] // 2] = 0  # from frame 6 on, its upper half is black too
+    moved_crop, moved_whole = ShotScorer(crop).update(moved), ShotScorer().update(moved)
+    assert moved_crop[6] == moved_whole[6] and moved_crop[7] > 2 * moved_whole[7]  # 6: bars moved; 7: the same
 
 
 def test_sampled_shots_find_letterboxed_cuts(hamilton: Path) -> None:

@@ -67,7 +67,8 @@ class LabelSettings:
     min_score: float = MIN_SCORE
     min_face_px: float = MIN_FACE_PX
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(rotate=False))
-    shots: ShotSettings = field(default_factory=ShotSettings)
+    #: Black bars left out of the picture change (a letterboxed repost's cuts score as the film's own).
+    shots: ShotSettings = field(default_factory=lambda: ShotSettings(crop_borders=True))
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 1:

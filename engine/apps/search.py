@@ -58,7 +58,8 @@ class SearchSettings:
     clip_kind: str = "face"
     face_size: int = 256
     faces: FaceSettings = field(default_factory=FaceSettings)
-    shots: ShotSettings = field(default_factory=ShotSettings)
+    #: Black bars left out of the picture change (a letterboxed repost's cuts score as the film's own).
+    shots: ShotSettings = field(default_factory=lambda: ShotSettings(crop_borders=True))
 
     def __post_init__(self) -> None:
         if self.clip_kind not in CLIP_KINDS:
