@@ -255,3 +255,20 @@ def test_each_reference_finds_its_person_only(clip: str, shared_data: Path, tmp_
                 # timestamp_end is rounded to 0.1 ms: allow that much.
                 cut_s = float(vs.scan.pts_s[shot_end[0]])
                 assert c["last_frame"] < int(shot_end[0]) and c["timestamp_end"] <= cut_s + 5e-5
+
+
+def test_search_and_film_find_cuts_of_a_letterboxed_repost(tmp_path: Path, hamilton: Path) -> None:
+    """The Hamilton clip padded into a phone-shaped frame (a third of it picture, as reposts are): with the shot
+    settings search and film labelling use, its cuts are the clip's own (frames 20, 82, 211); PySceneDetect's
+    whole-frame score (``crop_borders`` off) finds none of them."""
+    from conftest import ffmpeg
+
+    from engine.apps.film import LabelSettings
+    from engine.shots import ShotSettings, scene_changes
+
+    video = tmp_path / "repost.mp4"
+    ffmpeg("-i", str(hamilton), "-vf", "pad=640:1080:0:360:black", "-fps_mode", "passthrough", "-c:v", "libx264",
+           "-crf", "18", "-an", str(video))  # fmt: skip
+    assert SearchSettings().shots == LabelSettings().shots
+    assert scene_changes(video, settings=SearchSettings().shots).frames.tolist() == [20, 82, 211]
+    assert scene_changes(video, settings=ShotSettings()).frames.tolist() == []
