@@ -127,7 +127,12 @@ bench: setup
 # pianist in profile, looked at on the report; 39 unique faces). Recorded again in the tenth session (2-core Intel
 # Xeon, AVX-512) when the tracker's cuts between sampled frames began to score the picture only, black bars left
 # out unless they moved (engine/shots.py SAMPLED_SHOTS): 82 tracks become 105; every face keeps its individual
-# (compared face by face with a run of the code before), 9 individuals, 39 unique faces.
+# (compared face by face with a run of the code before), 9 individuals, 39 unique faces. And again when the faces
+# stage began to detect in the picture inside a letterbox's black bars (engine/faces/picture.py: the demo's videos are
+# letterboxed) and tracks began to be attached by their readable faces only: 227 faces become 190 (of the 52 no longer
+# found, 48 had no individual, nearly all dark patches at magnitude 0.1-4.3; 4 were the pianist in profile, whose
+# other 10 faces no longer vote and his individual is gone), 10 individuals (new: the pianist small and frontal at
+# the start, and a blurred woman of the audience, both looked at on the frames), 39 unique faces.
 same-results: setup
 	rm -rf runs/same-results
 	$(PY) benchmarks/run_dump.py demo runs/same-results --against benchmarks/demo_run_digest.json

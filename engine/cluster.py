@@ -8,7 +8,7 @@ Votes. Only faces whose quality reaches their floor vote (``engine.faces.quality
 confidently have a lower one, ``vote_floors``): a blurred, tiny or turned face
 neither starts nor links an individual. Within a track, faces far from the track's own consensus (a tracker slip,
 a hand) are dropped from the vote too (:func:`voting_weights`). A track with no voting face is not grouped; after the
-grouping it takes the individual its faces clearly match, without voting (:func:`attach_tracks`), or none.
+grouping it takes the individual its readable faces clearly match, without voting (:func:`attach_tracks`), or none.
 
 Similarity. Descriptors are L2-normalised. Two groups merge when both of these reach their thresholds:
 

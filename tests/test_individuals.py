@@ -98,6 +98,13 @@ def test_a_track_with_no_vote_takes_the_individual_its_faces_match_unless_kept_a
     # A keep_apart with a track of that individual leaves it alone (person 1 is far from it).
     apart = ClusterSettings(keep_apart=(ManualMerge("a.mp4", 0, "b.mp4", 0),))
     assert group_individuals(faces, apart, "hse").of_face.tolist()[4:] == [-1, -1]
+    # Faces the embedder cannot read (magnitude under its unreadable one) attach nothing: their descriptor, however
+    # near person 0's, says nothing of who it is. One readable face is enough, and alone decides.
+    dark = torch.tensor([12.0, 12, 12, 12, 3, 3])
+    faces.magnitude = dark
+    assert group_individuals(faces, ClusterSettings(), "hse").of_face.tolist()[4:] == [-1, -1]
+    faces.magnitude = torch.tensor([12.0, 12, 12, 12, 3, 6])
+    assert group_individuals(faces, ClusterSettings(), "hse").of_face.tolist()[4:] == [int(ind.of_face[0])] * 2
 
 
 def test_two_boxes_on_one_head_are_not_two_people() -> None:

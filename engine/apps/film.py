@@ -66,7 +66,8 @@ class LabelSettings:
     top: int = 3
     min_score: float = MIN_SCORE
     min_face_px: float = MIN_FACE_PX
-    faces: FaceSettings = field(default_factory=lambda: FaceSettings(rotate=False))
+    #: No picture crop: a shard would decide its bars from its own first frames, and shards must decide as one run.
+    faces: FaceSettings = field(default_factory=lambda: FaceSettings(rotate=False, crop_bars=False))
     #: Black bars left out of the picture change (a letterboxed repost's cuts score as the film's own).
     shots: ShotSettings = field(default_factory=lambda: ShotSettings(crop_borders=True))
 

@@ -16,7 +16,7 @@ from engine.config.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------------------- [faces]
 
-FACE_KEYS = ("long_side", "threshold", "rotate", "jpeg_quality", "embedder")
+FACE_KEYS = ("long_side", "threshold", "rotate", "jpeg_quality", "embedder", "crop_bars")
 #: The face embedders a challenge may choose (``engine.faces.embedders`` says what each is and why ``hse`` is the
 #: default).
 EMBEDDER_NAMES = ("hse", "dlib")
@@ -27,13 +27,15 @@ DEFAULT_EMBEDDER = "hse"
 class FaceSettings:
     """The challenge's ``[faces]`` table: detection size and score threshold, whether frames are retried rotated,
     and the embedder. ``long_side`` resizes frames whose long side is larger (never upscales); 0 keeps the original
-    size."""
+    size. ``crop_bars``: faces are looked for in the picture inside a letterbox's black bars, which then gets the
+    whole ``long_side`` (``engine.faces.picture``)."""
 
     long_side: int = 640
     threshold: float = 0.5
     rotate: bool = True
     jpeg_quality: int = 90
     embedder: str = DEFAULT_EMBEDDER
+    crop_bars: bool = True
 
 
 def parse_faces(table: Any, challenge: str) -> FaceSettings:
@@ -51,6 +53,8 @@ def parse_faces(table: Any, challenge: str) -> FaceSettings:
         raise ConfigError(f"{where}: threshold must be a number between 0 and 1")
     if not isinstance(out.jpeg_quality, int) or not 1 <= out.jpeg_quality <= 100:
         raise ConfigError(f"{where}: jpeg_quality must be an integer 1..100")
+    if not isinstance(out.crop_bars, bool):
+        raise ConfigError(f"{where}: crop_bars must be true or false")
     if out.embedder not in EMBEDDER_NAMES:
         raise ConfigError(f"{where}: embedder must be one of {', '.join(EMBEDDER_NAMES)} (got {out.embedder!r})")
     return out

@@ -25,6 +25,7 @@ from engine.faces.align import align_chips
 from engine.faces.detect import FaceDetector
 from engine.faces.embedders import Embedder, load_embedder
 from engine.faces.orientation import Orientation, OrientationPlan
+from engine.faces.picture import Box, Picture
 from engine.faces.quality import quality_of
 from engine.inference.weights import resolve as resolve_weights
 from engine.shots import SAMPLED_SHOTS, ShotScorer
@@ -92,6 +93,7 @@ class _Collected:
     #: Picture change between successive sampled frames, scored as the tracker's cut rule reads it.
     scorer: ShotScorer = field(default_factory=lambda: ShotScorer(SAMPLED_SHOTS))
     orientation: Orientation = field(default_factory=Orientation)  # which frames with no face are retried rotated
+    picture: Picture = field(default_factory=Picture)  # the picture inside the video's black bars
     waiting: int = 0  # frames handed in, not through the models yet
     ended: bool = False
 
@@ -146,7 +148,7 @@ class FaceBatcher(Generic[K]):
         self.timer = timer or _no_timer
         self.keep_frames, self.frame_jpegs, self.crops = keep_frames, frame_jpegs, crops
         self._videos: dict[K, _Collected] = {}  # in the order videos were first seen
-        self._pending: deque[tuple[K, media.FrameBatch]] = deque()
+        self._pending: deque[tuple[K, media.FrameBatch, Box | None]] = deque()  # with the box to detect in
         self._pending_frames = 0
 
     def add(self, video: K, batch: media.FrameBatch) -> list[tuple[K, VideoFaces]]:
@@ -156,13 +158,17 @@ class FaceBatcher(Generic[K]):
             raise ValueError(f"frames added to video {video!r} after its end")
         if len(batch) == 0:
             return []
+        cfg = self.models.settings  # a crop gains only where the frame is scaled down for the detector
+        scaled = cfg.long_side > 0 and max(batch.frames.shape[-2:]) > cfg.long_side
+        box = collected.picture.update(batch.frames) if cfg.crop_bars and scaled else None
         if self._pending and (
             self._pending[0][1].frames.shape[-2:] != batch.frames.shape[-2:]  # a model batch holds one frame size
+            or self._pending[0][2] != box  # ... and one picture box
             or (not self.pack and self._pending[0][0] != video)
         ):
             self._run_pending()
         collected.waiting += len(batch)
-        self._pending.append((video, batch))
+        self._pending.append((video, batch, box))
         self._pending_frames += len(batch)
         while self._pending and (self.batch_frames is None or self._pending_frames >= self.batch_frames):
             self._run_pending(self.batch_frames)
@@ -179,8 +185,8 @@ class FaceBatcher(Generic[K]):
 
     def drop(self, video: K) -> list[tuple[K, VideoFaces]]:
         """Forget ``video`` (its decoding failed): its frames not yet run are taken out, its results discarded."""
-        self._pending = deque((v, b) for v, b in self._pending if v != video)
-        self._pending_frames = sum(len(b) for _, b in self._pending)
+        self._pending = deque(p for p in self._pending if p[0] != video)
+        self._pending_frames = sum(len(b) for _, b, _ in self._pending)
         self._videos.pop(video, None)
         return self._completed()
 
@@ -196,26 +202,27 @@ class FaceBatcher(Generic[K]):
 
     def _run_pending(self, limit: int | None = None) -> None:
         """Run the first ``limit`` waiting frames (all when None) of one size as one model batch."""
-        size = self._pending[0][1].frames.shape[-2:]
+        first, head, box = self._pending[0]
+        size = head.frames.shape[-2:]
         pieces: list[tuple[K, media.FrameBatch]] = []
         n = 0
-        first = self._pending[0][0]
         while (
             self._pending
             and self._pending[0][1].frames.shape[-2:] == size
+            and self._pending[0][2] == box
             and (self.pack or self._pending[0][0] == first)
             and (limit is None or n < limit)
         ):
-            video, batch = self._pending.popleft()
+            video, batch, _ = self._pending.popleft()
             if limit is not None and n + len(batch) > limit:
                 batch, rest = _slice(batch, 0, limit - n), _slice(batch, limit - n, len(batch))
-                self._pending.appendleft((video, rest))
+                self._pending.appendleft((video, rest, box))
             pieces.append((video, batch))
             n += len(batch)
         self._pending_frames -= n
-        self._run(pieces)
+        self._run(pieces, box)
 
-    def _run(self, pieces: list[tuple[K, media.FrameBatch]]) -> None:
+    def _run(self, pieces: list[tuple[K, media.FrameBatch]], box: Box | None = None) -> None:
         timer, cfg, models = self.timer, self.models.settings, self.models
         if len(pieces) == 1:
             frames = pieces[0][1].frames
@@ -225,13 +232,15 @@ class FaceBatcher(Generic[K]):
             starts = [0, *ends[:-1]]
             pieces = [(v, replace(b, frames=frames[a:z])) for (v, b), a, z in zip(pieces, starts, ends, strict=True)]
         h, w = int(frames.shape[-2]), int(frames.shape[-1])
-        scale = 1.0 if cfg.long_side == 0 else min(1.0, cfg.long_side / max(h, w))
+        seen = frames if box is None else box.crop(frames)  # the detector sees the picture inside the bars
+        scale = 1.0 if cfg.long_side == 0 else min(1.0, cfg.long_side / max(seen.shape[-2:]))
         with timer("detect"):
             if cfg.rotate:  # each video's orientation decides which frames with no face are retried rotated
                 plan = OrientationPlan([self._orientation(v) for v, _ in pieces], [len(b) for _, b in pieces])
-                det = models.detector.detect_with_rotation(frames, scale, cfg.threshold, plan)
+                det = models.detector.detect_with_rotation(seen, scale, cfg.threshold, plan)
             else:
-                det = models.detector.detect(frames, scale, cfg.threshold)
+                det = models.detector.detect(seen, scale, cfg.threshold)
+            det = det if box is None else det.shifted(box.left, box.top)  # back to the frame's pixels
         with timer("embed"):
             frames_e, det_e = frames.to(models.embedder.device), det.to(models.embedder.device)
             chips = align_chips(frames_e, det_e)

@@ -85,6 +85,15 @@ class Detections:
             z(0, dtype=torch.int64, device=device),
         )
 
+    def shifted(self, dx: int, dy: int) -> Detections:
+        """The same faces with boxes and landmarks moved by ``(dx, dy)`` pixels (found in a crop of the frame)."""
+        if dx == 0 and dy == 0:
+            return self
+        step = torch.tensor([dx, dy], dtype=self.boxes.dtype, device=self.boxes.device)
+        return Detections(
+            self.image, self.boxes + step.repeat(2), self.scores, self.landmarks + step.repeat(5), self.rotation
+        )
+
     @staticmethod
     def cat(parts: Sequence[Detections]) -> Detections:
         return Detections(

@@ -146,7 +146,10 @@ def group_individuals(
     conflicts = frame_conflicts(faces, face_track) | set(track_pairs(clustering.keep_apart, faces, keys))
     must = track_pairs(clustering.manual_merges, faces, keys)
     individual = group_tracks(sums, mass, pairs, g.threshold, conflicts, must, g.pair_threshold)
-    face_sums, count = track_sums(on_device, unit, torch.ones_like(votes), len(keys))
+    # A track is attached by the faces the embedder can read at all (a descriptor under its unreadable magnitude
+    # says nothing of who it is, so it can no more link than vote).
+    readable = torch.isfinite(floors).to(votes.dtype)
+    face_sums, count = track_sums(on_device, unit, readable, len(keys))
     individual = attach_tracks(individual, sums, mass, face_sums, count, g.threshold, g.pair_threshold, conflicts)
     face_individual = individual[face_track]
     drop = duplicates_to_remove(faces.phash, groups=face_individual).cpu() | (face_individual < 0)
