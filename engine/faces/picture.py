@@ -75,6 +75,8 @@ class Picture:
         self.decided = False
 
     def update(self, frames: torch.Tensor) -> Box | None:
+        """The box for this chunk of the video's frames (uint8 ``[N, 3, H, W]``, the next in decode order), deciding
+        the video's bars on its first lit chunk and giving them up for good once a chunk lights them."""
         if not self.decided:
             if bool((frames > BAR_LIMIT).any()):  # a chunk that is black all over decides nothing
                 self.box, self.decided = find_bars(frames), True
