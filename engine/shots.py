@@ -44,8 +44,7 @@ from engine import media
 _HSV_SHIFT = 12
 #: OpenCV's INTER_LINEAR weights are fixed point with 11 fractional bits.
 _RESIZE_ONE = 1 << 11
-#: A row or column of the downscaled frame is black border while no pixel's V (max of R, G, B) exceeds this:
-#: FFmpeg ``cropdetect``'s default limit (24 of 255), on V rather than luma, so a dark red or blue pixel is picture.
+#: Black bar: no pixel's V (max of R, G, B) above this. FFmpeg ``cropdetect``'s limit, on V: dark red is picture.
 BORDER_LIMIT = 24
 #: Source pixels (per channel) downscaled and converted at once on a CPU: keeps one step's int32 scratch tensors to
 #: a few MiB whatever the batch and frame size (fresh large allocations cost more than the arithmetic there). A GPU
@@ -84,11 +83,9 @@ class ShotSettings:
     max_side: int = 256
     #: Weights of the hue, saturation and value differences (ContentDetector's defaults: all 1).
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    #: Score only the picture: black bars (rows and columns at the edges with no pixel brighter than
-    #: :data:`BORDER_LIMIT`), the same in both frames of a pair, are left out of the mean; bars that moved are
-    #: picture change, and that pair is scored whole. A film letterboxed into a phone-shaped frame (a third of it
-    #: picture) otherwise scores its cuts a third as high. Off here, PySceneDetect's own score (it has a fixed
-    #: ``crop``, no detection); on in film labelling, search and the challenge tracker.
+    #: Score only the picture: black bars (edge rows and columns no pixel lights above :data:`BORDER_LIMIT`), the
+    #: same in both frames of a pair, are left out of the mean; where they moved, the pair is scored whole. A film
+    #: letterboxed in a phone-shaped frame otherwise scores its cuts a third as high. Off: PySceneDetect's score.
     crop_borders: bool = False
 
     def __post_init__(self) -> None:
@@ -258,20 +255,21 @@ class ShotScorer:
         return scores.to(torch.float32)
 
 
+def lit_span(lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a bool ``[N, L]``: the first lit position and one past the last (``(0, L)`` when none is lit)."""
+    n = lit.shape[1]
+    first = lit.to(torch.uint8).argmax(dim=1)
+    end = n - lit.flip(1).to(torch.uint8).argmax(dim=1)
+    none = ~lit.any(dim=1)
+    return first.masked_fill(none, 0), end.masked_fill(none, n)
+
+
 def picture_mask(hsv: torch.Tensor) -> torch.Tensor:
     """bool ``[N, H, W]``: each HSV frame's picture, the box inside its black bars (edge rows and columns where no
     pixel's V exceeds :data:`BORDER_LIMIT`); the whole frame when it is black all over."""
     lit = hsv[:, 2] > BORDER_LIMIT
-
-    def span(any_lit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = any_lit.shape[1]
-        first = any_lit.to(torch.uint8).argmax(dim=1)
-        end = n - any_lit.flip(1).to(torch.uint8).argmax(dim=1)
-        none = ~any_lit.any(dim=1)
-        return first.masked_fill(none, 0), end.masked_fill(none, n)
-
-    top, bottom = span(lit.any(dim=2))
-    left, right = span(lit.any(dim=1))
+    top, bottom = lit_span(lit.any(dim=2))
+    left, right = lit_span(lit.any(dim=1))
     ys = torch.arange(hsv.shape[2], device=hsv.device)[None, :, None]
     xs = torch.arange(hsv.shape[3], device=hsv.device)[None, None, :]
     rows = (ys >= top[:, None, None]) & (ys < bottom[:, None, None])
@@ -325,6 +323,8 @@ def find_cuts(
 #: Measured against the true cuts of the labelled clips and challenges (``benchmarks/RESULTS.md``, 2026-12-07). A
 #: false cut only splits a track, which the grouping joins again; a missed one can put two people in one track.
 SAMPLED_SHOTS = ShotSettings(min_score=40.0, min_ratio=0.0, window=2, min_len=1, crop_borders=True)
+#: Film labelling's and search's cuts: the default rule on the picture's score (a letterboxed repost cuts as the film).
+PICTURE_SHOTS = ShotSettings(crop_borders=True)
 
 
 @dataclass

@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.identity.bench import CLIPS, REPO
-from engine.media import iter_frames
 from engine.media.decode import sample_frames
-from engine.shots import SAMPLED_SHOTS, ShotScorer, ShotSettings, find_cuts
+from engine.shots import SAMPLED_SHOTS, ShotScorer, ShotSettings, find_cuts, scene_changes
 
 #: The rule before 2026-12-07: whole-frame scores, PySceneDetect's threshold and a neighbour ratio.
 BEFORE = ShotSettings(min_score=27.0, min_ratio=2.0, window=2, min_len=1)
@@ -44,11 +43,7 @@ Part = tuple[list[bool], torch.Tensor, torch.Tensor]
 
 def frame_cuts(path: Path) -> list[float]:
     """The pts of the first frame of every shot but the first (every frame scored, PySceneDetect's defaults)."""
-    scorer, scores, pts = ShotScorer(), [], []
-    for batch in iter_frames(path, 0, None, "cpu"):
-        scores.append(scorer.update(batch.frames))
-        pts.append(batch.pts_s)
-    return torch.cat(pts)[find_cuts(torch.cat(scores))].tolist()
+    return scene_changes(path).times_s.tolist()
 
 
 def sampled(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -41,7 +41,7 @@ from engine.apps.film_shards import CROPS_DIR, FORMAT_VERSION, LabelError, Shard
 from engine.apps.scan import frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
-from engine.shots import ShotSettings, shot_ids
+from engine.shots import PICTURE_SHOTS, ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
 from engine.types import Tick, Tracks
 
@@ -68,8 +68,7 @@ class LabelSettings:
     min_face_px: float = MIN_FACE_PX
     #: No picture crop: a shard would decide its bars from its own first frames, and shards must decide as one run.
     faces: FaceSettings = field(default_factory=lambda: FaceSettings(rotate=False, crop_bars=False))
-    #: Black bars left out of the picture change (a letterboxed repost's cuts score as the film's own).
-    shots: ShotSettings = field(default_factory=lambda: ShotSettings(crop_borders=True))
+    shots: ShotSettings = PICTURE_SHOTS
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 1:

@@ -33,7 +33,7 @@ from engine.apps.scan import Scan, frame_ticker, scan_frames, stride_for
 from engine.config import FaceSettings, resolve_device
 from engine.faces.batching import FaceModels
 from engine.media import DecodeError, MediaInfo, cut_clip, encode_face_clip, probe
-from engine.shots import ShotSettings, shot_ids
+from engine.shots import PICTURE_SHOTS, ShotSettings, shot_ids
 from engine.track import TrackerSettings, track_faces
 from engine.types import Tick
 
@@ -58,8 +58,7 @@ class SearchSettings:
     clip_kind: str = "face"
     face_size: int = 256
     faces: FaceSettings = field(default_factory=FaceSettings)
-    #: Black bars left out of the picture change (a letterboxed repost's cuts score as the film's own).
-    shots: ShotSettings = field(default_factory=lambda: ShotSettings(crop_borders=True))
+    shots: ShotSettings = PICTURE_SHOTS
 
     def __post_init__(self) -> None:
         if self.clip_kind not in CLIP_KINDS:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-#: A bar pixel is at most this bright in every channel (FFmpeg ``cropdetect``'s default limit, 24 of 255).
-BAR_LIMIT = 24
+from engine.shots import BORDER_LIMIT, lit_span
+
+#: A bar pixel is at most this bright in every channel: the shot scorer's limit (FFmpeg ``cropdetect``'s, 24 of 255).
+BAR_LIMIT = BORDER_LIMIT
 #: Bars smaller than this share of the frame are not worth a crop (and may be a dark edge of the picture).
 MIN_BARS = 0.1
 
@@ -45,10 +47,10 @@ class Box:
 def _bars(lit: torch.Tensor) -> int:
     """How many positions at *each* end of a 1-D mask are unlit: the smaller of the two ends' runs (an unlit run
     at one end only is picture, a dark sky or floor), the whole length when nothing is lit."""
-    where = lit.nonzero().flatten()
-    if len(where) == 0:
+    if not bool(lit.any()):
         return len(lit)
-    return min(int(where[0]), len(lit) - 1 - int(where[-1]))
+    first, end = lit_span(lit[None])
+    return min(int(first), len(lit) - int(end))
 
 
 def find_bars(frames: torch.Tensor, limit: int = BAR_LIMIT) -> Box | None:
